@@ -1,0 +1,25 @@
+"""svclink: service-to-service HTTP calls and RabbitMQ events, sync first with an asyncio mirror.
+
+This module imports no transport library: ``svclink.sync`` brings requests and pika,
+``svclink.aio`` brings httpx and aio-pika.
+"""
+
+from ._check import check
+from ._version import __version__
+from .core.context import RequestContext
+from .core.retry import RetryPolicy
+from .core.settings import Settings, configure, get_settings, reset
+from .errors import *  # noqa: F403
+from .errors import __all__ as _errors
+
+__all__ = [
+    "RequestContext",
+    "RetryPolicy",
+    "Settings",
+    "__version__",
+    "check",
+    "configure",
+    "get_settings",
+    "reset",
+    *_errors,
+]

@@ -1,0 +1,160 @@
+"""HTTP calls over httpx: the async send loop and nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from ..core.calls import Call, Done, HTTPRequest, Retry
+from ..core.errors import TransportFailure
+from ..core.registry import ServiceCache
+from ..core.service import BaseService
+from ..core.settings import Settings
+
+
+class _NoResponse(Exception):
+    def __init__(self, kind: TransportFailure, detail: str) -> None:
+        self.kind, self.detail = kind, detail
+
+
+def _failure(exc: httpx.TransportError) -> TransportFailure:
+    """Which kind of transport failure an httpx exception is."""
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return TransportFailure.CONNECT
+    if isinstance(exc, httpx.TimeoutException):
+        return TransportFailure.TIMEOUT
+    return TransportFailure.RESET
+
+
+class Service(BaseService):
+    """A declared service, called from asyncio: one ``httpx.AsyncClient`` per event loop.
+
+    A client belongs to the loop that made it, so each loop gets its own; that is what
+    lets code call services from repeated ``asyncio.run()`` (as a Celery task does).
+    """
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        super().__init__(name, settings)
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None or client.is_closed:
+            for old in [lp for lp in self._clients if lp.is_closed()]:
+                del self._clients[old]  # a finished asyncio.run(): its sockets died with it
+            size = self.settings.pool_maxsize
+            client = self._clients[loop] = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+                trust_env=self.settings.trust_env,
+                follow_redirects=False,
+            )
+        return client
+
+    async def aclose(self) -> None:
+        """Close this loop's pooled connections; the next call opens new ones."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+    async def __aenter__(self) -> Service:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def http_dispatch(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        query_params: Mapping[str, Any] | None = None,
+        path_params: Mapping[str, Any] | None = None,
+        payload: Any = None,
+        files: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        propagate_error: bool | None = None,
+        include_status_code: bool = False,
+        response_timeout: float | None = None,
+        retry_count: int | None = None,
+        idempotency_key: str | None = None,
+        raw_response: bool = False,
+    ) -> Any:
+        """Call ``endpoint`` of this service and return the decoded JSON body.
+
+        See :doc:`/http` for every argument; the sync twin takes the same ones.
+        """
+        plan = self.plan(
+            method,
+            endpoint,
+            query_params=query_params,
+            path_params=path_params,
+            payload=payload,
+            files=files,
+            headers=headers,
+            propagate_error=propagate_error,
+            include_status_code=include_status_code,
+            response_timeout=response_timeout,
+            retry_count=retry_count,
+            idempotency_key=idempotency_key,
+            raw_response=raw_response,
+        )
+        call = Call.start(plan, time.monotonic())
+        while True:
+            request = call.request(time.monotonic())
+            step: Retry | Done
+            try:
+                status, reason, response_headers, body = await self._send(request)
+            except _NoResponse as exc:
+                step = call.failed(exc.kind, exc.detail, time.monotonic(), random.random())
+            else:
+                step = call.received(
+                    status, reason, response_headers, body,
+                    now=time.monotonic(), wall=time.time(), rand=random.random(),
+                )  # fmt: skip
+            if isinstance(step, Done):
+                return step.value
+            await asyncio.sleep(step.wait)
+
+    async def _send(self, request: HTTPRequest) -> tuple[int, str, dict[str, str], bytes]:
+        """Perform one attempt, all of it (pool wait, connect, body) under its time budget."""
+        timeout = httpx.Timeout(request.timeout, connect=request.connect_timeout)
+        try:
+            async with asyncio.timeout(request.timeout):
+                response = await self._client().request(
+                    request.method,
+                    request.url,
+                    headers=request.headers,
+                    content=request.content,
+                    data=request.form,
+                    files=request.files,
+                    timeout=timeout,
+                )
+        except TimeoutError:
+            raise _NoResponse(TransportFailure.TIMEOUT, "response too slow") from None
+        except httpx.TransportError as exc:
+            raise _NoResponse(_failure(exc), type(exc).__name__) from None
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        return response.status_code, response.reason_phrase, headers, response.content
+
+
+_services: ServiceCache[Service] = ServiceCache(Service)
+
+
+async def get_service(name: str) -> Service:
+    """The service object for ``name``, created once per settings and shared by all tasks."""
+    return _services.get(name)
+
+
+async def aclose() -> None:
+    """Close every service's connections on the running loop (they reopen on the next call)."""
+    for service in _services.drain():
+        await service.aclose()

@@ -1,0 +1,198 @@
+"""One exception hierarchy for everything svclink raises, and the tables that pick a class.
+
+The drivers never choose an exception class themselves: they report what happened (a
+status code, a kind of transport failure) and these tables decide, so the sync and aio
+sides raise exactly the same thing for the same fault.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+
+class SvclinkError(Exception):
+    """Base class of every exception svclink raises."""
+
+
+class ConfigurationError(SvclinkError, ValueError):
+    """A setting is missing or invalid; the message names the field and the problem."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class ServiceNotDeclared(SvclinkError, RuntimeError):
+    """A service was asked for that is not in ``service_connections``."""
+
+    def __init__(self, name: str, declared: tuple[str, ...]) -> None:
+        listed = ", ".join(declared) if declared else "(none)"
+        super().__init__(f"service {name!r} is not declared in service_connections; declared: {listed}")
+        self.name = name
+        self.declared = declared
+
+
+class InvalidRequest(SvclinkError, ValueError):
+    """A call's arguments are unusable; raised before any I/O.
+
+    The message says what is wrong without echoing the offending value, which may
+    carry an injection attempt or a secret.
+    """
+
+
+class APIException(SvclinkError):
+    """A call to another service did not succeed.
+
+    Every instance says which call failed (``service``, ``method``, ``endpoint``) and
+    what the other side said (``status_code``, ``error_code``, ``message``,
+    ``description``), with the ``request_id`` that ties it to the logs of both sides.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        service: str = "",
+        method: str = "",
+        endpoint: str = "",
+        status_code: int | None = None,
+        error_code: str | None = None,
+        description: str | None = None,
+        request_id: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.service = service
+        self.method = method
+        self.endpoint = endpoint
+        self.status_code = status_code
+        self.error_code = error_code
+        self.description = description
+        self.request_id = request_id
+        #: the decoded error body (bounded), for callers that need more than the fields
+        self.body = body
+
+    def __str__(self) -> str:
+        where = f"{self.service}: {self.method} {self.endpoint}"
+        status = f" -> {self.status_code}" if self.status_code is not None else ""
+        code = f" [{self.error_code}]" if self.error_code else ""
+        return f"{where}{status}: {self.message}{code}"
+
+
+class ClientError(APIException):
+    """The other service answered with a 4xx status."""
+
+
+class BadRequest(ClientError):
+    """400."""
+
+
+class Unauthorized(ClientError):
+    """401."""
+
+
+class Forbidden(ClientError):
+    """403."""
+
+
+class NotFound(ClientError):
+    """404."""
+
+
+class Conflict(ClientError):
+    """409."""
+
+
+class UnprocessableEntity(ClientError):
+    """422."""
+
+
+class TooManyRequests(ClientError):
+    """429."""
+
+
+class ServerError(APIException):
+    """The other service answered with a 5xx status."""
+
+
+class ServiceUnavailable(APIException):
+    """No response at all: connection refused or reset, name not resolved."""
+
+
+class ServiceTimeout(APIException):
+    """No response before the call's deadline."""
+
+
+class ResponseDecodeError(APIException):
+    """The response body is not the JSON the caller asked for."""
+
+
+class RedirectNotFollowed(APIException):
+    """The service redirected the call to another origin, which svclink never follows."""
+
+
+class EventError(SvclinkError):
+    """Base class of the errors of publishing and consuming events."""
+
+
+class InvalidEvent(EventError, ValueError):
+    """An event type, routing key, payload or envelope is unusable; raised before any I/O."""
+
+
+class BrokerUnavailable(EventError):
+    """The message broker cannot be reached."""
+
+
+class PublishError(EventError):
+    """A message was not accepted by the broker; it may be published again."""
+
+
+class UnroutableError(PublishError):
+    """The broker returned a mandatory message: no queue is bound for its routing key."""
+
+
+class PublishNacked(PublishError):
+    """The broker refused the message (basic.nack)."""
+
+
+class PublishTimeout(PublishError):
+    """No confirm arrived before the publish timeout; the message may or may not have landed."""
+
+
+STATUS_CLASSES: dict[int, type[APIException]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    422: UnprocessableEntity,
+    429: TooManyRequests,
+}
+
+
+def class_for_status(status: int) -> type[APIException]:
+    """The exception class for an error status (>= 400)."""
+    if status in STATUS_CLASSES:
+        return STATUS_CLASSES[status]
+    return ClientError if status < 500 else ServerError
+
+
+class TransportFailure(enum.Enum):
+    """What went wrong when no usable response arrived; drivers report one of these."""
+
+    #: the connection could not be made: nothing was sent, so any method may be retried
+    CONNECT = "connect"
+    #: the connection broke after the request may have been sent
+    RESET = "reset"
+    #: a read or write timed out
+    TIMEOUT = "timeout"
+
+
+TRANSPORT_CLASSES: dict[TransportFailure, type[APIException]] = {
+    TransportFailure.CONNECT: ServiceUnavailable,
+    TransportFailure.RESET: ServiceUnavailable,
+    TransportFailure.TIMEOUT: ServiceTimeout,
+}

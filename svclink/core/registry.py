@@ -1,0 +1,58 @@
+"""Declared services and where they live."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from .errors import ServiceNotDeclared
+from .settings import Settings, get_settings
+
+S = TypeVar("S")
+
+
+def base_url(settings: Settings, name: str) -> str:
+    """The base URL of declared service ``name``: its override, else ``host_pattern``.
+
+    Raises :class:`ServiceNotDeclared` (listing the declared names) for any other name,
+    so a typo never turns into a call to a host nobody meant.
+    """
+    if name not in settings.service_connections:
+        raise ServiceNotDeclared(name, settings.service_connections)
+    override = settings.service_hosts.get(name)
+    if override is not None:
+        return override
+    return settings.host_pattern.format(service=name).rstrip("/")
+
+
+class ServiceCache(Generic[S]):
+    """One service object per name for the installed settings; rebuilt when settings change.
+
+    Shared by ``svclink.sync.get_service`` and ``svclink.aio.get_service`` so that both
+    sides cache, invalidate and report undeclared names the same way.
+    """
+
+    def __init__(self, factory: Callable[[str, Settings], S]) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._services: dict[str, S] = {}
+        self._settings: Settings | None = None
+
+    def get(self, name: str) -> S:
+        settings = get_settings()
+        with self._lock:
+            if settings is not self._settings:
+                self._services.clear()
+                self._settings = settings
+            service = self._services.get(name)
+            if service is None:
+                service = self._services[name] = self._factory(name, settings)
+            return service
+
+    def drain(self) -> list[S]:
+        """Forget every service and return them, so the caller can close them."""
+        with self._lock:
+            services = list(self._services.values())
+            self._services.clear()
+            return services

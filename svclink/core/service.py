@@ -1,0 +1,169 @@
+"""What a service object decides before any I/O; the sync and aio services only add the send loop.
+
+This is svclink's ``BaseClient``: turning ``http_dispatch`` arguments into a
+:class:`~svclink.core.calls.CallPlan` (URL, headers, body, timeouts, retry policy) is
+the same for both sides, so it lives here once.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from . import context
+from .calls import CallPlan, FileSpec
+from .errors import InvalidRequest
+from .registry import base_url
+from .retry import RetryPolicy
+from .settings import Settings
+from .urls import build_url
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: a JSON body larger than this is refused before any I/O
+MAX_PAYLOAD_BYTES = 32 * 1024 * 1024
+
+
+def _json_default(value: object) -> Any:
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (uuid.UUID, decimal.Decimal)):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    raise TypeError(f"a {type(value).__name__} is not JSON serialisable")
+
+
+def encode_json(payload: Any) -> bytes:
+    """``payload`` as compact UTF-8 JSON; datetimes, dates, UUIDs and Decimals as strings."""
+    try:
+        data = json.dumps(
+            payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
+        ).encode()
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"payload cannot be sent as JSON: {exc}") from None
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise InvalidRequest(f"payload is {len(data)} bytes, over the limit of {MAX_PAYLOAD_BYTES}")
+    return data
+
+
+def _form(payload: Any) -> dict[str, str]:
+    if payload is None:
+        return {}
+    if not isinstance(payload, Mapping):
+        raise InvalidRequest("with files=, payload must be a mapping of form fields")
+    form = {}
+    for name, value in payload.items():
+        if not isinstance(name, str) or isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise InvalidRequest("with files=, form fields must map str names to str or number values")
+        form[name] = str(value)
+    return form
+
+
+def _files(files: Any) -> dict[str, FileSpec]:
+    if not isinstance(files, Mapping) or not files:
+        raise InvalidRequest("files must be a non-empty mapping of field name to (filename, bytes[, type])")
+    checked: dict[str, FileSpec] = {}
+    for name, spec in files.items():
+        if isinstance(spec, bytes):
+            spec = (name, spec)
+        ok = (
+            isinstance(name, str)
+            and isinstance(spec, tuple)
+            and len(spec) in (2, 3)
+            and isinstance(spec[0], str)
+            and isinstance(spec[1], bytes)
+            and (len(spec) == 2 or isinstance(spec[2], str))
+        )
+        if not ok:
+            raise InvalidRequest(
+                "each file must be bytes or (filename, bytes) or (filename, bytes, content_type)"
+            )
+        context.check_header("Content-Type", spec[2] if len(spec) == 3 else "x")
+        checked[name] = spec
+    return checked
+
+
+def _timeout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise InvalidRequest("response_timeout must be a positive number of seconds")
+    return float(value)
+
+
+class BaseService:
+    """A declared service: its name, base URL and settings, and how calls to it are planned."""
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        self.name = name
+        self.settings = settings
+        self.base_url = base_url(settings, name)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__module__}.{type(self).__qualname__} {self.name!r} at {self.base_url}>"
+
+    def plan(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        query_params: Mapping[str, Any] | None = None,
+        path_params: Mapping[str, Any] | None = None,
+        payload: Any = None,
+        files: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        propagate_error: bool | None = None,
+        include_status_code: bool = False,
+        response_timeout: float | None = None,
+        retry_count: int | None = None,
+        idempotency_key: str | None = None,
+        raw_response: bool = False,
+    ) -> CallPlan:
+        """Check every argument and decide everything about the call; no I/O."""
+        if not isinstance(method, str) or method.upper() not in METHODS:
+            raise InvalidRequest(f"method must be one of {', '.join(sorted(METHODS))}")
+        method = method.upper()
+        settings = self.settings
+        url = build_url(self.base_url, endpoint, path_params, query_params)
+        if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
+            raise InvalidRequest("idempotency_key must be a non-empty str")
+        ctx = context.current()
+        hdrs = context.outgoing_headers(
+            caller=settings.service_name, context=ctx, extra=headers, idempotency_key=idempotency_key
+        )
+        content, form, file_map = None, None, None
+        if files is not None:
+            form, file_map = _form(payload), _files(files)
+        elif payload is not None:
+            content = encode_json(payload)
+            hdrs["Content-Type"] = "application/json"
+        policy = settings.retry
+        if retry_count is not None:
+            if isinstance(retry_count, bool) or not isinstance(retry_count, int) or retry_count < 0:
+                raise InvalidRequest("retry_count must be a whole number >= 0")
+            policy = attrs.evolve(policy, total=retry_count)
+        return CallPlan(
+            service=self.name,
+            method=method,
+            endpoint=endpoint,
+            url=url,
+            headers=hdrs,
+            content=content,
+            form=form,
+            files=file_map,
+            timeout=settings.response_timeout if response_timeout is None else _timeout(response_timeout),
+            connect_timeout=settings.connect_timeout,
+            policy=policy,
+            idempotency_key=idempotency_key,
+            propagate_error=settings.propagate_error if propagate_error is None else bool(propagate_error),
+            include_status_code=include_status_code,
+            raw_response=raw_response,
+            context_deadline=ctx.deadline if ctx is not None else None,
+        )
+
+
+__all__ = ["BaseService", "RetryPolicy", "encode_json"]

@@ -1,0 +1,285 @@
+"""Settings: one frozen, validated value, loaded from keyword arguments and the environment.
+
+Everything is checked when the value is built, so a typo in a host URL fails at start-up
+with the field named, not on the first call at three in the morning.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from .errors import ConfigurationError
+from .retry import RetryPolicy
+
+ENV_PREFIX = "SVCLINK_"
+SERVICE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def check_service_name(field: str, name: object) -> str:
+    """A service name is a lower-case DNS label (underscores allowed)."""
+    if not isinstance(name, str) or not SERVICE_NAME_RE.match(name):
+        raise ConfigurationError(
+            field, f"{name!r} is not a service name (lower-case letters, digits, '-', '_')"
+        )
+    return name
+
+
+def check_base_url(field: str, url: object) -> str:
+    """An http(s) URL with a host and no query, fragment or credentials; trailing '/' dropped."""
+    if not isinstance(url, str):
+        raise ConfigurationError(field, f"must be a URL string, got {type(url).__name__}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ConfigurationError(field, "must start with http:// or https://")
+    if not parts.hostname:
+        raise ConfigurationError(field, "has no host")
+    if parts.query or parts.fragment:
+        raise ConfigurationError(field, "must not have a query string or fragment")
+    if parts.username or parts.password:
+        raise ConfigurationError(field, "must not carry credentials")
+    try:
+        parts.port  # noqa: B018 - urlsplit validates the port lazily
+    except ValueError:
+        raise ConfigurationError(field, "has an invalid port") from None
+    return url.rstrip("/")
+
+
+def _names(field: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, Iterable):
+        raise ConfigurationError(field, f"must be a list of service names, got {value!r}")
+    names = tuple(check_service_name(field, n) for n in value)
+    if len(set(names)) != len(names):
+        raise ConfigurationError(field, "lists a service twice")
+    return names
+
+
+def _amqp_urls(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, Iterable):
+        raise ConfigurationError("amqp_url", "must be a URL or a list of URLs")
+    urls = tuple(value)
+    if not urls:
+        raise ConfigurationError("amqp_url", "must not be empty")
+    for url in urls:
+        if not isinstance(url, str):
+            raise ConfigurationError("amqp_url", "must be a URL or a list of URLs")
+        scheme = urlsplit(url).scheme
+        if scheme not in ("amqp", "amqps", "memory"):
+            raise ConfigurationError("amqp_url", "must start with amqp://, amqps:// or memory://")
+    if len(urls) > 1 and any(u.startswith("memory:") for u in urls):
+        raise ConfigurationError("amqp_url", "memory:// cannot be part of a list")
+    return urls
+
+
+def _hosts(value: object) -> Mapping[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError("service_hosts", "must be a mapping of service name to URL")
+    return MappingProxyType(
+        {
+            check_service_name("service_hosts", k): check_base_url(f"service_hosts[{k!r}]", v)
+            for k, v in value.items()
+        }
+    )
+
+
+def _host_pattern(value: object) -> str:
+    if not isinstance(value, str) or "{service}" not in value:
+        raise ConfigurationError("host_pattern", "must be a URL containing '{service}'")
+    try:
+        sample = value.format(service="x")
+    except (KeyError, IndexError, ValueError):
+        raise ConfigurationError("host_pattern", "may contain no placeholder but {service}") from None
+    check_base_url("host_pattern", sample)
+    return value
+
+
+def _secret(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError("signing_key", "must be a string")
+    return value
+
+
+def _bool(field: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigurationError(field, f"must be true or false, got {value!r}")
+
+
+def _seconds(field: str, value: object) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigurationError(field, f"must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigurationError(field, f"must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _count(field: str, value: object, minimum: int = 0) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigurationError(field, f"must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def _connections(value: object) -> tuple[str, ...]:
+    return _names("service_connections", value)
+
+
+def _required(value: object) -> tuple[str, ...]:
+    return _names("required_service_connections", value)
+
+
+def _propagate_error(value: object) -> bool:
+    return _bool("propagate_error", value)
+
+
+def _trust_env(value: object) -> bool:
+    return _bool("trust_env", value)
+
+
+def _response_timeout(value: object) -> float:
+    return _seconds("response_timeout", value)
+
+
+def _connect_timeout(value: object) -> float:
+    return _seconds("connect_timeout", value)
+
+
+def _pool_maxsize(value: object) -> int:
+    return _count("pool_maxsize", value, minimum=1)
+
+
+def _retry(value: object) -> RetryPolicy:
+    if not isinstance(value, RetryPolicy):
+        raise ConfigurationError("retry", "must be a svclink.RetryPolicy")
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Everything svclink needs to know, checked once; derive changed copies with ``attrs.evolve``."""
+
+    #: who we are: sent as the caller identity on every call and event
+    service_name: str | None = attrs.field(default=None)
+    service_connections: tuple[str, ...] = attrs.field(default=(), converter=_connections)
+    required_service_connections: tuple[str, ...] = attrs.field(default=(), converter=_required)
+    host_pattern: str = attrs.field(default="http://{service}:8000", converter=_host_pattern)
+    service_hosts: Mapping[str, str] = attrs.field(factory=dict, converter=_hosts)
+    amqp_url: tuple[str, ...] = attrs.field(
+        default="amqp://guest:guest@localhost:5672/", converter=_amqp_urls, repr=False
+    )
+    signing_key: str | None = attrs.field(default=None, converter=_secret, repr=False)
+    propagate_error: bool = attrs.field(default=True, converter=_propagate_error)
+    #: the whole budget of one call, every attempt and wait included (seconds)
+    response_timeout: float = attrs.field(default=10.0, converter=_response_timeout)
+    connect_timeout: float = attrs.field(default=3.0, converter=_connect_timeout)
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy, converter=_retry)
+    #: connections kept per service (sync: per process; aio: per event loop)
+    pool_maxsize: int = attrs.field(default=100, converter=_pool_maxsize)
+    #: honour HTTP(S)_PROXY and .netrc from the environment for internal calls
+    trust_env: bool = attrs.field(default=False, converter=_trust_env)
+
+    @service_name.validator
+    def _check_service_name(self, attribute: object, value: str | None) -> None:
+        if value is not None:
+            check_service_name("service_name", value)
+
+    @required_service_connections.validator
+    def _check_required(self, attribute: object, value: tuple[str, ...]) -> None:
+        missing = [n for n in value if n not in self.service_connections]
+        if missing:
+            raise ConfigurationError(
+                "required_service_connections", f"{', '.join(missing)} not in service_connections"
+            )
+
+    @service_hosts.validator
+    def _check_hosts(self, attribute: object, value: Mapping[str, str]) -> None:
+        extra = [n for n in value if n not in self.service_connections]
+        if extra:
+            raise ConfigurationError("service_hosts", f"{', '.join(extra)} not in service_connections")
+
+
+FIELDS = frozenset(a.name for a in attrs.fields(Settings))
+
+
+def build(values: Mapping[str, Any]) -> Settings:
+    """Settings from a mapping, with a :class:`ConfigurationError` for an unknown key."""
+    unknown = sorted(set(values) - FIELDS)
+    if unknown:
+        raise ConfigurationError(unknown[0], f"is not a setting; known: {', '.join(sorted(FIELDS))}")
+    try:
+        return Settings(**values)
+    except ConfigurationError:
+        raise
+    except (TypeError, ValueError) as exc:  # an attrs validator of a nested value
+        raise ConfigurationError("settings", str(exc)) from None
+
+
+def load(values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from explicit ``values`` over ``SVCLINK_*`` environment variables over defaults.
+
+    ``SVCLINK_SERVICE_<NAME>_URL`` overrides the address of declared service ``name``
+    (upper-cased, ``-`` written as ``_``) unless ``values`` gives ``service_hosts``.
+    """
+    env = os.environ if environ is None else environ
+    merged: dict[str, Any] = {}
+    for name in FIELDS - {"service_hosts", "retry"}:
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            merged[name] = env[key]
+    if ENV_PREFIX + "RETRY_COUNT" in env:
+        merged["retry"] = RetryPolicy(total=_count("retry_count", env[ENV_PREFIX + "RETRY_COUNT"]))
+    merged.update(values)
+    if "service_hosts" not in values:
+        declared = _names("service_connections", merged.get("service_connections", ()))
+        hosts = {}
+        for service in declared:
+            key = f"{ENV_PREFIX}SERVICE_{service.upper().replace('-', '_')}_URL"
+            if key in env:
+                hosts[service] = env[key]
+        if hosts:
+            merged["service_hosts"] = hosts
+    return build(merged)
+
+
+_current: Settings | None = None
+
+
+def configure(**values: Any) -> Settings:
+    """Build and install the process-wide settings (explicit values over the environment)."""
+    global _current
+    _current = load(values)
+    return _current
+
+
+def get_settings() -> Settings:
+    """The installed settings; on first use without :func:`configure`, those of the environment."""
+    global _current
+    if _current is None:
+        _current = load({})
+    return _current
+
+
+def reset() -> None:
+    """Forget the installed settings (tests use this between cases)."""
+    global _current
+    _current = None

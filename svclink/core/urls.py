@@ -1,0 +1,118 @@
+"""Endpoint construction and validation: a call can only ever reach its own service.
+
+An endpoint is a path template such as ``/api/v1/users/{id}``. It is checked against a
+small grammar (no scheme, no authority, no backslash, no dot segments, no control
+characters) before it is filled in; each path parameter becomes exactly one percent-
+encoded segment, so ``"../admin"`` or ``"a/b"`` as a parameter stays inside its segment.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote, unquote, urlencode, urlsplit
+
+from .errors import InvalidRequest
+
+# RFC 3986 pchar plus '/' and the braces of a template; '%' only as a valid escape.
+_ENDPOINT_RE = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/{}]|%[0-9A-Fa-f]{2})*$")
+_FIELD_RE = re.compile(r"\{([^{}]*)\}")
+_SCALARS = (str, int, float, uuid.UUID)
+
+
+def _check_endpoint(endpoint: object) -> str:
+    if not isinstance(endpoint, str):
+        raise InvalidRequest(f"endpoint must be a str, got {type(endpoint).__name__}")
+    if not endpoint.startswith("/") or endpoint.startswith("//"):
+        raise InvalidRequest("endpoint must be a path starting with a single '/'")
+    if not _ENDPOINT_RE.match(endpoint):
+        raise InvalidRequest(
+            "endpoint may contain only path characters (no scheme, backslash, whitespace, "
+            "control characters, '?' or '#': pass query_params= for a query)"
+        )
+    for segment in unquote(_FIELD_RE.sub("x", endpoint)).split("/"):
+        if segment in (".", ".."):
+            raise InvalidRequest("endpoint must not contain '.' or '..' segments")
+        if "/" in segment or "\\" in segment:
+            raise InvalidRequest("endpoint must not contain an encoded '/' or '\\'")
+    return endpoint
+
+
+def _segment(name: str, value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, _SCALARS):
+        raise InvalidRequest(
+            f"path parameter {name!r} must be a str, int, float or UUID, got {type(value).__name__}"
+        )
+    text = str(value)
+    if text in ("", ".", ".."):
+        raise InvalidRequest(f"path parameter {name!r} must not be empty, '.' or '..'")
+    return quote(text, safe="")
+
+
+def fill_path(endpoint: str, path_params: Mapping[str, Any] | None) -> str:
+    """The endpoint with each ``{name}`` replaced by its parameter as one encoded segment."""
+    _check_endpoint(endpoint)
+    params = dict(path_params or {})
+    fields = _FIELD_RE.findall(endpoint)
+    for field in fields:
+        if not field.isidentifier():
+            raise InvalidRequest("path template fields must be identifiers like {id}")
+    missing = sorted(set(fields) - set(params))
+    if missing:
+        raise InvalidRequest(f"path_params is missing {', '.join(missing)}")
+    extra = sorted(set(params) - set(fields))
+    if extra:
+        raise InvalidRequest(f"path_params has {', '.join(extra)} which the endpoint does not use")
+    if "{" in _FIELD_RE.sub("", endpoint) or "}" in _FIELD_RE.sub("", endpoint):
+        raise InvalidRequest("endpoint has an unbalanced '{' or '}'")
+    return _FIELD_RE.sub(lambda m: _segment(m.group(1), params[m.group(1)]), endpoint)
+
+
+def _query_value(name: str, value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, _SCALARS):
+        return str(value)
+    raise InvalidRequest(
+        f"query parameter {name!r} must be a str, int, float, bool, UUID or a list of them, "
+        f"got {type(value).__name__}"
+    )
+
+
+def encode_query(query_params: Mapping[str, Any] | None) -> str:
+    """``query_params`` as a query string: lists repeat the key, booleans are true/false, None is dropped."""
+    if not query_params:
+        return ""
+    if not isinstance(query_params, Mapping):
+        raise InvalidRequest(f"query_params must be a mapping, got {type(query_params).__name__}")
+    pairs: list[tuple[str, str]] = []
+    for name, value in query_params.items():
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest("query parameter names must be non-empty strings")
+        values = value if isinstance(value, (list, tuple)) else [value]
+        pairs.extend((name, _query_value(name, v)) for v in values if v is not None)
+    return urlencode(pairs, quote_via=quote)
+
+
+def build_url(
+    base_url: str,
+    endpoint: str,
+    path_params: Mapping[str, Any] | None = None,
+    query_params: Mapping[str, Any] | None = None,
+) -> str:
+    """The full URL of ``endpoint`` under ``base_url``; refuses anything that could leave it."""
+    path = fill_path(endpoint, path_params)
+    query = encode_query(query_params)
+    url = base_url + path + ("?" + query if query else "")
+    target, base = urlsplit(url), urlsplit(base_url)
+    if (target.scheme, target.netloc) != (base.scheme, base.netloc):  # defence in depth
+        raise InvalidRequest("endpoint would leave the service's base URL")
+    return url
+
+
+def same_origin(url: str, other: str) -> bool:
+    """Whether two absolute URLs share scheme, host and port (a redirect may be followed)."""
+    a, b = urlsplit(url), urlsplit(other)
+    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)

@@ -1,0 +1,179 @@
+"""HTTP calls over requests and urllib3's connection pool: the send loop and nothing else."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Mapping
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any
+
+import requests
+import requests.adapters
+from urllib3.exceptions import NewConnectionError, ReadTimeoutError
+
+from ..core.calls import Call, Done, HTTPRequest, Retry
+from ..core.errors import TransportFailure
+from ..core.registry import ServiceCache
+from ..core.service import BaseService
+from ..core.settings import Settings
+
+_CHUNK = 64 * 1024
+
+
+class _NoResponse(Exception):
+    def __init__(self, kind: TransportFailure, detail: str) -> None:
+        self.kind, self.detail = kind, detail
+
+
+def _failure(exc: requests.RequestException) -> TransportFailure:
+    """Which kind of transport failure a requests exception is."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return TransportFailure.CONNECT
+    if isinstance(exc, requests.Timeout):
+        return TransportFailure.TIMEOUT
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, ReadTimeoutError):
+        return TransportFailure.TIMEOUT
+    if isinstance(getattr(reason, "reason", None), NewConnectionError):
+        return TransportFailure.CONNECT
+    return TransportFailure.RESET
+
+
+def _new_session(settings: Settings) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = settings.trust_env  # no proxies or .netrc for internal calls unless asked
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # stateless, thread-safe
+    adapter = requests.adapters.HTTPAdapter(
+        pool_connections=1, pool_maxsize=settings.pool_maxsize, pool_block=True, max_retries=0
+    )
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+class Service(BaseService):
+    """A declared service, called synchronously; safe to share between threads and across fork."""
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        super().__init__(name, settings)
+        self._lock = threading.Lock()
+        self._session: requests.Session | None = None
+        self._pid = 0
+
+    def _pool(self) -> requests.Session:
+        """This process's session: a forked child never reuses its parent's sockets."""
+        session, pid = self._session, os.getpid()
+        if session is None or self._pid != pid:
+            with self._lock:
+                if self._session is None or self._pid != pid:
+                    self._session, self._pid = _new_session(self.settings), pid
+                session = self._session
+        return session
+
+    def close(self) -> None:
+        """Close this process's pooled connections; the next call opens new ones."""
+        with self._lock:
+            session, self._session = self._session, None
+        if session is not None and self._pid == os.getpid():
+            session.close()
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def http_dispatch(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        query_params: Mapping[str, Any] | None = None,
+        path_params: Mapping[str, Any] | None = None,
+        payload: Any = None,
+        files: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        propagate_error: bool | None = None,
+        include_status_code: bool = False,
+        response_timeout: float | None = None,
+        retry_count: int | None = None,
+        idempotency_key: str | None = None,
+        raw_response: bool = False,
+    ) -> Any:
+        """Call ``endpoint`` of this service and return the decoded JSON body.
+
+        See :doc:`/http` for every argument; the aio twin takes the same ones.
+        """
+        plan = self.plan(
+            method,
+            endpoint,
+            query_params=query_params,
+            path_params=path_params,
+            payload=payload,
+            files=files,
+            headers=headers,
+            propagate_error=propagate_error,
+            include_status_code=include_status_code,
+            response_timeout=response_timeout,
+            retry_count=retry_count,
+            idempotency_key=idempotency_key,
+            raw_response=raw_response,
+        )
+        call = Call.start(plan, time.monotonic())
+        while True:
+            request = call.request(time.monotonic())
+            step: Retry | Done
+            try:
+                status, reason, response_headers, body = self._send(request)
+            except _NoResponse as exc:
+                step = call.failed(exc.kind, exc.detail, time.monotonic(), random.random())
+            else:
+                step = call.received(
+                    status, reason, response_headers, body,
+                    now=time.monotonic(), wall=time.time(), rand=random.random(),
+                )  # fmt: skip
+            if isinstance(step, Done):
+                return step.value
+            time.sleep(step.wait)
+
+    def _send(self, request: HTTPRequest) -> tuple[int, str, dict[str, str], bytes]:
+        """Perform one attempt; the body is read under the attempt's whole time budget."""
+        started = time.monotonic()
+        try:
+            response = self._pool().request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.content if request.content is not None else request.form,
+                files=request.files,
+                timeout=(request.connect_timeout, request.timeout),
+                allow_redirects=False,
+                stream=True,
+            )
+            with response:
+                chunks = []
+                for chunk in response.iter_content(_CHUNK):
+                    chunks.append(chunk)
+                    if time.monotonic() - started > request.timeout:
+                        raise _NoResponse(TransportFailure.TIMEOUT, "response body too slow")
+        except requests.RequestException as exc:
+            raise _NoResponse(_failure(exc), type(exc).__name__) from None
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        return response.status_code, response.reason or "", headers, b"".join(chunks)
+
+
+_services: ServiceCache[Service] = ServiceCache(Service)
+
+
+def get_service(name: str) -> Service:
+    """The service object for ``name``, created once per settings and shared by all threads."""
+    return _services.get(name)
+
+
+def close() -> None:
+    """Close every service's pooled connections (they reopen on the next call)."""
+    for service in _services.drain():
+        service.close()

@@ -1,0 +1,167 @@
+"""A real HTTP/1.1 server on 127.0.0.1 for the tests: scripted replies, every request recorded.
+
+Each route answers with a list of :class:`Reply` values, one per request, the last one
+repeated; so "503 then 200" is ``[Reply(503), Reply(200, {...})]``. A reply can delay,
+trickle its body, or reset the connection, which is how the tests cause faults for real.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
+
+
+@attrs.frozen
+class Reply:
+    status: int = 200
+    json: Any = None
+    body: bytes | None = None
+    headers: dict[str, str] = attrs.field(factory=dict)
+    #: seconds to wait before answering
+    delay: float = 0.0
+    #: send the body this many bytes at a time, sleeping ``trickle_pause`` between
+    trickle: int = 0
+    trickle_pause: float = 0.0
+    #: read the request, then reset the connection without answering
+    reset: bool = False
+
+
+@attrs.frozen
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+Responder = Callable[[Recorded], Reply]
+
+
+class TestServer:
+    """Start with :meth:`start`; ``url`` is its base URL; ``requests`` what it received."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str], list[Reply] | Responder] = {}
+        self.requests: list[Recorded] = []
+        self.hits: dict[tuple[str, str], int] = {}
+        self.lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    def route(self, method: str, path: str, *replies: Reply | Responder) -> None:
+        """Answer ``method path`` with ``replies`` in turn (the last repeats), or a callable."""
+        if len(replies) == 1 and callable(replies[0]):
+            self.routes[(method, path)] = replies[0]
+        else:
+            self.routes[(method, path)] = list(replies)  # type: ignore[arg-type]
+
+    def calls(self, method: str, path: str) -> list[Recorded]:
+        with self.lock:
+            return [r for r in self.requests if r.method == method and r.path == path]
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def start(self) -> TestServer:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                rec = Recorded(
+                    self.command,
+                    parts.path,
+                    parse_qs(parts.query, keep_blank_values=True),
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                )
+                key = (self.command, parts.path)
+                with outer.lock:
+                    outer.requests.append(rec)
+                    n = outer.hits.get(key, 0)
+                    outer.hits[key] = n + 1
+                    script = outer.routes.get(key)
+                if script is None:
+                    reply = Reply(404, {"detail": "Not found."})
+                elif callable(script):
+                    reply = script(rec)
+                else:
+                    reply = script[min(n, len(script) - 1)]
+                self._reply(reply)
+
+            def _reply(self, reply: Reply) -> None:
+                if reply.delay:
+                    time.sleep(reply.delay)
+                if reply.reset:
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.connection.close()
+                    self.close_connection = True
+                    return
+                if reply.body is not None:
+                    payload = reply.body
+                    ctype = "text/plain; charset=utf-8"
+                elif reply.json is not None:
+                    payload = json.dumps(reply.json).encode()
+                    ctype = "application/json"
+                else:
+                    payload, ctype = b"", ""
+                self.send_response(reply.status)
+                if ctype and "Content-Type" not in reply.headers:
+                    self.send_header("Content-Type", ctype)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if reply.trickle:
+                    for i in range(0, len(payload), reply.trickle):
+                        self.wfile.write(payload[i : i + reply.trickle])
+                        self.wfile.flush()
+                        time.sleep(reply.trickle_pause)
+                elif self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        server.request_queue_size = 256
+        self._server = server
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (connection refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
