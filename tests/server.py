@@ -50,6 +50,11 @@ class Recorded:
 Responder = Callable[[Recorded], Reply]
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # the listen backlog: tests open hundreds of connections at once
+
+
 class TestServer:
     """Start with :meth:`start`; ``url`` is its base URL; ``requests`` what it received."""
 
@@ -83,6 +88,7 @@ class TestServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go in separate writes
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -116,9 +122,7 @@ class TestServer:
                 if reply.delay:
                     time.sleep(reply.delay)
                 if reply.reset:
-                    self.connection.setsockopt(
-                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-                    )
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.connection.close()
                     self.close_connection = True
                     return
@@ -147,9 +151,7 @@ class TestServer:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        server.request_queue_size = 256
+        server = _Server(("127.0.0.1", 0), Handler)
         self._server = server
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return self
