@@ -122,6 +122,10 @@ class ServiceUnavailable(APIException):
     """No response at all: connection refused or reset, name not resolved."""
 
 
+class CircuitOpen(ServiceUnavailable):
+    """The service failed too often lately; the call was refused without being sent."""
+
+
 class ServiceTimeout(APIException):
     """No response before the call's deadline."""
 
