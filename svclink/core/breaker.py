@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 
@@ -22,7 +23,7 @@ class State(enum.Enum):
     HALF_OPEN = "half-open"
 
 
-def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if isinstance(value, bool) or not value > 0:
         raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
 
