@@ -7,12 +7,19 @@ This module imports no transport library: ``svclink.sync`` brings requests and p
 from ._check import check
 from ._version import __version__
 from .core.context import RequestContext
+from .core.breaker import BreakerPolicy
+from .core.budget import BudgetPolicy
+from .core.observe import LoggingObserver, Observer
 from .core.retry import RetryPolicy
 from .core.settings import Settings, configure, get_settings, reset
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors
 
 __all__ = [
+    "BreakerPolicy",
+    "BudgetPolicy",
+    "LoggingObserver",
+    "Observer",
     "RequestContext",
     "RetryPolicy",
     "Settings",

@@ -107,7 +107,7 @@ class Service(BaseService):
             idempotency_key=idempotency_key,
             raw_response=raw_response,
         )
-        call = Call.start(plan, time.monotonic())
+        call = Call.start(plan, time.monotonic(), self.guard)
         while True:
             request = call.request(time.monotonic())
             step: Retry | Done

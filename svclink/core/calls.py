@@ -17,17 +17,21 @@ from urllib.parse import urljoin
 
 import attrs
 
+from .breaker import CircuitBreaker
+from .budget import RetryBudget
 from .errors import (
     TRANSPORT_CLASSES,
     APIException,
+    CircuitOpen,
     RedirectNotFollowed,
     ResponseDecodeError,
     ServiceTimeout,
     TransportFailure,
     class_for_status,
 )
+from .observe import AttemptInfo, CallInfo, Observer, notify
 from .responses import NotJSON, Response, decode_json, error_details, excerpt
-from .retry import Outcome, RetryPolicy, parse_retry_after
+from .retry import STOP, Decision, Outcome, RetryPolicy, parse_retry_after
 from .urls import same_origin
 
 log = logging.getLogger("svclink.http")
@@ -102,6 +106,18 @@ class Done:
     value: Any
 
 
+@attrs.frozen
+class Guard:
+    """What a service keeps across its calls: its circuit breaker, retry budget and observers."""
+
+    breaker: CircuitBreaker | None = None
+    budget: RetryBudget | None = None
+    observers: tuple[Observer, ...] = ()
+
+
+NO_GUARD = Guard()
+
+
 @attrs.define
 class Call:
     """The live state of one call: attempts made, the deadline, the current URL and method."""
@@ -111,27 +127,41 @@ class Call:
     method: str
     url: str
     content: bytes | None
+    guard: Guard = NO_GUARD
+    started: float = 0.0
+    attempt_started: float = 0.0
     with_body: bool = True
     attempts: int = 0
     retries: int = 0
     redirects: int = 0
 
     @classmethod
-    def start(cls, plan: CallPlan, now: float) -> Call:
+    def start(cls, plan: CallPlan, now: float, guard: Guard = NO_GUARD) -> Call:
         deadline = now + plan.timeout
         if plan.context_deadline is not None:
             deadline = min(deadline, plan.context_deadline)
-        return cls(plan, deadline, plan.method, plan.url, plan.content)
+        if guard.budget is not None:
+            guard.budget.called(now)
+        return cls(plan, deadline, plan.method, plan.url, plan.content, guard, now)
 
     def remaining(self, now: float) -> float:
         return self.deadline - now
 
     def request(self, now: float) -> HTTPRequest:
-        """The next attempt; :class:`ServiceTimeout` if the deadline has already passed."""
+        """The next attempt; :class:`ServiceTimeout` if the deadline has passed, or
+        :class:`CircuitOpen` if the service's breaker refuses it."""
         remaining = self.remaining(now)
         if remaining <= 0:
-            raise self._error(ServiceTimeout, "deadline passed before the call could be sent")
+            raise self._fail(ServiceTimeout, "deadline passed before the call could be sent", now)
+        breaker = self.guard.breaker
+        if breaker is not None and not breaker.allow(now):
+            raise self._fail(
+                CircuitOpen,
+                f"circuit open after repeated failures; next probe in {breaker.retry_in(now):.1f}s",
+                now,
+            )
         self.attempts += 1
+        self.attempt_started = now
         plan = self.plan
         return HTTPRequest(
             method=self.method,
@@ -146,20 +176,16 @@ class Call:
 
     def failed(self, failure: TransportFailure, detail: str, now: float, rand: float) -> Retry:
         """No response arrived; retry if the policy allows, else raise the mapped error."""
-        decision = self.plan.policy.decide(
-            method=self.method,
-            outcome=Outcome(failure=failure),
-            retries_done=self.retries,
-            remaining=self.remaining(now),
-            has_idempotency_key=self.plan.idempotency_key is not None,
-            rand=rand,
-        )
+        if self.guard.breaker is not None:
+            self.guard.breaker.failed(now)
+        decision = self._decide(Outcome(failure=failure), now, rand)
+        self._observe_attempt(None, failure.value, now, decision)
         if decision.retry:
-            return self._retry(decision.wait, decision.reason)
+            return self._retry(decision)
         tried = f"after {self.attempts} attempt{'s' if self.attempts > 1 else ''} ({excerpt(detail, 100)})"
         if failure is TransportFailure.TIMEOUT or self.remaining(now) <= 0:
-            raise self._error(ServiceTimeout, f"no response before the deadline {tried}")
-        raise self._error(TRANSPORT_CLASSES[failure], f"{_FAILURE_TEXT[failure]} {tried}")
+            raise self._fail(ServiceTimeout, f"no response before the deadline {tried}", now)
+        raise self._fail(TRANSPORT_CLASSES[failure], f"{_FAILURE_TEXT[failure]} {tried}", now)
 
     def received(
         self,
@@ -173,28 +199,76 @@ class Call:
         rand: float,
     ) -> Retry | Done:
         """A response arrived (``headers`` with lower-case names): retry, follow, or finish."""
+        breaker = self.guard.breaker
+        if breaker is not None:
+            if status >= 500:
+                breaker.failed(now)
+            else:
+                breaker.succeeded()
+        decision = STOP
+        if status >= 400:
+            outcome = Outcome(status=status, retry_after=parse_retry_after(headers, wall))
+            decision = self._decide(outcome, now, rand)
+        self._observe_attempt(status, None, now, decision)
+        if decision.retry:
+            return self._retry(decision)
         if status in _REDIRECTS and "location" in headers:
             return self._redirect(status, headers["location"])
-        if status >= 400:
-            decision = self.plan.policy.decide(
-                method=self.method,
-                outcome=Outcome(status=status, retry_after=parse_retry_after(headers, wall)),
-                retries_done=self.retries,
-                remaining=self.remaining(now),
-                has_idempotency_key=self.plan.idempotency_key is not None,
-                rand=rand,
-            )
-            if decision.retry:
-                return self._retry(decision.wait, decision.reason)
-        return Done(self._result(status, reason, headers, body))
+        try:
+            value = self._result(status, reason, headers, body)
+        except APIException as exc:
+            self._observe_call(status, type(exc).__name__, now)
+            raise
+        self._observe_call(status, None, now)
+        return Done(value)
 
-    def _retry(self, wait: float, reason: str) -> Retry:
+    def _decide(self, outcome: Outcome, now: float, rand: float) -> Decision:
+        decision = self.plan.policy.decide(
+            method=self.method,
+            outcome=outcome,
+            retries_done=self.retries,
+            remaining=self.remaining(now),
+            has_idempotency_key=self.plan.idempotency_key is not None,
+            rand=rand,
+        )
+        budget = self.guard.budget
+        if decision.retry and budget is not None and not budget.try_retry(now):
+            log.info(
+                "not retrying %s %s%s: retry budget spent", self.method, self.plan.service, self.plan.endpoint
+            )
+            return STOP
+        return decision
+
+    def _retry(self, decision: Decision) -> Retry:
         self.retries += 1
         log.info(
             "retrying %s %s%s after %s in %.3fs (retry %d)",
-            self.method, self.plan.service, self.plan.endpoint, reason, wait, self.retries,
+            self.method, self.plan.service, self.plan.endpoint, decision.reason, decision.wait, self.retries,
         )  # fmt: skip
-        return Retry(wait)
+        return Retry(decision.wait)
+
+    def _observe_attempt(
+        self, status: int | None, failure: str | None, now: float, decision: Decision
+    ) -> None:
+        if self.guard.observers:
+            plan = self.plan
+            info = AttemptInfo(
+                plan.service, self.method, plan.endpoint, self.attempts, status, failure,
+                now - self.attempt_started, decision.retry, decision.wait,
+            )  # fmt: skip
+            notify(self.guard.observers, "on_attempt", info)
+
+    def _observe_call(self, status: int | None, error: str | None, now: float) -> None:
+        if self.guard.observers:
+            plan = self.plan
+            info = CallInfo(
+                plan.service, self.method, plan.endpoint, self.attempts, status, error, now - self.started
+            )
+            notify(self.guard.observers, "on_call", info)
+
+    def _fail(self, cls: type[APIException], message: str, now: float) -> APIException:
+        self._observe_call(None, cls.__name__, now)
+        return self._error(cls, message)
 
     def _redirect(self, status: int, location: str) -> Retry:
         target = urljoin(self.url, location)

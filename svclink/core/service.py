@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import json
+import logging
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -17,12 +18,17 @@ from typing import Any
 import attrs
 
 from . import context
-from .calls import CallPlan, FileSpec
+from .breaker import CircuitBreaker, State
+from .budget import RetryBudget
+from .calls import CallPlan, FileSpec, Guard
 from .errors import InvalidRequest
+from .observe import notify
 from .registry import base_url
 from .retry import RetryPolicy
 from .settings import Settings
 from .urls import build_url
+
+log = logging.getLogger("svclink.http")
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: a JSON body larger than this is refused before any I/O
@@ -102,6 +108,15 @@ class BaseService:
         self.name = name
         self.settings = settings
         self.base_url = base_url(settings, name)
+        self.guard = Guard(
+            breaker=CircuitBreaker(name, settings.breaker_policy(name), self._breaker_changed),
+            budget=RetryBudget(settings.retry_budget),
+            observers=settings.observers,
+        )
+
+    def _breaker_changed(self, service: str, old: State, new: State) -> None:
+        log.warning("circuit breaker of service %r: %s -> %s", service, old.value, new.value)
+        notify(self.settings.observers, "on_breaker", service, old, new)
 
     def __repr__(self) -> str:
         return f"<{type(self).__module__}.{type(self).__qualname__} {self.name!r} at {self.base_url}>"

@@ -15,7 +15,10 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from .breaker import BreakerPolicy
+from .budget import BudgetPolicy
 from .errors import ConfigurationError
+from .observe import Observer
 from .retry import RetryPolicy
 
 ENV_PREFIX = "SVCLINK_"
@@ -174,6 +177,31 @@ def _retry(value: object) -> RetryPolicy:
     return value
 
 
+def _breaker(value: object) -> BreakerPolicy:
+    if not isinstance(value, BreakerPolicy):
+        raise ConfigurationError("circuit_breaker", "must be a svclink.BreakerPolicy")
+    return value
+
+
+def _breakers(value: object) -> Mapping[str, BreakerPolicy]:
+    if not isinstance(value, Mapping) or not all(isinstance(v, BreakerPolicy) for v in value.values()):
+        raise ConfigurationError("circuit_breakers", "must map service names to svclink.BreakerPolicy")
+    return MappingProxyType({check_service_name("circuit_breakers", k): v for k, v in value.items()})
+
+
+def _budget(value: object) -> BudgetPolicy:
+    if not isinstance(value, BudgetPolicy):
+        raise ConfigurationError("retry_budget", "must be a svclink.BudgetPolicy")
+    return value
+
+
+def _observers(value: object) -> tuple[Observer, ...]:
+    items = (value,) if isinstance(value, Observer) else value
+    if not isinstance(items, Iterable) or not all(isinstance(o, Observer) for o in items):
+        raise ConfigurationError("observers", "must be a list of svclink.Observer instances")
+    return tuple(items)
+
+
 @attrs.frozen(kw_only=True)
 class Settings:
     """Everything svclink needs to know, checked once; derive changed copies with ``attrs.evolve``."""
@@ -197,6 +225,16 @@ class Settings:
     pool_maxsize: int = attrs.field(default=100, converter=_pool_maxsize)
     #: honour HTTP(S)_PROXY and .netrc from the environment for internal calls
     trust_env: bool = attrs.field(default=False, converter=_trust_env)
+    #: the circuit breaker of every service, and per-service replacements
+    circuit_breaker: BreakerPolicy = attrs.field(factory=BreakerPolicy, converter=_breaker)
+    circuit_breakers: Mapping[str, BreakerPolicy] = attrs.field(factory=dict, converter=_breakers)
+    retry_budget: BudgetPolicy = attrs.field(factory=BudgetPolicy, converter=_budget)
+    #: metrics hooks (see :mod:`svclink.core.observe`)
+    observers: tuple[Observer, ...] = attrs.field(default=(), converter=_observers)
+
+    def breaker_policy(self, service: str) -> BreakerPolicy:
+        """The circuit breaker policy of ``service``."""
+        return self.circuit_breakers.get(service, self.circuit_breaker)
 
     @service_name.validator
     def _check_service_name(self, attribute: object, value: str | None) -> None:
@@ -219,6 +257,10 @@ class Settings:
 
 
 FIELDS = frozenset(a.name for a in attrs.fields(Settings))
+#: fields whose values are objects, set only from Python
+_NOT_FROM_ENV = frozenset(
+    {"service_hosts", "retry", "circuit_breaker", "circuit_breakers", "retry_budget", "observers"}
+)
 
 
 def build(values: Mapping[str, Any]) -> Settings:
@@ -242,7 +284,7 @@ def load(values: Mapping[str, Any], environ: Mapping[str, str] | None = None) ->
     """
     env = os.environ if environ is None else environ
     merged: dict[str, Any] = {}
-    for name in FIELDS - {"service_hosts", "retry"}:
+    for name in FIELDS - _NOT_FROM_ENV:
         key = ENV_PREFIX + name.upper()
         if key in env:
             merged[name] = env[key]
