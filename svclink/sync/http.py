@@ -19,8 +19,7 @@ from ..core.errors import TransportFailure
 from ..core.registry import ServiceCache
 from ..core.service import BaseService
 from ..core.settings import Settings
-
-_CHUNK = 64 * 1024
+from .deadline import POOL_CLASSES, attempt_deadline
 
 
 class _NoResponse(Exception):
@@ -49,6 +48,7 @@ def _new_session(settings: Settings) -> requests.Session:
     adapter = requests.adapters.HTTPAdapter(
         pool_connections=1, pool_maxsize=settings.pool_maxsize, pool_block=True, max_retries=0
     )
+    adapter.poolmanager.pool_classes_by_scheme = POOL_CLASSES
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
@@ -140,29 +140,25 @@ class Service(BaseService):
             time.sleep(step.wait)
 
     def _send(self, request: HTTPRequest) -> tuple[int, str, dict[str, str], bytes]:
-        """Perform one attempt; the body is read under the attempt's whole time budget."""
-        started = time.monotonic()
-        try:
-            response = self._pool().request(
-                request.method,
-                request.url,
-                headers=request.headers,
-                data=request.content if request.content is not None else request.form,
-                files=request.files,
-                timeout=(request.connect_timeout, request.timeout),
-                allow_redirects=False,
-                stream=True,
-            )
-            with response:
-                chunks = []
-                for chunk in response.iter_content(_CHUNK):
-                    chunks.append(chunk)
-                    if time.monotonic() - started > request.timeout:
-                        raise _NoResponse(TransportFailure.TIMEOUT, "response body too slow")
-        except requests.RequestException as exc:
-            raise _NoResponse(_failure(exc), type(exc).__name__) from None
+        """Perform one attempt; headers and body are read under the attempt's whole time budget."""
+        with attempt_deadline(request.timeout) as attempt:
+            try:
+                response = self._pool().request(
+                    request.method,
+                    request.url,
+                    headers=request.headers,
+                    data=request.content if request.content is not None else request.form,
+                    files=request.files,
+                    timeout=(request.connect_timeout, request.timeout),
+                    allow_redirects=False,
+                )
+            except requests.RequestException as exc:
+                if not attempt.expired:
+                    raise _NoResponse(_failure(exc), type(exc).__name__) from None
+        if attempt.expired:  # whatever was read after the cut-off is not a response
+            raise _NoResponse(TransportFailure.TIMEOUT, "response too slow")
         headers = {k.lower(): v for k, v in response.headers.items()}
-        return response.status_code, response.reason or "", headers, b"".join(chunks)
+        return response.status_code, response.reason or "", headers, response.content
 
 
 _services: ServiceCache[Service] = ServiceCache(Service)
