@@ -1,0 +1,85 @@
+"""Alternating-rounds comparison: every variant runs the same batch, round after round.
+
+Alternating (A, B, C, A, B, C, ...) rather than (A, A, A, B, B, B) spreads any drift of
+the machine (another process, CPU frequency) over all variants alike; medians ignore
+the odd slow round.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen
+class Result:
+    benchmark: str
+    variant: str
+    ops: int
+    median_seconds: float  # for one batch of ``ops``
+
+    @property
+    def per_op_us(self) -> float:
+        return self.median_seconds / self.ops * 1e6
+
+    @property
+    def ops_per_second(self) -> float:
+        return self.ops / self.median_seconds
+
+
+def compare(benchmark: str, ops: int, rounds: int, variants: dict[str, Callable[[], Any]]) -> list[Result]:
+    """Run each variant (one call = one batch of ``ops`` operations) ``rounds`` times, alternating."""
+    for run in variants.values():  # warm-up: connections, imports, caches
+        run()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, run in variants.items():
+            started = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - started)
+    return [Result(benchmark, name, ops, statistics.median(t)) for name, t in times.items()]
+
+
+@attrs.frozen
+class Target:
+    """A stated target: ``variant`` time / ``baseline`` time compared with ``limit``."""
+
+    benchmark: str
+    variant: str
+    baseline: str
+    #: "<=" (the variant may be at most this many times the baseline's time) or ">=" (speed-up)
+    op: str
+    limit: float
+
+    def check(self, results: list[Result]) -> tuple[float, bool] | None:
+        by = {(r.benchmark, r.variant): r for r in results}
+        a, b = by.get((self.benchmark, self.variant)), by.get((self.benchmark, self.baseline))
+        if a is None or b is None:
+            return None
+        if self.op == "<=":
+            ratio = a.median_seconds / b.median_seconds
+            return ratio, ratio <= self.limit
+        speedup = b.median_seconds / a.median_seconds
+        return speedup, speedup >= self.limit
+
+
+def report(results: list[Result], targets: list[Target], out: Callable[[str], None] = print) -> None:
+    out(f"{'benchmark':<28} {'variant':<26} {'per op':>10} {'ops/s':>10}")
+    for r in results:
+        out(f"{r.benchmark:<28} {r.variant:<26} {r.per_op_us:>8.1f}us {r.ops_per_second:>10.0f}")
+    out("")
+    out("targets:")
+    for t in targets:
+        checked = t.check(results)
+        if checked is None:
+            continue
+        value, ok = checked
+        what = "time ratio" if t.op == "<=" else "speed-up"
+        out(
+            f"  {'MET ' if ok else 'MISS'} {t.benchmark}: {t.variant} vs {t.baseline}: "
+            f"{what} {value:.2f} (target {t.op} {t.limit})"
+        )

@@ -1,0 +1,112 @@
+"""svclink's benchmarks: ``python bench/run.py [--quick] [--json FILE] [--only SECTION ...]``.
+
+Each benchmark runs svclink and the raw library on the same work, in the same run, in
+alternating rounds, against a responder in its own process on 127.0.0.1, and prints
+medians and ratios. Nothing here is a pass/fail test: targets are reported, not asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import bench_http, resources
+from bench.harness import Result, Target, report
+
+SECTIONS = ("http", "cpu", "events", "memory")
+
+
+@contextmanager
+def responder() -> Iterator[str]:
+    """The loopback responder in its own process; yields its base URL."""
+    with tempfile.TemporaryDirectory() as tmp:
+        port_file = os.path.join(tmp, "port")
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "responder.py"), port_file])
+        try:
+            for _ in range(100):
+                if os.path.exists(port_file) and Path(port_file).read_text():
+                    break
+                time.sleep(0.05)
+            yield f"http://127.0.0.1:{Path(port_file).read_text()}"
+        finally:
+            proc.terminate()
+            proc.wait(5)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    python = platform.python_version()
+    return f"{platform.system()} {platform.release()}, {os.cpu_count()} cores ({cpu}), Python {python}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer operations and rounds (under two minutes)"
+    )
+    parser.add_argument("--json", metavar="FILE", help="write the figures to FILE")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    args = parser.parse_args(argv)
+    sections = args.only or SECTIONS
+    ops, rounds = (300, 5) if args.quick else (1000, 9)
+    results: list[Result] = []
+    targets: list[Target] = []
+    extra: dict[str, object] = {}
+    print(f"svclink benchmarks on {machine()}; {ops} ops x {rounds} rounds per variant")
+    with responder() as url:
+        bench_http.configure(url)
+        if "http" in sections:
+            results += bench_http.sync_http(url, ops, rounds)
+            results += bench_http.aio_http(url, ops, rounds)
+            targets += bench_http.TARGETS
+        if "cpu" in sections:
+            us = min(bench_http.cpu_per_call(ops * 20) for _ in range(3))
+            extra["cpu_us_per_call"] = round(us, 2)
+            print(f"svclink CPU per call, no I/O: {us:.1f} us (target <= 25 us)")
+        if "events" in sections:
+            try:
+                from bench import bench_events
+            except ImportError as exc:
+                print(f"events benchmarks not available: {exc}")
+            else:
+                r, t = bench_events.run(ops, rounds)
+                results, targets = results + r, targets + t
+        if "memory" in sections:
+            n = 10_000 if args.quick else 100_000
+            extra["memory"] = growth = resources.growth(url, n)
+            print(f"resources after {n} calls / publishes: {growth}")
+    print()
+    report(results, targets)
+    if args.json:
+        figures = {
+            "machine": machine(),
+            "ops": ops,
+            "rounds": rounds,
+            "results": [
+                {
+                    "benchmark": r.benchmark,
+                    "variant": r.variant,
+                    "per_op_us": round(r.per_op_us, 2),
+                    "ops_per_second": round(r.ops_per_second),
+                }
+                for r in results
+            ],
+            **extra,
+        }
+        Path(args.json).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
