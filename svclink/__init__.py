@@ -6,14 +6,17 @@ This module imports no transport library: ``svclink.sync`` brings requests and p
 
 from ._check import check
 from ._version import __version__
-from .core.context import RequestContext
 from .core.breaker import BreakerPolicy
 from .core.budget import BudgetPolicy
+from .core.context import RequestContext
+from .core.logs import install as _install_log_context
 from .core.observe import LoggingObserver, Observer
 from .core.retry import RetryPolicy
 from .core.settings import Settings, configure, get_settings, reset
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors
+
+_install_log_context()
 
 __all__ = [
     "BreakerPolicy",

@@ -8,6 +8,8 @@ real event loop) on the other.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,7 +38,51 @@ class Side:
             user = await svclink.aio.get_service(service)
             return await user.http_dispatch(method, endpoint, **kwargs)
 
-        return self.runner.run(call())
+        # the caller's context (a bound request id, say) must reach the task, as with await
+        return self.runner.run(call(), context=contextvars.copy_context())
+
+    def call_in_service_block(self, service: str, method: str, endpoint: str, **kwargs: Any) -> Any:
+        """One call inside ``with service:`` (sync) or ``async with service:`` (aio)."""
+        if self.runner is None:
+            with svclink.sync.get_service(service) as user:
+                return user.http_dispatch(method, endpoint, **kwargs)
+
+        async def call() -> Any:
+            async with await svclink.aio.get_service(service) as user:
+                return await user.http_dispatch(method, endpoint, **kwargs)
+
+        return self.runner.run(call(), context=contextvars.copy_context())
+
+    def call_concurrently(self, n: int, service: str, method: str, endpoint: str, **kwargs: Any) -> list[Any]:
+        """``n`` calls at once through one service object: threads (sync) or tasks (aio).
+
+        An exception is returned in place of its call's result, so a test sees all of them.
+        """
+        if self.runner is None:
+            user = svclink.sync.get_service(service)
+
+            def one(_: int) -> Any:
+                try:
+                    return user.http_dispatch(method, endpoint, **kwargs)
+                except Exception as exc:
+                    return exc
+
+            with concurrent.futures.ThreadPoolExecutor(n) as pool:
+                return list(pool.map(one, range(n)))
+
+        async def calls() -> list[Any]:
+            user = await svclink.aio.get_service(service)
+            coros = [user.http_dispatch(method, endpoint, **kwargs) for _ in range(n)]
+            return list(await asyncio.gather(*coros, return_exceptions=True))
+
+        return self.runner.run(calls(), context=contextvars.copy_context())
+
+    def close_pools(self) -> None:
+        """``svclink.sync.close()`` or ``await svclink.aio.aclose()``; the side stays usable."""
+        if self.runner is None:
+            svclink.sync.close()
+        else:
+            self.runner.run(svclink.aio.aclose())
 
     def close(self) -> None:
         if self.runner is None:
@@ -71,6 +117,18 @@ def server() -> Iterator[TestServer]:
     s = TestServer().start()
     yield s
     s.stop()
+
+
+def use_server(server: TestServer, **overrides: Any) -> svclink.Settings:
+    """Configure svclink with service ``user`` at ``server``, caller ``api``, and ``overrides``."""
+    values: dict[str, Any] = {
+        "service_name": "api",
+        "service_connections": ["user"],
+        "service_hosts": {"user": server.url},
+        "response_timeout": 5,
+    }
+    values.update(overrides)
+    return svclink.configure(**values)
 
 
 @pytest.fixture

@@ -7,6 +7,9 @@ trickle its body, or reset the connection, which is how the tests cause faults f
 
 from __future__ import annotations
 
+import email.message
+import email.parser
+import email.policy
 import json
 import socket
 import struct
@@ -42,9 +45,37 @@ class Recorded:
     query: dict[str, list[str]]
     headers: dict[str, str]  # lower-case names
     body: bytes
+    #: the client's port: requests on one kept-alive connection share it
+    peer: int = 0
+    #: when the request arrived (time.monotonic())
+    at: float = 0.0
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    def parts(self) -> dict[str, Part]:
+        """The parts of a multipart/form-data body, by field name."""
+        head = f"Content-Type: {self.headers['content-type']}\r\n\r\n".encode()
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + self.body)
+        assert message.is_multipart(), "not a multipart body"
+        found = {}
+        for part in message.iter_parts():
+            assert isinstance(part, email.message.EmailMessage)
+            name = part.get_param("name", header="content-disposition")
+            filename = part.get_filename()
+            content = part.get_payload(decode=True)
+            ctype = part.get("content-type")
+            found[str(name)] = Part(filename, content, ctype)
+        return found
+
+
+@attrs.frozen
+class Part:
+    """One part of a multipart body: ``filename`` and ``content_type`` are None for a plain field."""
+
+    filename: str | None
+    content: bytes
+    content_type: str | None
 
 
 Responder = Callable[[Recorded], Reply]
@@ -103,6 +134,8 @@ class TestServer:
                     parse_qs(parts.query, keep_blank_values=True),
                     {k.lower(): v for k, v in self.headers.items()},
                     body,
+                    peer=self.client_address[1],
+                    at=time.monotonic(),
                 )
                 key = (self.command, parts.path)
                 with outer.lock:
@@ -153,7 +186,8 @@ class TestServer:
 
         server = _Server(("127.0.0.1", 0), Handler)
         self._server = server
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        # a short poll interval: stop() returns at once instead of after half a second
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         return self
 
     def stop(self) -> None:

@@ -23,7 +23,7 @@ class _NoResponse(Exception):
         self.kind, self.detail = kind, detail
 
 
-def _failure(exc: httpx.TransportError) -> TransportFailure:
+def _failure(exc: httpx.RequestError) -> TransportFailure:
     """Which kind of transport failure an httpx exception is."""
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
         return TransportFailure.CONNECT
@@ -106,6 +106,7 @@ class Service(BaseService):
             retry_count=retry_count,
             idempotency_key=idempotency_key,
             raw_response=raw_response,
+            wall=time.time(),
         )
         call = Call.start(plan, time.monotonic(), self.guard)
         while True:
@@ -140,7 +141,7 @@ class Service(BaseService):
                 )
         except TimeoutError:
             raise _NoResponse(TransportFailure.TIMEOUT, "response too slow") from None
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:  # not only TransportError: DecodingError too, as on the sync side
             raise _NoResponse(_failure(exc), type(exc).__name__) from None
         headers = {k.lower(): v for k, v in response.headers.items()}
         return response.status_code, response.reason_phrase, headers, response.content

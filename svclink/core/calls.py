@@ -11,6 +11,7 @@ randomness are arguments, so the whole flow is tested without sockets or sleepin
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urljoin
@@ -19,6 +20,7 @@ import attrs
 
 from .breaker import CircuitBreaker
 from .budget import RetryBudget
+from .context import DEADLINE_HEADER
 from .errors import (
     TRANSPORT_CLASSES,
     APIException,
@@ -89,7 +91,8 @@ class CallPlan:
 
     @property
     def request_id(self) -> str | None:
-        return self.headers.get("X-Request-ID")
+        """The request id sent, however the caller spelled the header's name."""
+        return next((v for k, v in self.headers.items() if k.lower() == "x-request-id"), None)
 
 
 @attrs.frozen
@@ -163,10 +166,12 @@ class Call:
         self.attempts += 1
         self.attempt_started = now
         plan = self.plan
+        # the callee learns how long we will wait, so it can give up (and shorten its own calls) in time
+        budget = {DEADLINE_HEADER: str(max(1, math.floor(remaining * 1000)))}
         return HTTPRequest(
             method=self.method,
             url=self.url,
-            headers=plan.headers,
+            headers={**plan.headers, **budget},
             content=self.content,
             form=plan.form if self.with_body else None,
             files=plan.files if self.with_body else None,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from .redact import redact
+
 
 class SvclinkError(Exception):
     """Base class of every exception svclink raises."""
@@ -23,6 +25,9 @@ class ConfigurationError(SvclinkError, ValueError):
         self.field = field
         self.problem = problem
 
+    def __reduce__(self) -> tuple[type[ConfigurationError], tuple[str, str]]:
+        return type(self), (self.field, self.problem)  # picklable (Celery results, multiprocessing)
+
 
 class ServiceNotDeclared(SvclinkError, RuntimeError):
     """A service was asked for that is not in ``service_connections``."""
@@ -32,6 +37,9 @@ class ServiceNotDeclared(SvclinkError, RuntimeError):
         super().__init__(f"service {name!r} is not declared in service_connections; declared: {listed}")
         self.name = name
         self.declared = declared
+
+    def __reduce__(self) -> tuple[type[ServiceNotDeclared], tuple[str, tuple[str, ...]]]:
+        return type(self), (self.name, self.declared)
 
 
 class InvalidRequest(SvclinkError, ValueError):
@@ -79,7 +87,7 @@ class APIException(SvclinkError):
         where = f"{self.service}: {self.method} {self.endpoint}"
         status = f" -> {self.status_code}" if self.status_code is not None else ""
         code = f" [{self.error_code}]" if self.error_code else ""
-        return f"{where}{status}: {self.message}{code}"
+        return redact(f"{where}{status}: {self.message}{code}")  # an error body may echo a credential
 
 
 class ClientError(APIException):

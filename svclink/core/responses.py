@@ -9,7 +9,9 @@ unbounded is kept: a 10 MB error page yields a short excerpt.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +21,7 @@ import attrs
 EXCERPT_CHARS = 500
 #: bodies larger than this are not parsed as JSON for error details
 _PARSE_LIMIT = 256 * 1024
+_TITLE_RE = re.compile(r"<title[^>]*>([^<]{1,500})</title>", re.IGNORECASE)
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
@@ -137,5 +140,9 @@ def error_details(status: int, reason: str, headers: Mapping[str, str], body: by
     if not body.strip():
         return ErrorDetails(fallback)
     text = _text(body)
-    first = next((line.strip() for line in text.splitlines() if line.strip()), fallback)
+    title = _TITLE_RE.search(body[:_PARSE_LIMIT].decode("utf-8", "replace"))
+    if title and title.group(1).strip():  # an HTML error page: its title says what happened
+        first = html.unescape(title.group(1).strip())
+    else:
+        first = next((line.strip() for line in text.splitlines() if line.strip()), fallback)
     return ErrorDetails(excerpt(first, 200), None, text, body=text)

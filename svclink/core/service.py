@@ -11,6 +11,7 @@ import datetime
 import decimal
 import json
 import logging
+import math
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -96,8 +97,8 @@ def _files(files: Any) -> dict[str, FileSpec]:
 
 
 def _timeout(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise InvalidRequest("response_timeout must be a positive number of seconds")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise InvalidRequest("response_timeout must be a positive, finite number of seconds")
     return float(value)
 
 
@@ -137,8 +138,12 @@ class BaseService:
         retry_count: int | None = None,
         idempotency_key: str | None = None,
         raw_response: bool = False,
+        wall: float | None = None,
     ) -> CallPlan:
-        """Check every argument and decide everything about the call; no I/O."""
+        """Check every argument and decide everything about the call; no I/O.
+
+        ``wall`` is the epoch clock, for the signed caller context (none without it).
+        """
         if not isinstance(method, str) or method.upper() not in METHODS:
             raise InvalidRequest(f"method must be one of {', '.join(sorted(METHODS))}")
         method = method.upper()
@@ -155,12 +160,17 @@ class BaseService:
             form, file_map = _form(payload), _files(files)
         elif payload is not None:
             content = encode_json(payload)
-            hdrs["Content-Type"] = "application/json"
+            if not any(k.lower() == "content-type" for k in hdrs):  # the caller's own type wins
+                hdrs["Content-Type"] = "application/json"
         policy = settings.retry
         if retry_count is not None:
             if isinstance(retry_count, bool) or not isinstance(retry_count, int) or retry_count < 0:
                 raise InvalidRequest("retry_count must be a whole number >= 0")
             policy = attrs.evolve(policy, total=retry_count)
+        timeout = settings.response_timeout if response_timeout is None else _timeout(response_timeout)
+        if wall is not None:
+            ttl = max(settings.context_ttl, timeout)
+            context.sign_headers(hdrs, settings, ctx, audience=self.name, wall=wall, ttl=ttl)
         return CallPlan(
             service=self.name,
             method=method,
@@ -170,7 +180,7 @@ class BaseService:
             content=content,
             form=form,
             files=file_map,
-            timeout=settings.response_timeout if response_timeout is None else _timeout(response_timeout),
+            timeout=timeout,
             connect_timeout=settings.connect_timeout,
             policy=policy,
             idempotency_key=idempotency_key,

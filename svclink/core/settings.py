@@ -6,6 +6,7 @@ with the field named, not on the first call at three in the morning.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -25,11 +26,12 @@ ENV_PREFIX = "SVCLINK_"
 SERVICE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 _TRUE = frozenset({"1", "true", "yes", "on"})
+_UNSAFE_URL_RE = re.compile(r"[\x00-\x20\x7f]")
 
 
 def check_service_name(field: str, name: object) -> str:
     """A service name is a lower-case DNS label (underscores allowed)."""
-    if not isinstance(name, str) or not SERVICE_NAME_RE.match(name):
+    if not isinstance(name, str) or not SERVICE_NAME_RE.fullmatch(name):  # "$" allows a final \n
         raise ConfigurationError(
             field, f"{name!r} is not a service name (lower-case letters, digits, '-', '_')"
         )
@@ -40,7 +42,12 @@ def check_base_url(field: str, url: object) -> str:
     """An http(s) URL with a host and no query, fragment or credentials; trailing '/' dropped."""
     if not isinstance(url, str):
         raise ConfigurationError(field, f"must be a URL string, got {type(url).__name__}")
-    parts = urlsplit(url)
+    if _UNSAFE_URL_RE.search(url):  # urlsplit silently drops tabs and newlines; refuse them instead
+        raise ConfigurationError(field, "must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise ConfigurationError(field, "is not a valid URL") from None
     if parts.scheme not in ("http", "https"):
         raise ConfigurationError(field, "must start with http:// or https://")
     if not parts.hostname:
@@ -108,12 +115,48 @@ def _host_pattern(value: object) -> str:
     return value
 
 
+#: shorter keys are refused: HMAC is only as strong as its key
+MIN_KEY_LENGTH = 16
+
+
+def _key(field: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigurationError(field, "must be a string")
+    if len(value) < MIN_KEY_LENGTH:
+        raise ConfigurationError(field, f"must be at least {MIN_KEY_LENGTH} characters long")
+    return value
+
+
 def _secret(value: object) -> str | None:
     if value is None or value == "":
         return None
-    if not isinstance(value, str):
-        raise ConfigurationError("signing_key", "must be a string")
-    return value
+    return _key("signing_key", value)
+
+
+def _verification_keys(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, Iterable):
+        raise ConfigurationError("verification_keys", "must be a list of keys")
+    return tuple(_key("verification_keys", v) for v in value)
+
+
+def _context_ttl(value: object) -> float:
+    return _seconds("context_ttl", value)
+
+
+def _queued_context_ttl(value: object) -> float:
+    return _seconds("queued_context_ttl", value)
+
+
+def _max_deadline(value: object) -> float:
+    return _seconds("max_deadline", value)
+
+
+def _require_signed_context(value: object) -> bool:
+    return _bool("require_signed_context", value)
 
 
 def _bool(field: str, value: object) -> bool:
@@ -130,7 +173,7 @@ def _seconds(field: str, value: object) -> float:
             value = float(value)
         except ValueError:
             raise ConfigurationError(field, f"must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise ConfigurationError(field, f"must be a positive number of seconds, got {value!r}")
     return float(value)
 
@@ -169,6 +212,30 @@ def _connect_timeout(value: object) -> float:
 
 def _pool_maxsize(value: object) -> int:
     return _count("pool_maxsize", value, minimum=1)
+
+
+def _event_exchange(value: object) -> str:
+    if (
+        not isinstance(value, str)
+        or not re.match(r"^[A-Za-z0-9_.:-]{1,200}$", value)
+        or value.startswith("amq.")
+    ):
+        raise ConfigurationError(
+            "event_exchange", "must be an exchange name (letters, digits, '_.:-'), not amq.*"
+        )
+    return value
+
+
+def _publish_timeout(value: object) -> float:
+    return _seconds("publish_timeout", value)
+
+
+def _amqp_heartbeat(value: object) -> int:
+    return _count("amqp_heartbeat", value)
+
+
+def _prefetch_count(value: object) -> int:
+    return _count("prefetch_count", value, minimum=1)
 
 
 def _retry(value: object) -> RetryPolicy:
@@ -215,7 +282,25 @@ class Settings:
     amqp_url: tuple[str, ...] = attrs.field(
         default="amqp://guest:guest@localhost:5672/", converter=_amqp_urls, repr=False
     )
+    #: the topic exchange events are published to and consumed from unless one is named
+    event_exchange: str = attrs.field(default="svclink.events", converter=_event_exchange)
+    #: how long a publish waits for the broker's confirm (and for a blocked broker) before failing
+    publish_timeout: float = attrs.field(default=10.0, converter=_publish_timeout)
+    #: AMQP heartbeat interval in seconds (0 turns heartbeats off)
+    amqp_heartbeat: int = attrs.field(default=30, converter=_amqp_heartbeat)
+    #: messages a consumer may hold unacknowledged at once, unless it says otherwise
+    prefetch_count: int = attrs.field(default=10, converter=_prefetch_count)
     signing_key: str | None = attrs.field(default=None, converter=_secret, repr=False)
+    #: keys accepted (besides signing_key) when verifying a signed context: keys being rotated out
+    verification_keys: tuple[str, ...] = attrs.field(default=(), converter=_verification_keys, repr=False)
+    #: how long a signed context on an HTTP call stays valid (at least the call's own budget)
+    context_ttl: float = attrs.field(default=60.0, converter=_context_ttl)
+    #: how long a signed context on an event or a Celery task stays valid (they may wait in queues)
+    queued_context_ttl: float = attrs.field(default=86400.0, converter=_queued_context_ttl)
+    #: an incoming deadline budget (X-Svclink-Deadline-Ms) is clamped to this many seconds
+    max_deadline: float = attrs.field(default=60.0, converter=_max_deadline)
+    #: refuse (401) an incoming request whose caller context is missing or not verified
+    require_signed_context: bool = attrs.field(default=False, converter=_require_signed_context)
     propagate_error: bool = attrs.field(default=True, converter=_propagate_error)
     #: the whole budget of one call, every attempt and wait included (seconds)
     response_timeout: float = attrs.field(default=10.0, converter=_response_timeout)
@@ -310,6 +395,11 @@ def configure(**values: Any) -> Settings:
     """Build and install the process-wide settings (explicit values over the environment)."""
     global _current
     _current = load(values)
+    return _current
+
+
+def installed() -> Settings | None:
+    """The installed settings, if any, without loading them (for log filters, which must not raise)."""
     return _current
 
 

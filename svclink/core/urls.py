@@ -27,12 +27,13 @@ def _check_endpoint(endpoint: object) -> str:
         raise InvalidRequest(f"endpoint must be a str, got {type(endpoint).__name__}")
     if not endpoint.startswith("/") or endpoint.startswith("//"):
         raise InvalidRequest("endpoint must be a path starting with a single '/'")
-    if not _ENDPOINT_RE.match(endpoint):
+    if not _ENDPOINT_RE.fullmatch(endpoint):  # not .match: '$' would accept a trailing newline
         raise InvalidRequest(
             "endpoint may contain only path characters (no scheme, backslash, whitespace, "
             "control characters, '?' or '#': pass query_params= for a query)"
         )
-    for segment in unquote(_FIELD_RE.sub("x", endpoint)).split("/"):
+    for raw in _FIELD_RE.sub("x", endpoint).split("/"):
+        segment = unquote(raw)  # split first, then decode: else an encoded '/' is never seen
         if segment in (".", ".."):
             raise InvalidRequest("endpoint must not contain '.' or '..' segments")
         if "/" in segment or "\\" in segment:

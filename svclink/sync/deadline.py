@@ -119,11 +119,21 @@ class _HTTPSConnection(_Armed, HTTPSConnection):
     pass
 
 
-class HTTPPool(HTTPConnectionPool):
+class _Bounded:
+    """Mixin: waiting for a free pooled connection also ends at the attempt's deadline."""
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        attempt = getattr(_local, "attempt", None)
+        if timeout is None and attempt is not None:
+            timeout = max(0.001, attempt.deadline - time.monotonic())
+        return super()._get_conn(timeout)  # type: ignore[misc]
+
+
+class HTTPPool(_Bounded, HTTPConnectionPool):
     ConnectionCls = _HTTPConnection
 
 
-class HTTPSPool(HTTPSConnectionPool):
+class HTTPSPool(_Bounded, HTTPSConnectionPool):
     ConnectionCls = _HTTPSConnection
 
 

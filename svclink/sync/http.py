@@ -12,7 +12,7 @@ from typing import Any
 
 import requests
 import requests.adapters
-from urllib3.exceptions import NewConnectionError, ReadTimeoutError
+from urllib3.exceptions import EmptyPoolError, NewConnectionError, ReadTimeoutError
 
 from ..core.calls import Call, Done, HTTPRequest, Retry
 from ..core.errors import TransportFailure
@@ -121,6 +121,7 @@ class Service(BaseService):
             retry_count=retry_count,
             idempotency_key=idempotency_key,
             raw_response=raw_response,
+            wall=time.time(),
         )
         call = Call.start(plan, time.monotonic(), self.guard)
         while True:
@@ -155,6 +156,8 @@ class Service(BaseService):
             except requests.RequestException as exc:
                 if not attempt.expired:
                     raise _NoResponse(_failure(exc), type(exc).__name__) from None
+            except EmptyPoolError:  # every pooled connection stayed busy until the deadline
+                raise _NoResponse(TransportFailure.TIMEOUT, "no free connection in the pool") from None
         if attempt.expired:  # whatever was read after the cut-off is not a response
             raise _NoResponse(TransportFailure.TIMEOUT, "response too slow")
         headers = {k.lower(): v for k, v in response.headers.items()}

@@ -1,0 +1,411 @@
+"""The event envelope, its encoding, and the AMQP message that carries it.
+
+An event travels as a JSON envelope (the body) plus AMQP properties and headers that copy
+its type, id, source and request context, so brokers' tools, shovels and non-Python
+consumers can see them without parsing the body. The body is the one source of truth
+when decoding; a body that is not a valid envelope raises :class:`InvalidEvent`, which a
+consumer turns into an immediate dead-letter.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+from .context import (
+    EVENTS_AUDIENCE,
+    REQUEST_ID_HEADER,
+    TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
+    Incoming,
+    RequestContext,
+    incoming,
+    message_headers,
+)
+from .errors import InvalidEvent, PublishError, PublishNacked, PublishTimeout, UnroutableError
+from .settings import Settings
+from .topics import check_event_type, check_name
+
+#: the envelope layout this version writes; decoding accepts this version only
+ENVELOPE_VERSION = 1
+CONTENT_TYPE = "application/json"
+
+EVENT_TYPE_HEADER = "x-event-type"
+EVENT_ID_HEADER = "x-event-id"
+SOURCE_HEADER = "x-svclink-source"
+VERSION_HEADER = "x-svclink-version"
+
+_MAX_ID = 255
+_MAX_CONTEXT_VALUE = 512
+_UNSAFE_RE = re.compile(r"[\x00-\x1f\x7f]")
+#: the context fields that travel with an event; the deadline is a local monotonic time and
+#: the caller and user need a signature, so neither is carried here
+_CONTEXT_FIELDS = ("request_id", "traceparent", "tracestate")
+
+
+def new_event_id() -> str:
+    """A fresh event id (a UUID4 string), unique enough to deduplicate on."""
+    return str(uuid.uuid4())
+
+
+def _frozen_map(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(value))
+
+
+@attrs.frozen
+class Event:
+    """One event as a handler receives it (and as :meth:`Publisher.publish` returns it)."""
+
+    event_type: str
+    data: Any
+    event_id: str
+    #: when the event happened, timezone-aware UTC
+    occurred_at: datetime
+    #: the ``service_name`` of the publisher, if it had one
+    source: str | None = None
+    #: the publisher's request context (request id and trace), bound while a handler runs
+    context: RequestContext | None = None
+    version: int = ENVELOPE_VERSION
+    #: the delivery attempt this is (1 on the first delivery, 2 on the first retry, ...)
+    attempt: int = attrs.field(default=1, eq=False)
+
+
+def format_time(moment: datetime) -> str:
+    """``moment`` as UTC ISO 8601 with a ``Z`` (microsecond precision)."""
+    if moment.tzinfo is None:
+        raise InvalidEvent("occurred_at must be timezone-aware")
+    text = moment.astimezone(UTC).isoformat(timespec="microseconds")
+    return text.removesuffix("+00:00") + "Z"
+
+
+def _parse_time(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise InvalidEvent("envelope field 'occurred_at' must be an ISO 8601 string")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidEvent("envelope field 'occurred_at' is not an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise InvalidEvent("envelope field 'occurred_at' has no time zone")
+    return moment.astimezone(UTC)
+
+
+def _check_id(what: str, value: object) -> str:
+    if not isinstance(value, str) or not value or len(value) > _MAX_ID or _UNSAFE_RE.search(value):
+        raise InvalidEvent(f"{what} must be a non-empty string of at most {_MAX_ID} printable characters")
+    return value
+
+
+def _check_json(data: object) -> None:
+    """``data`` must be plain JSON: dicts with str keys, lists/tuples, str, int, finite float, bool, None."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if item is None or isinstance(item, (str, bool, int)):
+            continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise InvalidEvent("event data must not contain NaN or infinity")
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            if not all(isinstance(k, str) for k in item):
+                raise InvalidEvent("event data must have str keys only")
+            stack.extend(item.values())
+        else:
+            raise InvalidEvent(
+                f"event data must be JSON (dict, list, str, number, bool, None), not {type(item).__name__}"
+            )
+
+
+def context_fields(context: RequestContext | None) -> dict[str, str]:
+    """The part of a request context an event carries."""
+    if context is None:
+        return {}
+    return {f: v for f in _CONTEXT_FIELDS if (v := getattr(context, f)) is not None}
+
+
+def _parse_context(value: object) -> RequestContext | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidEvent("envelope field 'context' must be an object")
+    fields: dict[str, str] = {}
+    for name in _CONTEXT_FIELDS:
+        item = value.get(name)
+        if item is None:
+            continue
+        if not isinstance(item, str) or len(item) > _MAX_CONTEXT_VALUE or _UNSAFE_RE.search(item):
+            raise InvalidEvent(f"envelope context field {name!r} must be a short printable string")
+        fields[name] = item
+    if "request_id" not in fields:
+        return None
+    return RequestContext(
+        request_id=fields["request_id"],
+        traceparent=fields.get("traceparent"),
+        tracestate=fields.get("tracestate"),
+    )
+
+
+def new_event(
+    event_type: str,
+    data: Any,
+    *,
+    event_id: str,
+    occurred_at: datetime,
+    source: str | None,
+    context: RequestContext | None,
+) -> Event:
+    """A checked event, ready to encode; every argument problem raises :class:`InvalidEvent`."""
+    check_event_type(event_type)
+    _check_id("event_id", event_id)
+    format_time(occurred_at)
+    _check_json(data)
+    if context is not None:
+        _parse_context(context_fields(context))
+    return Event(
+        event_type=event_type,
+        data=data,
+        event_id=event_id,
+        occurred_at=occurred_at.astimezone(UTC),
+        source=source,
+        context=context,
+    )
+
+
+def envelope(event: Event) -> dict[str, Any]:
+    """The envelope of ``event`` as a JSON-ready dict."""
+    return {
+        "version": event.version,
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "occurred_at": format_time(event.occurred_at),
+        "source": event.source,
+        "context": context_fields(event.context) or None,
+        "data": event.data,
+    }
+
+
+def encode(event: Event) -> bytes:
+    """The body of the message that carries ``event``: compact UTF-8 JSON."""
+    try:
+        text = json.dumps(envelope(event), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidEvent(f"event data is not JSON-serialisable: {exc}") from None
+    return text.encode("utf-8")
+
+
+def decode(body: bytes, *, attempt: int = 1) -> Event:
+    """The event in a message body, or :class:`InvalidEvent` saying what is wrong with it.
+
+    Unknown envelope keys are ignored, so a newer publisher can add fields; a newer
+    ``version`` is refused, since its meaning may have changed.
+    """
+    try:
+        doc = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidEvent("message body is not UTF-8 JSON") from None
+    if not isinstance(doc, dict):
+        raise InvalidEvent("message body is not a JSON object")
+    version = doc.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InvalidEvent("envelope has no integer 'version'")
+    if version != ENVELOPE_VERSION:
+        raise InvalidEvent(f"envelope version {version} is not supported (expected {ENVELOPE_VERSION})")
+    if "data" not in doc:
+        raise InvalidEvent("envelope has no 'data'")
+    source = doc.get("source")
+    if source is not None and not isinstance(source, str):
+        raise InvalidEvent("envelope field 'source' must be a string or null")
+    try:
+        event_type = check_event_type(doc.get("event_type"))
+    except InvalidEvent as exc:
+        raise InvalidEvent(f"envelope field 'event_type': {exc}") from None
+    return Event(
+        event_type=event_type,
+        data=doc["data"],
+        event_id=_check_id("envelope field 'event_id'", doc.get("event_id")),
+        occurred_at=_parse_time(doc.get("occurred_at")),
+        source=source,
+        context=_parse_context(doc.get("context")),
+        version=version,
+        attempt=attempt,
+    )
+
+
+@attrs.frozen
+class Properties:
+    """The AMQP basic properties svclink reads and writes (messages are always persistent)."""
+
+    headers: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_map)
+    message_id: str | None = None
+    type: str | None = None
+    app_id: str | None = None
+    correlation_id: str | None = None
+    #: seconds since the epoch, as AMQP carries it
+    timestamp: int | None = None
+    content_type: str | None = None
+
+
+@attrs.frozen
+class OutgoingMessage:
+    """One message to publish: where to, what, and with which properties."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: Properties
+    mandatory: bool = True
+
+
+@attrs.frozen
+class Delivery:
+    """A message as a consumer received it, in the driver-neutral form the core reads."""
+
+    body: bytes
+    properties: Properties
+    exchange: str
+    routing_key: str
+    redelivered: bool = False
+
+
+def event_headers(event: Event) -> dict[str, Any]:
+    """The AMQP headers that copy the envelope's type, id, version and source."""
+    headers: dict[str, Any] = {
+        EVENT_TYPE_HEADER: event.event_type,
+        EVENT_ID_HEADER: event.event_id,
+        VERSION_HEADER: event.version,
+    }
+    if event.source:
+        headers[SOURCE_HEADER] = event.source
+    return headers
+
+
+def outgoing(
+    event: Event,
+    exchange: str,
+    context_headers: Mapping[str, str],
+    extra_headers: Mapping[str, Any] | None = None,
+) -> OutgoingMessage:
+    """The message that publishes ``event`` to ``exchange`` with its type as the routing key.
+
+    ``context_headers`` (request id, trace, signed caller context) and ``extra_headers``
+    are added; neither may replace svclink's own event headers.
+    """
+    headers = dict(extra_headers or {})
+    for name in headers:
+        if not isinstance(name, str) or not name or len(name) > 128:
+            raise InvalidEvent("header names must be non-empty strings of at most 128 characters")
+    headers.update(context_headers)
+    headers.update(event_headers(event))
+    return OutgoingMessage(
+        exchange=exchange,
+        routing_key=event.event_type,
+        body=encode(event),
+        properties=Properties(
+            headers=headers,
+            message_id=event.event_id,
+            type=event.event_type,
+            app_id=event.source,
+            correlation_id=event.context.request_id if event.context else None,
+            timestamp=int(event.occurred_at.timestamp()),
+            content_type=CONTENT_TYPE,
+        ),
+    )
+
+
+def prepare(
+    settings: Settings,
+    event_type: str,
+    data: Any,
+    *,
+    exchange: str | None,
+    event_id: str | None,
+    occurred_at: datetime,
+    wall: float,
+    headers: Mapping[str, Any] | None = None,
+) -> tuple[Event, OutgoingMessage]:
+    """The event and the message for one publish, checked before any I/O.
+
+    The request context bound now (or a fresh request id) travels in the envelope and,
+    with the signed caller context, in the headers. ``occurred_at`` and ``wall`` are the
+    driver's clock readings.
+    """
+    exchange = check_name("exchange", settings.event_exchange if exchange is None else exchange)
+    ctx_headers = message_headers(settings, audience=EVENTS_AUDIENCE, wall=wall)
+    context = RequestContext(
+        request_id=ctx_headers[REQUEST_ID_HEADER],
+        traceparent=ctx_headers.get(TRACEPARENT_HEADER),
+        tracestate=ctx_headers.get(TRACESTATE_HEADER),
+    )
+    event = new_event(
+        event_type,
+        data,
+        event_id=new_event_id() if event_id is None else event_id,
+        occurred_at=occurred_at,
+        source=settings.service_name,
+        context=context,
+    )
+    return event, outgoing(event, exchange, ctx_headers, headers)
+
+
+def incoming_context(
+    delivery: Delivery, event: Event, settings: Settings, *, now: float, wall: float
+) -> Incoming:
+    """The context to bind while ``event`` is handled, read from the message headers.
+
+    The envelope's request id and trace fill in for a publisher that sent no headers; the
+    caller and user come only from a signed context that verifies for events.
+    """
+    headers: dict[str, Any] = {}
+    if event.context is not None:
+        headers[REQUEST_ID_HEADER] = event.context.request_id
+        for name, value in (
+            (TRACEPARENT_HEADER, event.context.traceparent),
+            (TRACESTATE_HEADER, event.context.tracestate),
+        ):
+            if value:
+                headers[name] = value
+    lower = {k.lower() for k in headers}
+    for name, value in delivery.properties.headers.items():
+        if isinstance(value, str):
+            if name.lower() in lower:
+                headers = {k: v for k, v in headers.items() if k.lower() != name.lower()}
+            headers[name] = value
+    return incoming(headers, settings=settings, now=now, wall=wall, audience=EVENTS_AUDIENCE)
+
+
+#: what became of one published message, as a driver reports it
+ACKED, NACKED, RETURNED, TIMED_OUT, LOST = "ack", "nack", "returned", "timeout", "lost"
+
+
+def publish_error(outcome: str, message: OutgoingMessage, detail: str = "") -> PublishError | None:
+    """The exception for a publish ``outcome`` (None when the broker confirmed it).
+
+    ``LOST`` means the connection died after the message was written and before its
+    confirm: it may or may not have landed, like a timeout.
+    """
+    if outcome == ACKED:
+        return None
+    where = f"exchange {message.exchange!r}, routing key {message.routing_key!r}"
+    what = f"event {message.properties.message_id}" if message.properties.message_id else "message"
+    extra = f" ({detail})" if detail else ""
+    if outcome == RETURNED:
+        return UnroutableError(f"{what} is unroutable: no queue is bound to {where}{extra}")
+    if outcome == NACKED:
+        return PublishNacked(f"the broker refused {what} on {where}{extra}")
+    if outcome == TIMED_OUT:
+        return PublishTimeout(
+            f"no confirm for {what} on {where} in time{extra}; it may or may not have landed"
+        )
+    if outcome == LOST:
+        return PublishError(f"connection lost before the confirm of {what} on {where}{extra}")
+    return PublishError(f"{what} on {where} failed: {outcome}{extra}")

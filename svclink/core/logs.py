@@ -1,0 +1,91 @@
+"""Log records that say which request they belong to, and never carry a credential.
+
+:class:`ContextFilter` adds ``record.request_id`` and ``record.svclink_service`` from the
+bound context (``"-"`` outside one) and redacts the formatted message. It sits on the
+``svclink`` logger; and since a logger's filters never see its children's records
+(``svclink.http``, ``svclink.events``...), :func:`install` also wraps the log record
+factory so that every record of an ``svclink.*`` logger gets the same treatment when it
+is made, whichever module made the logger and whenever. Records of other loggers are
+left alone. An application may put the filter on its own handlers to get the same
+fields in all its logs::
+
+    LOGGING = {..., "filters": {"svclink": {"()": "svclink.logs.ContextFilter"}}, ...}
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from . import settings as _settings
+from .context import current
+from .redact import redact
+
+_lock = threading.Lock()
+_installed = False
+
+
+def _secrets() -> tuple[str, ...]:
+    settings = _settings.installed()
+    if settings is None:
+        return ()
+    return tuple(k for k in (settings.signing_key, *settings.verification_keys) if k)
+
+
+def annotate(record: logging.LogRecord, redact_message: bool = True) -> None:
+    """Add the context fields to ``record`` and redact its message in place."""
+    if not hasattr(record, "request_id"):  # set when the record was made: keep that, it is the truth
+        context = current()
+        record.request_id = context.request_id if context is not None else "-"
+    if not hasattr(record, "svclink_service"):
+        settings = _settings.installed()
+        record.svclink_service = (settings.service_name if settings is not None else None) or "-"
+    if not redact_message or getattr(record, "_svclink_clean", False):
+        return
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format string is the handler's to report, not ours
+        return
+    clean = redact(message, _secrets())
+    if clean != message:
+        record.msg, record.args = clean, None
+    record._svclink_clean = True
+
+
+class ContextFilter(logging.Filter):
+    """Adds ``request_id`` and ``svclink_service`` to each record and redacts its message."""
+
+    def __init__(self, name: str = "", *, redact_messages: bool = True) -> None:
+        super().__init__(name)
+        self.redact_messages = redact_messages
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        annotate(record, self.redact_messages)
+        return True
+
+
+def _ours(name: str) -> bool:
+    return name == "svclink" or name.startswith("svclink.")
+
+
+def install() -> None:
+    """Make every ``svclink`` record carry the context fields and a redacted message (idempotent)."""
+    global _installed
+    with _lock:
+        if _installed:
+            return
+        _installed = True
+        logger = logging.getLogger("svclink")
+        if not any(isinstance(f, ContextFilter) for f in logger.filters):
+            logger.addFilter(ContextFilter())
+        previous: Callable[..., logging.LogRecord] = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            if _ours(record.name):
+                annotate(record)
+            return record
+
+        logging.setLogRecordFactory(factory)

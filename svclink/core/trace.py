@@ -1,0 +1,90 @@
+"""W3C trace context, through OpenTelemetry when it is installed and passed through when not.
+
+svclink never depends on OpenTelemetry. When ``opentelemetry-api`` is importable, its
+global propagator writes the outgoing trace headers (so the span an instrumented app
+has open becomes the parent downstream), and a context bound from an incoming request
+becomes the current OpenTelemetry context unless a span is already active (an
+instrumentation library's own server span always wins). Without it the incoming
+``traceparent`` and ``tracestate`` go out unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from types import ModuleType
+from typing import Any
+
+TRACEPARENT_RE = re.compile(
+    r"^(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$"
+)
+_TRACESTATE_RE = re.compile(r"^[\x20-\x7e]{1,512}$")
+
+
+def valid_traceparent(value: str | None) -> str | None:
+    """``value`` if it is a W3C traceparent (version ff and all-zero ids refused), else None."""
+    if value is None or len(value) > 256:
+        return None
+    value = value.strip()
+    if not TRACEPARENT_RE.match(value):
+        return None
+    if value.startswith("00-") and len(value) != 55:
+        return None  # version 00 has no extra fields
+    return value
+
+
+def valid_tracestate(value: str | None) -> str | None:
+    """``value`` if it is printable and at most 512 characters (the W3C limit), else None."""
+    if value is None or not _TRACESTATE_RE.match(value):
+        return None
+    return value.strip() or None
+
+
+def _otel() -> tuple[ModuleType, ModuleType, ModuleType] | None:
+    """The OpenTelemetry API modules, or None when it is not installed (looked up each time)."""
+    try:
+        from opentelemetry import context, propagate, trace
+    except ImportError:
+        return None
+    return context, propagate, trace
+
+
+def available() -> bool:
+    """Is the OpenTelemetry API installed?"""
+    return _otel() is not None
+
+
+def inject() -> dict[str, str]:
+    """The trace headers OpenTelemetry's propagator writes for the current context ({} without it)."""
+    otel = _otel()
+    if otel is None:
+        return {}
+    carrier: dict[str, str] = {}
+    otel[1].inject(carrier)
+    return {k: v for k, v in carrier.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def attach(traceparent: str | None, tracestate: str | None) -> Any:
+    """Make the incoming trace OpenTelemetry's current context; a token for :func:`detach`, or None.
+
+    Nothing happens without OpenTelemetry, without a traceparent, or when a span is
+    already active.
+    """
+    otel = _otel()
+    if otel is None or traceparent is None:
+        return None
+    context, propagate, trace = otel
+    if trace.get_current_span().get_span_context().is_valid:
+        return None
+    carrier = {"traceparent": traceparent}
+    if tracestate:
+        carrier["tracestate"] = tracestate
+    return context.attach(propagate.extract(carrier))
+
+
+def detach(token: Any) -> None:
+    """Undo :func:`attach`."""
+    if token is None:
+        return
+    otel = _otel()
+    if otel is not None:
+        otel[0].detach(token)
