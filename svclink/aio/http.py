@@ -11,16 +11,11 @@ from typing import Any
 
 import httpx
 
-from ..core.calls import Call, Done, HTTPRequest, Retry
+from ..core.calls import Answer, Call, Done, HTTPRequest, NoResponse, Retry
 from ..core.errors import TransportFailure
-from ..core.registry import ServiceCache
+from ..core.registry import ServiceCache, stubs
 from ..core.service import BaseService
 from ..core.settings import Settings
-
-
-class _NoResponse(Exception):
-    def __init__(self, kind: TransportFailure, detail: str) -> None:
-        self.kind, self.detail = kind, detail
 
 
 def _failure(exc: httpx.RequestError) -> TransportFailure:
@@ -113,8 +108,10 @@ class Service(BaseService):
             request = call.request(time.monotonic())
             step: Retry | Done
             try:
-                status, reason, response_headers, body = await self._send(request)
-            except _NoResponse as exc:
+                stub = stubs.get(self.name)
+                answer = stub(request) if stub is not None else await self._send(request)
+                status, reason, response_headers, body = answer
+            except NoResponse as exc:
                 step = call.failed(exc.kind, exc.detail, time.monotonic(), random.random())
             else:
                 step = call.received(
@@ -125,7 +122,7 @@ class Service(BaseService):
                 return step.value
             await asyncio.sleep(step.wait)
 
-    async def _send(self, request: HTTPRequest) -> tuple[int, str, dict[str, str], bytes]:
+    async def _send(self, request: HTTPRequest) -> Answer:
         """Perform one attempt, all of it (pool wait, connect, body) under its time budget."""
         timeout = httpx.Timeout(request.timeout, connect=request.connect_timeout)
         try:
@@ -140,9 +137,9 @@ class Service(BaseService):
                     timeout=timeout,
                 )
         except TimeoutError:
-            raise _NoResponse(TransportFailure.TIMEOUT, "response too slow") from None
+            raise NoResponse(TransportFailure.TIMEOUT, "response too slow") from None
         except httpx.RequestError as exc:  # not only TransportError: DecodingError too, as on the sync side
-            raise _NoResponse(_failure(exc), type(exc).__name__) from None
+            raise NoResponse(_failure(exc), type(exc).__name__) from None
         headers = {k.lower(): v for k, v in response.headers.items()}
         return response.status_code, response.reason_phrase, headers, response.content
 

@@ -50,6 +50,18 @@ _FAILURE_TEXT = {
 FileSpec = tuple[str, bytes] | tuple[str, bytes, str]
 
 
+class NoResponse(Exception):
+    """Raised by a driver's send (or a test stub) when no response arrived: says which kind."""
+
+    def __init__(self, kind: TransportFailure, detail: str) -> None:
+        super().__init__(detail)
+        self.kind, self.detail = kind, detail
+
+
+#: (status, reason, headers with lower-case names, body): what a driver's send returns
+Answer = tuple[int, str, dict[str, str], bytes]
+
+
 @attrs.frozen
 class HTTPRequest:
     """One attempt, ready for a driver to send exactly as it is."""

@@ -6,10 +6,15 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from .calls import Answer, HTTPRequest
 from .errors import ServiceNotDeclared
 from .settings import Settings, get_settings
 
 S = TypeVar("S")
+
+#: in-process answerers standing in for services, keyed by service name; installed by
+#: :func:`svclink.testing.stub_service` and consulted by both drivers before any I/O
+stubs: dict[str, Callable[[HTTPRequest], Answer]] = {}
 
 
 def base_url(settings: Settings, name: str) -> str:

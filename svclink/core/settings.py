@@ -403,6 +403,13 @@ def installed() -> Settings | None:
     return _current
 
 
+def install(settings: Settings) -> Settings:
+    """Install an already built :class:`Settings` value (e.g. an ``attrs.evolve`` of the current one)."""
+    global _current
+    _current = settings
+    return settings
+
+
 def get_settings() -> Settings:
     """The installed settings; on first use without :func:`configure`, those of the environment."""
     global _current

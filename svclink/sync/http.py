@@ -14,17 +14,12 @@ import requests
 import requests.adapters
 from urllib3.exceptions import EmptyPoolError, NewConnectionError, ReadTimeoutError
 
-from ..core.calls import Call, Done, HTTPRequest, Retry
+from ..core.calls import Answer, Call, Done, HTTPRequest, NoResponse, Retry
 from ..core.errors import TransportFailure
-from ..core.registry import ServiceCache
+from ..core.registry import ServiceCache, stubs
 from ..core.service import BaseService
 from ..core.settings import Settings
 from .deadline import POOL_CLASSES, attempt_deadline
-
-
-class _NoResponse(Exception):
-    def __init__(self, kind: TransportFailure, detail: str) -> None:
-        self.kind, self.detail = kind, detail
 
 
 def _failure(exc: requests.RequestException) -> TransportFailure:
@@ -128,8 +123,10 @@ class Service(BaseService):
             request = call.request(time.monotonic())
             step: Retry | Done
             try:
-                status, reason, response_headers, body = self._send(request)
-            except _NoResponse as exc:
+                stub = stubs.get(self.name)
+                answer = stub(request) if stub is not None else self._send(request)
+                status, reason, response_headers, body = answer
+            except NoResponse as exc:
                 step = call.failed(exc.kind, exc.detail, time.monotonic(), random.random())
             else:
                 step = call.received(
@@ -140,7 +137,7 @@ class Service(BaseService):
                 return step.value
             time.sleep(step.wait)
 
-    def _send(self, request: HTTPRequest) -> tuple[int, str, dict[str, str], bytes]:
+    def _send(self, request: HTTPRequest) -> Answer:
         """Perform one attempt; headers and body are read under the attempt's whole time budget."""
         with attempt_deadline(request.timeout) as attempt:
             try:
@@ -155,11 +152,11 @@ class Service(BaseService):
                 )
             except requests.RequestException as exc:
                 if not attempt.expired:
-                    raise _NoResponse(_failure(exc), type(exc).__name__) from None
+                    raise NoResponse(_failure(exc), type(exc).__name__) from None
             except EmptyPoolError:  # every pooled connection stayed busy until the deadline
-                raise _NoResponse(TransportFailure.TIMEOUT, "no free connection in the pool") from None
+                raise NoResponse(TransportFailure.TIMEOUT, "no free connection in the pool") from None
         if attempt.expired:  # whatever was read after the cut-off is not a response
-            raise _NoResponse(TransportFailure.TIMEOUT, "response too slow")
+            raise NoResponse(TransportFailure.TIMEOUT, "response too slow")
         headers = {k.lower(): v for k, v in response.headers.items()}
         return response.status_code, response.reason or "", headers, response.content
 

@@ -1,0 +1,51 @@
+"""pytest fixtures for code that uses svclink (installed as the ``svclink`` pytest plugin).
+
+- ``svclink_stub``: ``user = svclink_stub("user")`` answers every call to service
+  ``user`` in-process for the test (declaring it if the settings do not);
+- ``svclink_broker``: switches events to the in-process ``memory://`` broker for the
+  test and returns it, empty, for assertions.
+
+Settings changed by either fixture are put back after the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import attrs
+import pytest
+
+from ..core import settings as settings_module
+from .memory import MemoryBroker, get_broker, reset
+from .stubs import ServiceStub, stub_service
+
+
+@pytest.fixture
+def svclink_stub() -> Iterator[Callable[[str], ServiceStub]]:
+    """A factory of service stubs, all removed after the test."""
+    saved = settings_module.get_settings()
+    with contextlib.ExitStack() as stack:
+
+        def make(name: str) -> ServiceStub:
+            current = settings_module.get_settings()
+            if name not in current.service_connections:
+                declared = (*current.service_connections, name)
+                settings_module.install(attrs.evolve(current, service_connections=declared))
+            return stack.enter_context(stub_service(name))
+
+        yield make
+    settings_module.install(saved)
+
+
+@pytest.fixture
+def svclink_broker() -> Iterator[MemoryBroker]:
+    """The in-process broker, empty, with svclink's events routed to it for this test."""
+    saved = settings_module.get_settings()
+    settings_module.install(attrs.evolve(saved, amqp_url="memory://"))
+    reset()
+    try:
+        yield get_broker()
+    finally:
+        reset()
+        settings_module.install(saved)
