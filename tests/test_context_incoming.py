@@ -87,7 +87,9 @@ def test_an_unproved_caller_is_never_trusted(headers: dict[str, str], reason: st
 
 
 def test_strict_mode_lets_a_verified_caller_through() -> None:
-    assert not read({"x-request-id": "r-1", "x-svclink-context": token()}, require_signed_context=True).rejected
+    assert not read(
+        {"x-request-id": "r-1", "x-svclink-context": token()}, require_signed_context=True
+    ).rejected
 
 
 def test_rotation_verification_keys_are_accepted() -> None:

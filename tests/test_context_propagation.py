@@ -50,9 +50,9 @@ def test_a_request_id_given_as_a_header_is_the_one_signed(side: Side, server: Te
         side.call("user", "GET", "/me", headers={"x-request-id": "chosen"})
     (req,) = server.calls("GET", "/me")
     assert req.headers["x-request-id"] == "chosen"
-    assert verify(req.headers["x-svclink-context"], keys=[KEY], audience="user", now=time.time()).request_id == (
-        "chosen"
-    )
+    assert verify(
+        req.headers["x-svclink-context"], keys=[KEY], audience="user", now=time.time()
+    ).request_id == ("chosen")
 
 
 def test_no_signing_key_no_signed_context(side: Side, server: TestServer) -> None:
@@ -85,7 +85,10 @@ def test_a_bound_deadline_shortens_the_budget_sent(side: Side, server: TestServe
 def test_an_expired_deadline_fails_before_any_io(side: Side, server: TestServer) -> None:
     use_server(server)
     server.route("GET", "/me", Reply(200, {}))
-    with bind(request_id="late", deadline=time.monotonic() - 0.1), pytest.raises(svclink.ServiceTimeout) as info:
+    with (
+        bind(request_id="late", deadline=time.monotonic() - 0.1),
+        pytest.raises(svclink.ServiceTimeout) as info,
+    ):
         side.call("user", "GET", "/me")
     assert info.value.request_id == "late"
     assert server.calls("GET", "/me") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Iterator
@@ -9,6 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 import svclink
+import svclink.aio
+import svclink.sync
 from svclink.core.context import bind
 from svclink.core.responses import Response
 
@@ -31,7 +34,9 @@ def test_get_with_query_and_path_params(side: Side, user_service: TestServer) ->
     ("value", "raw"),
     [("a/b", "a%2Fb"), ("../admin", "..%2Fadmin"), ("%2e%2e", "%252e%252e"), ("x y", "x%20y")],
 )
-def test_a_path_param_stays_one_encoded_segment(side: Side, user_service: TestServer, value: str, raw: str) -> None:
+def test_a_path_param_stays_one_encoded_segment(
+    side: Side, user_service: TestServer, value: str, raw: str
+) -> None:
     user_service.route("GET", f"/api/v1/users/{raw}/orders", Reply(200, {"ok": True}))
     assert side.call("user", "GET", "/api/v1/users/{id}/orders", path_params={"id": value}) == {"ok": True}
     assert [r.path for r in user_service.requests] == [f"/api/v1/users/{raw}/orders"]
@@ -87,7 +92,9 @@ def test_a_non_json_200_raises_response_decode_error(side: Side, user_service: T
         side.call("user", "GET", "/page")
     err = info.value
     assert err.status_code == 200
-    assert isinstance(err.body, str) and err.body.startswith("<html><body>maintenance") and len(err.body) <= 501
+    assert (
+        isinstance(err.body, str) and err.body.startswith("<html><body>maintenance") and len(err.body) <= 501
+    )
     assert len(str(err)) < 1000
     assert len(user_service.calls("GET", "/page")) == 1  # a decode error is not retried
 
@@ -151,7 +158,9 @@ def elsewhere() -> Iterator[TestServer]:
     s.stop()
 
 
-def test_a_redirect_to_another_origin_is_refused(side: Side, user_service: TestServer, elsewhere: TestServer) -> None:
+def test_a_redirect_to_another_origin_is_refused(
+    side: Side, user_service: TestServer, elsewhere: TestServer
+) -> None:
     elsewhere.route("GET", "/steal", Reply(200, {"stolen": True}))
     user_service.route("GET", "/go", Reply(302, headers={"Location": elsewhere.url + "/steal"}))
     with pytest.raises(svclink.RedirectNotFollowed) as info:
@@ -170,19 +179,14 @@ def test_an_undeclared_service_lists_the_declared_ones(side: Side, user_service:
 
 
 def test_the_service_object_is_cached_per_name(side: Side, user_service: TestServer) -> None:
-    import asyncio
-
-    import svclink.aio
-    import svclink.sync
-
     if side.name == "sync":
         assert svclink.sync.get_service("user") is svclink.sync.get_service("user")
-    else:
+        return
 
-        async def twice() -> bool:
-            return await svclink.aio.get_service("user") is await svclink.aio.get_service("user")
+    async def twice() -> bool:
+        return await svclink.aio.get_service("user") is await svclink.aio.get_service("user")
 
-        assert asyncio.run(twice())
+    assert asyncio.run(twice())
 
 
 def test_proxies_from_the_environment_are_ignored(
@@ -208,13 +212,19 @@ def test_check_reports_unreachable_required_services(server: TestServer) -> None
     svclink.configure(
         service_connections=["user", "billing", "extra"],
         required_service_connections=["user", "billing"],
-        service_hosts={"user": server.url, "billing": f"http://127.0.0.1:{port}", "extra": "http://127.0.0.1:1"},
+        service_hosts={
+            "user": server.url,
+            "billing": f"http://127.0.0.1:{port}",
+            "extra": "http://127.0.0.1:1",
+        },
     )
     problems = svclink.check()
     assert len(problems) == 1
     assert "'billing'" in problems[0] and f"127.0.0.1:{port}" in problems[0]
     svclink.configure(
-        service_connections=["user"], required_service_connections=["user"], service_hosts={"user": server.url}
+        service_connections=["user"],
+        required_service_connections=["user"],
+        service_hosts={"user": server.url},
     )
     assert svclink.check() == []
     assert server.requests == []  # check() only connects

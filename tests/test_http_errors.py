@@ -21,9 +21,11 @@ INSANIC = {
 }
 DRF_DETAIL = {"detail": "You do not have permission to perform this action."}
 DRF_FIELDS = {"email": ["Enter a valid email address."], "name": ["This field is required."]}
-FASTAPI = {"detail": [{"loc": ["body", "age"], "msg": "value is not a valid integer", "type": "type_error.integer"}]}
+FASTAPI = {
+    "detail": [{"loc": ["body", "age"], "msg": "value is not a valid integer", "type": "type_error.integer"}]
+}
 
-# (status, class, reply, expected message, expected error_code, description check)
+# (status, class, reply, expected message, expected error_code)
 CASES: list[tuple[int, type[svclink.APIException], Reply, str, str | None]] = [
     (400, svclink.BadRequest, Reply(400, DRF_FIELDS),
      "email: Enter a valid email address.; name: This field is required.", None),
@@ -34,7 +36,8 @@ CASES: list[tuple[int, type[svclink.APIException], Reply, str, str | None]] = [
     (409, svclink.Conflict, Reply(409, body=b"version conflict\nreload and retry"), "version conflict", None),
     (422, svclink.UnprocessableEntity, Reply(422, FASTAPI), "body.age: value is not a valid integer",
      "type_error.integer"),
-    (429, svclink.TooManyRequests, Reply(429, {"detail": "Request was throttled."}), "Request was throttled.", None),
+    (429, svclink.TooManyRequests, Reply(429, {"detail": "Request was throttled."}),
+     "Request was throttled.", None),
     (418, svclink.ClientError, Reply(418, body=b"I'm a teapot"), "I'm a teapot", None),
     (500, svclink.ServerError, Reply(500, body=b""), "Internal Server Error", None),
     (501, svclink.ServerError, Reply(501, {"message": "not yet", "error_code": {"name": "TODO", "value": 1}}),
@@ -73,7 +76,9 @@ def test_insanic_description(side: Side, user_service: TestServer) -> None:
 
 
 def test_plain_text_description(side: Side, user_service: TestServer) -> None:
-    user_service.route("GET", "/u", Reply(500, body=b"Traceback (most recent call last):\n  File x\nKeyError"))
+    user_service.route(
+        "GET", "/u", Reply(500, body=b"Traceback (most recent call last):\n  File x\nKeyError")
+    )
     with pytest.raises(svclink.ServerError) as info:
         side.call("user", "GET", "/u", retry_count=0)
     assert info.value.message == "Traceback (most recent call last):"
@@ -83,13 +88,17 @@ def test_plain_text_description(side: Side, user_service: TestServer) -> None:
 @pytest.mark.parametrize(
     "reply",
     [
-        Reply(500, body=b"<html>\n" + b"<p>stack frame</p>\n" * 600_000, headers={"Content-Type": "text/html"}),
+        Reply(
+            500, body=b"<html>\n" + b"<p>stack frame</p>\n" * 600_000, headers={"Content-Type": "text/html"}
+        ),
         Reply(400, {"detail": "x" * 10_000_000}),
         Reply(400, {"email": ["y" * 10_000_000]}),
     ],
     ids=["html-page", "json-detail", "json-fields"],
 )
-def test_a_10mb_error_body_gives_bounded_exception_text(side: Side, user_service: TestServer, reply: Reply) -> None:
+def test_a_10mb_error_body_gives_bounded_exception_text(
+    side: Side, user_service: TestServer, reply: Reply
+) -> None:
     user_service.route("GET", "/big", reply)
     with pytest.raises(svclink.APIException) as info:
         side.call("user", "GET", "/big", retry_count=0)
@@ -137,7 +146,9 @@ HEADER_INJECTIONS: list[dict[str, Any]] = [
 
 
 @pytest.mark.parametrize("headers", HEADER_INJECTIONS)
-def test_header_injection_is_refused_before_any_io(side: Side, user_service: TestServer, headers: Any) -> None:
+def test_header_injection_is_refused_before_any_io(
+    side: Side, user_service: TestServer, headers: Any
+) -> None:
     with pytest.raises(svclink.InvalidRequest) as info:
         side.call("user", "GET", "/x", headers=headers)
     assert isinstance(info.value, ValueError)
@@ -186,7 +197,9 @@ def test_endpoint_injection_is_refused_before_any_io(
         {"idempotency_key": ""},
     ],
 )
-def test_other_bad_arguments_are_refused_before_any_io(side: Side, user_service: TestServer, kwargs: Any) -> None:
+def test_other_bad_arguments_are_refused_before_any_io(
+    side: Side, user_service: TestServer, kwargs: Any
+) -> None:
     kwargs = dict(kwargs)
     method = kwargs.pop("method", "POST")
     with pytest.raises(svclink.InvalidRequest):

@@ -77,7 +77,18 @@ def test_no_key_configured_trusts_nothing() -> None:
 
 @pytest.mark.parametrize(
     "token",
-    ["", "v1", "v1.", "v1..", "v2.abc.def", "v1.abc", "v1.a.b.c", "v1.!!!.abc", "v1.abc.@@@", "v1." + "A" * 5000],
+    [
+        "",
+        "v1",
+        "v1.",
+        "v1..",
+        "v2.abc.def",
+        "v1.abc",
+        "v1.a.b.c",
+        "v1.!!!.abc",
+        "v1.abc.@@@",
+        "v1." + "A" * 5000,
+    ],
 )
 def test_malformed_tokens_are_refused_without_echo(token: str) -> None:
     with pytest.raises(SignatureError) as info:
@@ -100,7 +111,13 @@ def test_a_signed_payload_of_the_wrong_shape_is_malformed() -> None:
 
     good = {"iss": "api", "aud": "user", "rid": "r", "iat": int(NOW), "exp": int(NOW) + 5}
     assert verify(forge(good), keys=[KEY], audience="user", now=NOW).caller == "api"
-    for bad in ([1], {**good, "iat": "now"}, {**good, "iss": ""}, {**good, "clm": {"x": [1]}}, {**good, "exp": True}):
+    for bad in (
+        [1],
+        {**good, "iat": "now"},
+        {**good, "iss": ""},
+        {**good, "clm": {"x": [1]}},
+        {**good, "exp": True},
+    ):
         assert rejected(forge(bad)) == "malformed"
 
 

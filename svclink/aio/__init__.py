@@ -6,7 +6,9 @@ The same names, arguments and behaviour as :mod:`svclink.sync`, awaited.
 from .._extras import require
 
 require("httpx", "aio")
+require("aio_pika", "aio")
 
+from .events import Event, EventConsumer, Publisher, get_publisher  # noqa: E402
 from .http import Service, aclose, get_service  # noqa: E402
 
-__all__ = ["Service", "aclose", "get_service"]
+__all__ = ["Event", "EventConsumer", "Publisher", "Service", "aclose", "get_publisher", "get_service"]

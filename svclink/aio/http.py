@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import httpx
@@ -27,6 +27,22 @@ def _failure(exc: httpx.RequestError) -> TransportFailure:
     return TransportFailure.RESET
 
 
+async def _close_with_loop(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+    """Close ``client`` when its event loop shuts down its async generators.
+
+    ``asyncio.run()`` and ``asyncio.Runner.close()`` finalise every async generator while
+    the loop can still run, so the client's connections are closed cleanly at the end of
+    each run instead of being left for the garbage collector (and its ResourceWarnings).
+    """
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
+_LoopClient = tuple[httpx.AsyncClient, AsyncGenerator[None, None]]
+
+
 class Service(BaseService):
     """A declared service, called from asyncio: one ``httpx.AsyncClient`` per event loop.
 
@@ -36,29 +52,33 @@ class Service(BaseService):
 
     def __init__(self, name: str, settings: Settings) -> None:
         super().__init__(name, settings)
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
             weakref.WeakKeyDictionary()
         )
 
-    def _client(self) -> httpx.AsyncClient:
+    async def _client(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None or client.is_closed:
+        entry = self._clients.get(loop)
+        if entry is None or entry[0].is_closed:
             for old in [lp for lp in self._clients if lp.is_closed()]:
-                del self._clients[old]  # a finished asyncio.run(): its sockets died with it
+                del self._clients[old]  # a loop closed without shutting down its async generators
             size = self.settings.pool_maxsize
-            client = self._clients[loop] = httpx.AsyncClient(
+            client = httpx.AsyncClient(
                 limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
                 trust_env=self.settings.trust_env,
                 follow_redirects=False,
             )
-        return client
+            closer = _close_with_loop(client)
+            await closer.__anext__()  # registered with the loop; parked until the loop shuts down
+            self._clients[loop] = (client, closer)
+            return client
+        return entry[0]
 
     async def aclose(self) -> None:
         """Close this loop's pooled connections; the next call opens new ones."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        entry = self._clients.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[1].aclose()
 
     async def __aenter__(self) -> Service:
         return self
@@ -127,7 +147,8 @@ class Service(BaseService):
         timeout = httpx.Timeout(request.timeout, connect=request.connect_timeout)
         try:
             async with asyncio.timeout(request.timeout):
-                response = await self._client().request(
+                client = await self._client()
+                response = await client.request(
                     request.method,
                     request.url,
                     headers=request.headers,

@@ -10,6 +10,7 @@ unit-tested without a broker.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
@@ -21,6 +22,8 @@ from .errors import InvalidEvent
 from .events import Delivery, Event, OutgoingMessage, decode, incoming_context
 from .settings import Settings
 from .topics import check_name, check_pattern, is_pattern, matches
+
+log = logging.getLogger("svclink.events")
 
 ATTEMPT_HEADER = "x-svclink-attempt"
 ERROR_HEADER = "x-svclink-error"
@@ -363,3 +366,28 @@ def republish(delivery: Delivery, decision: Retry | DeadLetter) -> OutgoingMessa
 def reconnect_delay(failures: int) -> float:
     """Seconds to wait before reconnect number ``failures`` (1-based): 0.1 s doubling to 5 s."""
     return float(min(5.0, 0.1 * 2 ** max(0, failures - 1)))
+
+
+def log_decision(
+    config: ConsumerConfig,
+    delivery: Delivery,
+    decision: Decision,
+    event: Event | None = None,
+    error: BaseException | None = None,
+) -> None:
+    """One log line per message that did not simply succeed, the same on both sides."""
+    what = event.event_id if event else delivery.properties.message_id
+    kind = event.event_type if event else delivery.properties.type
+    if isinstance(decision, Ack):
+        if not decision.handled:
+            log.warning("consumer %s: no handler for event type %r (%s); acked", config.queue, kind, what)
+    elif isinstance(decision, Retry):
+        log.warning(
+            "consumer %s: handler failed for %s %s (attempt %d); retrying in %.3gs",
+            config.queue, kind, what, decision.attempt - 1, decision.delay, exc_info=error,
+        )  # fmt: skip
+    elif isinstance(decision, DeadLetter):
+        log.error(
+            "consumer %s: %s %s dead-lettered to %s (%s): %s",
+            config.queue, kind, what, decision.queue, decision.reason, decision.error, exc_info=error,
+        )  # fmt: skip

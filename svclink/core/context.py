@@ -409,16 +409,23 @@ def log_incoming(result: Incoming, what: str = "request") -> None:
     """Log what was not trusted in an incoming request: once, at the level it deserves.
 
     A missing signed context is routine (DEBUG unless strict); a present but invalid one
-    is a WARNING. Neither the token nor any key is ever logged.
+    is a WARNING. Neither the token nor any key is ever logged. The records carry the
+    request's id like any other record made while it is handled.
     """
     caller = result.caller
-    if result.dropped:
-        log.info(
-            "ignored malformed %s header(s) on %s %s", ", ".join(result.dropped), what, caller.request_id
-        )
-    if caller.verified:
+    if caller.verified and not result.dropped:
         return
-    claimed = f" claiming to be {caller.claimed!r}" if caller.claimed else ""
-    level = logging.WARNING if result.rejected or caller.reason != "unsigned" else logging.DEBUG
-    action = "rejected" if result.rejected else "caller context not trusted"
-    log.log(level, "%s %s %s%s: %s", what, caller.request_id, action, claimed, caller.reason)
+    token = _current.set(result.context)
+    try:
+        if result.dropped:
+            log.info(
+                "ignored malformed %s header(s) on %s %s", ", ".join(result.dropped), what, caller.request_id
+            )
+        if caller.verified:
+            return
+        claimed = f" claiming to be {caller.claimed!r}" if caller.claimed else ""
+        level = logging.WARNING if result.rejected or caller.reason != "unsigned" else logging.DEBUG
+        action = "rejected" if result.rejected else "caller context not trusted"
+        log.log(level, "%s %s %s%s: %s", what, caller.request_id, action, claimed, caller.reason)
+    finally:
+        _current.reset(token)

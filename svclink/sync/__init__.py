@@ -7,7 +7,9 @@ in :mod:`svclink.aio`.
 from .._extras import require
 
 require("requests", "sync")
+require("pika", "sync")
 
+from .events import Event, EventConsumer, Publisher, get_publisher  # noqa: E402
 from .http import Service, close, get_service  # noqa: E402
 
-__all__ = ["Service", "close", "get_service"]
+__all__ = ["Event", "EventConsumer", "Publisher", "Service", "close", "get_publisher", "get_service"]

@@ -36,12 +36,11 @@ from ..core.consuming import (
     DEFAULT_RETRY_DELAYS,
     Ack,
     ConsumerConfig,
-    DeadLetter,
     Decision,
     Handle,
     HandlerTable,
-    Retry,
     Topology,
+    log_decision,
     receive,
     reconnect_delay,
     republish,
@@ -67,6 +66,8 @@ from ..core.settings import Settings, get_settings
 from ..testing import memory
 
 log = logging.getLogger("svclink.events")
+
+__all__ = ["Event", "EventConsumer", "Publisher", "get_publisher"]
 
 Handler = Callable[[Event], Any]
 F = TypeVar("F", bound=Handler)
@@ -634,7 +635,13 @@ class _MemorySession:
             for pattern in topo.bindings:
                 b.bind(c, topo.queue.name, topo.exchange, pattern)
             c.add_close_callback(lambda _reason: self._inbox.put(_LOST_SIGNAL))
-            self._tag = b.consume(c, topo.queue.name, self._inbox.put, prefetch=prefetch)
+            self._tag = b.consume(
+                c,
+                topo.queue.name,
+                self._inbox.put,
+                prefetch=prefetch,
+                on_cancel=lambda: self._inbox.put(_LOST_SIGNAL),
+            )
         except memory.ConnectionClosed as exc:
             raise _Lost(str(exc)) from None
         except memory.MemoryBrokerError as exc:
@@ -794,12 +801,12 @@ class EventConsumer:
             received.delivery, config, self._table, self.settings, now=time.monotonic(), wall=time.time()
         )
         if not isinstance(step, Handle):
-            _log_decision(config, received.delivery, step)
+            log_decision(config, received.delivery, step)
             return step
         log_incoming(step.incoming, "event")
         error = session.run(lambda: _call(step))
         decision = settle(received.delivery, config, error)
-        _log_decision(config, received.delivery, decision, step.event, error)
+        log_decision(config, received.delivery, decision, step.event, error)
         return decision
 
 
@@ -818,28 +825,3 @@ def _check_sync(handler: Handler) -> None:
 
     if inspect.iscoroutinefunction(handler):
         raise TypeError("svclink.sync handlers must be plain functions; use svclink.aio for async def")
-
-
-def _log_decision(
-    config: ConsumerConfig,
-    delivery: Delivery,
-    decision: Decision,
-    event: Event | None = None,
-    error: BaseException | None = None,
-) -> None:
-    """One log line per message that did not simply succeed."""
-    what = event.event_id if event else delivery.properties.message_id
-    kind = event.event_type if event else delivery.properties.type
-    if isinstance(decision, Ack):
-        if not decision.handled:
-            log.warning("consumer %s: no handler for event type %r (%s); acked", config.queue, kind, what)
-    elif isinstance(decision, Retry):
-        log.warning(
-            "consumer %s: handler failed for %s %s (attempt %d); retrying in %.3gs",
-            config.queue, kind, what, decision.attempt - 1, decision.delay, exc_info=error,
-        )  # fmt: skip
-    elif isinstance(decision, DeadLetter):
-        log.error(
-            "consumer %s: %s %s dead-lettered to %s (%s): %s",
-            config.queue, kind, what, decision.queue, decision.reason, decision.error, exc_info=error,
-        )  # fmt: skip

@@ -151,6 +151,7 @@ class _Consumer:
     connection: MemoryConnection
     prefetch: int
     callback: Callable[[MemoryDelivery], None]
+    on_cancel: Callable[[], None] | None = None
     unacked: dict[int, _Entry] = attrs.field(factory=dict)
     tags: Iterator[int] = attrs.field(factory=lambda: itertools.count(1))
     active: bool = True
@@ -306,6 +307,8 @@ class MemoryBroker:
                 return
             for consumer in list(queue.consumers):
                 consumer.active = False
+                if consumer.on_cancel is not None:  # RabbitMQ sends basic.cancel to the consumers
+                    consumer.on_cancel()
             for exchange in self._exchanges.values():
                 exchange.bindings = [b for b in exchange.bindings if b[0] != name]
 
@@ -435,14 +438,17 @@ class MemoryBroker:
         callback: Callable[[MemoryDelivery], None],
         *,
         prefetch: int = 0,
+        on_cancel: Callable[[], None] | None = None,
     ) -> str:
-        """Start a consumer; ``callback`` gets each :class:`MemoryDelivery` (quick, non-blocking)."""
+        """Start a consumer; ``callback`` gets each :class:`MemoryDelivery` (quick, non-blocking).
+
+        ``on_cancel`` is called if the broker cancels the consumer (its queue was deleted).
+        """
         with self._lock:
             connection.check()
             target = self._queue(queue)
-            consumer = _Consumer(
-                f"memory-ctag-{next(self._consumer_tags)}", target, connection, prefetch, callback
-            )
+            tag = f"memory-ctag-{next(self._consumer_tags)}"
+            consumer = _Consumer(tag, target, connection, prefetch, callback, on_cancel)
             target.consumers.append(consumer)
             self._dispatch(target)
             return consumer.tag

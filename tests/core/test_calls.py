@@ -297,7 +297,12 @@ def test_errors_carry_the_call_and_the_request_id() -> None:
         reply(call, 404, body)
     err = info.value
     assert (err.service, err.method, err.endpoint) == ("user", "GET", "/users/{id}")
-    assert (err.status_code, err.error_code, err.message, err.description) == (404, "NO_USER", "nope", "no user 5")
+    assert (err.status_code, err.error_code, err.message, err.description) == (
+        404,
+        "NO_USER",
+        "nope",
+        "no user 5",
+    )
     assert err.request_id == "req-42"
 
 

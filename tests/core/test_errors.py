@@ -84,7 +84,11 @@ def test_every_api_exception_says_which_call_failed_and_why() -> None:
     err = make()
     assert (err.service, err.method, err.endpoint) == ("user", "GET", "/users/{id}")
     assert (err.status_code, err.error_code, err.message) == (404, "user_not_found", "No such user.")
-    assert (err.description, err.request_id, err.body) == ("try another id", "req-1", {"detail": "No such user."})
+    assert (err.description, err.request_id, err.body) == (
+        "try another id",
+        "req-1",
+        {"detail": "No such user."},
+    )
     assert str(err) == "user: GET /users/{id} -> 404: No such user. [user_not_found]"
 
 
@@ -97,10 +101,19 @@ def test_str_without_status_or_code() -> None:
 def test_exceptions_pickle_with_their_fields() -> None:
     err = pickle.loads(pickle.dumps(make()))
     assert type(err) is svclink.NotFound
-    assert (err.service, err.status_code, err.error_code, err.request_id) == ("user", 404, "user_not_found", "req-1")
+    assert (err.service, err.status_code, err.error_code, err.request_id) == (
+        "user",
+        404,
+        "user_not_found",
+        "req-1",
+    )
     assert str(err) == str(make())
     nd = pickle.loads(pickle.dumps(svclink.ServiceNotDeclared("usr", ("user",))))
-    assert (nd.name, nd.declared, str(nd)) == ("usr", ("user",), str(svclink.ServiceNotDeclared("usr", ("user",))))
+    assert (nd.name, nd.declared, str(nd)) == (
+        "usr",
+        ("user",),
+        str(svclink.ServiceNotDeclared("usr", ("user",))),
+    )
     ce = pickle.loads(pickle.dumps(svclink.ConfigurationError("pool_maxsize", "must be >= 1")))
     assert (ce.field, ce.problem) == ("pool_maxsize", "must be >= 1")
 

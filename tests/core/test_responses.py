@@ -33,8 +33,8 @@ def test_excerpt() -> None:
 
 @pytest.mark.parametrize(
     ("ctype", "ok"),
-    [("application/json", True), ("Application/JSON; charset=utf-8", True), ("application/problem+json", True),
-     ("text/html", False), ("", False), ("application/jsonx", False)],
+    [("application/json", True), ("Application/JSON; charset=utf-8", True),
+     ("application/problem+json", True), ("text/html", False), ("", False), ("application/jsonx", False)],
 )  # fmt: skip
 def test_is_json(ctype: str, ok: bool) -> None:
     assert is_json({"content-type": ctype}) is ok
@@ -66,7 +66,11 @@ def test_insanic_errors() -> None:
         {"message": "User not found.", "description": "No user has id 5.",
          "error_code": {"name": "USER_NOT_FOUND", "value": 40401}, "status_code": 404}
     )  # fmt: skip
-    assert (d.message, d.error_code, d.description) == ("User not found.", "USER_NOT_FOUND", "No user has id 5.")
+    assert (d.message, d.error_code, d.description) == (
+        "User not found.",
+        "USER_NOT_FOUND",
+        "No user has id 5.",
+    )
     assert details({"message": "m", "error_code": {"value": 999}}).error_code == "999"
 
 
@@ -80,7 +84,9 @@ def test_drf_detail() -> None:
 def test_drf_field_errors() -> None:
     d = details({"email": ["Enter a valid email address."], "age": ["Must be >= 0.", "Required."]})
     assert d.message == "email: Enter a valid email address.; age: Must be >= 0."
-    assert details({"non_field_errors": ["Passwords differ."]}).message == "non_field_errors: Passwords differ."
+    assert (
+        details({"non_field_errors": ["Passwords differ."]}).message == "non_field_errors: Passwords differ."
+    )
 
 
 def test_fastapi_validation_errors() -> None:

@@ -74,8 +74,16 @@ def test_what_may_be_retried(method: str, outcome: Outcome, key: bool, retryable
     assert RetryPolicy().is_retryable(method, outcome, key) is retryable
 
 
-def decide(policy: RetryPolicy = RetryPolicy(), **kwargs: object) -> tuple[bool, float]:
-    values: dict[str, object] = {"method": "GET", "outcome": status(503), "retries_done": 0, "remaining": 10.0}
+DEFAULT = RetryPolicy()
+
+
+def decide(policy: RetryPolicy = DEFAULT, **kwargs: object) -> tuple[bool, float]:
+    values: dict[str, object] = {
+        "method": "GET",
+        "outcome": status(503),
+        "retries_done": 0,
+        "remaining": 10.0,
+    }
     values.update(kwargs)
     d = policy.decide(**values)  # type: ignore[arg-type]
     return d.retry, d.wait

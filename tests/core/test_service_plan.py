@@ -21,7 +21,11 @@ BASE = "http://user.internal:8001"
 
 
 def svc(**settings: Any) -> BaseService:
-    values: dict[str, Any] = {"service_name": "api", "service_connections": ["user"], "service_hosts": {"user": BASE}}
+    values: dict[str, Any] = {
+        "service_name": "api",
+        "service_connections": ["user"],
+        "service_hosts": {"user": BASE},
+    }
     values.update(settings)
     return BaseService("user", Settings(**values))
 
@@ -84,14 +88,15 @@ def test_the_callers_content_type_wins() -> None:
 def test_json_conversions() -> None:
     uid = uuid.uuid4()
     data = {
-        "at": datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc),
+        "at": datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
         "id": uid,
         "price": decimal.Decimal("1.10"),
         "tags": {"b", "a"},
         "t": datetime.time(1, 2),
     }
     assert json.loads(encode_json(data)) == {
-        "at": "2024-01-02T03:04:05+00:00", "id": str(uid), "price": "1.10", "tags": ["a", "b"], "t": "01:02:00",
+        "at": "2024-01-02T03:04:05+00:00", "id": str(uid), "price": "1.10", "tags": ["a", "b"],
+        "t": "01:02:00",
     }  # fmt: skip
 
 
@@ -114,7 +119,11 @@ def test_multipart() -> None:
     )  # fmt: skip
     assert p.content is None
     assert p.form == {"user": "1", "size": "2"}
-    assert p.files == {"avatar": ("a.png", b"\x89PNG", "image/png"), "raw": ("raw", b"data"), "doc": ("d.txt", b"t")}
+    assert p.files == {
+        "avatar": ("a.png", b"\x89PNG", "image/png"),
+        "raw": ("raw", b"data"),
+        "doc": ("d.txt", b"t"),
+    }
     assert not any(k.lower() == "content-type" for k in p.headers)  # the HTTP library sets the boundary
 
 

@@ -1,0 +1,62 @@
+"""Views that report what svclink saw and call the ``user`` service, sync and async."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+
+import svclink
+import svclink.aio
+import svclink.sync
+from svclink.context import current
+
+
+def seen(request: HttpRequest) -> dict[str, Any]:
+    """What the middleware bound: the caller verdict and the context."""
+    caller = request.svclink  # type: ignore[attr-defined]
+    context = current()
+    assert context is not None
+    return {
+        "verified": caller.verified,
+        "caller": caller.service,
+        "caller_user": caller.user_id,
+        "reason": caller.reason,
+        "request_id": context.request_id,
+        "user_id": context.user_id,
+        "has_deadline": context.deadline is not None,
+    }
+
+
+def whoami(request: HttpRequest) -> JsonResponse:
+    body = seen(request)
+    try:
+        body["downstream"] = svclink.sync.get_service("user").http_dispatch("GET", "/downstream")
+    except svclink.ServiceTimeout:
+        body["downstream"] = "timeout"
+    return JsonResponse(body)
+
+
+async def awhoami(request: HttpRequest) -> JsonResponse:
+    body = seen(request)
+    try:
+        user = await svclink.aio.get_service("user")
+        body["downstream"] = await user.http_dispatch("GET", "/downstream")
+    except svclink.ServiceTimeout:
+        body["downstream"] = "timeout"
+    return JsonResponse(body)
+
+
+def user_from_header(request: HttpRequest) -> tuple[str, dict[str, str]] | None:
+    """A custom ``user_context``: the user a trusted gateway named in a header."""
+    name = request.headers.get("X-Test-User")
+    return (name, {"plan": "pro"}) if name else None
+
+
+def e2e(request: HttpRequest) -> JsonResponse:
+    """The end-to-end entry point: call service B, start a Celery task that calls C."""
+    from tests import celery_app
+
+    answer = svclink.sync.get_service("b").http_dispatch("POST", "/bare/publish")
+    task = celery_app.call_c.delay("/from-task", "sync")
+    return JsonResponse({"b": answer, "task_id": task.id, **seen(request)})

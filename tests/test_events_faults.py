@@ -1,0 +1,212 @@
+"""Events when things go wrong: dropped connections, many threads, fork, nacks, timeouts, dead brokers."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+import svclink
+import svclink.sync
+import svclink.testing
+
+from .events_support import RABBITMQ_URL, EventEnv, Recorder, env_fixture, eventually
+from .faultproxy import FaultProxy
+
+env = env_fixture()
+rabbit_env = env_fixture([("sync", "rabbitmq"), ("aio", "rabbitmq")])
+memory_env = env_fixture([("sync", "memory"), ("aio", "memory")])
+sync_env = env_fixture([("sync", "rabbitmq"), ("sync", "memory")])
+
+
+def test_connections_closed_between_two_publishes_both_land_once(env: EventEnv) -> None:
+    sink = env.sink(["user.*"])
+    env.publish("user.updated", {"n": 1})
+    assert env.broker.close_connections(env.connection_name) >= 1
+    time.sleep(0.2)
+    env.publish("user.updated", {"n": 2})
+    assert env.broker.count(sink) == 2
+
+
+def test_a_consumer_survives_its_connection_being_closed(env: EventEnv) -> None:
+    rec = Recorder()
+    queue = env.queue()
+    running = env.consume(queue, {"user.updated": rec})
+    env.publish("user.updated", {"n": 1})
+    rec.wait(1)
+    assert env.broker.close_connections(env.connection_name) >= 1
+    eventually(lambda: env.broker.consumers(queue) >= 1, what="the consumer back on the queue")
+    env.publish("user.updated", {"n": 2})
+    assert [e.data["n"] for e in rec.wait(2)] == [1, 2]
+    assert running.error is None and not running.returned.is_set()
+
+
+def test_many_concurrent_publishes_are_all_confirmed(env: EventEnv) -> None:
+    sink = env.sink(["load.*"])
+    results = env.pub.publish_concurrently(500, "load.test", exchange=env.exchange)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert failures == []
+    assert len({r.event_id for r in results}) == 500
+    eventually(lambda: env.broker.count(sink) == 500, what="500 messages in the queue")
+
+
+def test_publish_many_pipelines_and_reports_each_failure(env: EventEnv) -> None:
+    sink = env.sink(["user.*"])
+    events = env.pub.publish_many([("user.updated", {"i": i}) for i in range(50)], exchange=env.exchange)
+    assert len(events) == 50 and len({e.event_id for e in events}) == 50
+    assert env.broker.count(sink) == 50
+    with pytest.raises(svclink.UnroutableError) as info:
+        env.pub.publish_many(
+            [("user.updated", {"i": 1}), ("order.paid", {}), ("user.created", {"i": 2})],
+            exchange=env.exchange,
+        )
+    assert [e.event_type for e in info.value.published] == ["user.updated", "user.created"]  # type: ignore[attr-defined]
+    assert [e.event_type for e, _ in info.value.failed] == ["order.paid"]  # type: ignore[attr-defined]
+    assert env.broker.count(sink) == 52
+
+
+def test_a_full_queue_that_rejects_publishes_raises_nacked(env: EventEnv) -> None:
+    env.sink(["user.*"], arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    env.publish("user.updated", {"n": 1})
+    with pytest.raises(svclink.PublishNacked):
+        env.publish("user.updated", {"n": 2})
+
+
+def test_a_publisher_is_usable_before_and_after_fork(sync_env: EventEnv) -> None:
+    env = sync_env
+    sink = env.sink(["user.*"])
+    publisher = env.pub.publisher
+    publisher.publish("user.updated", {"who": "parent-before"}, exchange=env.exchange)
+    pid = os.fork()
+    if pid == 0:  # the child: must open its own connection, never use the parent's socket
+        code = 1
+        try:
+            publisher.publish("user.updated", {"who": "child"}, exchange=env.exchange)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    publisher.publish(
+        "user.updated", {"who": "parent-after"}, exchange=env.exchange
+    )  # parent's socket intact
+    if env.broker.kind == "rabbitmq":
+        assert env.broker.count(sink) == 3
+    else:  # the child's memory broker was its own copy
+        assert env.broker.count(sink) == 2
+
+
+def test_get_publisher_is_shared_and_follows_settings(sync_env: EventEnv) -> None:
+    env = sync_env
+    first = svclink.sync.get_publisher()
+    assert svclink.sync.get_publisher() is first
+    env.sink(["user.*"])
+    svclink.sync.get_publisher().publish("user.updated", {}, exchange=env.exchange)
+    env.configure(publish_timeout=3)
+    assert svclink.sync.get_publisher() is not first
+    assert svclink.sync.get_publisher().settings.publish_timeout == 3
+    first.close()
+    svclink.sync.get_publisher().close()
+
+
+def test_an_unreachable_broker_raises_broker_unavailable(rabbit_env: EventEnv) -> None:
+    env = rabbit_env
+    env.configure(amqp_url="amqp://guest:guest@127.0.0.1:1/", connect_timeout=1)
+    started = time.monotonic()
+    with pytest.raises(svclink.BrokerUnavailable):
+        env.publisher().publish("user.updated", {}, exchange=env.exchange)
+    assert time.monotonic() - started < 5
+
+
+def test_a_list_of_urls_fails_over_to_a_node_that_answers(rabbit_env: EventEnv) -> None:
+    env = rabbit_env
+    env.configure(amqp_url=["amqp://guest:guest@127.0.0.1:1/", RABBITMQ_URL], connect_timeout=1)
+    rec = Recorder()
+    env.consume(env.queue(), {"user.updated": rec})
+    env.publisher().publish("user.updated", {"n": 1}, exchange=env.exchange)
+    rec.wait(1)
+
+
+def test_no_confirm_in_time_raises_publish_timeout(rabbit_env: EventEnv) -> None:
+    """A proxy that starts holding the broker's replies: the confirm comes too late."""
+    env = rabbit_env
+    proxy = FaultProxy(5672)
+    proxy.mode, proxy.delay = "delay", 0.0
+    try:
+        env.configure(amqp_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/")
+        sink = env.sink(["user.*"])
+        publisher = env.publisher()
+        publisher.publish("user.updated", {"n": 1}, exchange=env.exchange)
+        proxy.delay = 3.0
+        started = time.monotonic()
+        with pytest.raises(svclink.PublishTimeout):
+            publisher.publish("user.updated", {"n": 2}, exchange=env.exchange, timeout=0.5)
+        assert time.monotonic() - started < 3.0  # fails at its deadline, not when the confirm comes
+        proxy.delay = 0.0
+        eventually(lambda: env.broker.count(sink) == 2)  # it did land: "may or may not have"
+    finally:
+        proxy.close()
+
+
+def test_a_blocked_broker_fails_the_publish_at_its_timeout(memory_env: EventEnv) -> None:
+    env = memory_env
+    sink = env.sink(["user.*"])
+    broker = svclink.testing.get_broker()
+    broker.block()
+    started = time.monotonic()
+    with pytest.raises(svclink.PublishTimeout):
+        env.publish("user.updated", {"n": 1}, timeout=0.3)
+    assert time.monotonic() - started < 3.0
+    broker.unblock()
+    env.publish("user.updated", {"n": 2})
+    # the timed-out publish's connection was dropped before the broker took the message
+    assert [json.loads(m.body)["data"] for m in broker.messages(sink)] == [{"n": 2}]
+
+
+def test_a_consumer_comes_back_when_its_queue_is_deleted(env: EventEnv) -> None:
+    rec = Recorder()
+    queue = env.queue()
+    env.consume(queue, {"user.updated": rec}, bindings=["user.*"])
+    env.broker.delete([queue], [])
+    eventually(lambda: env.broker.consumers(queue) >= 1, what="the queue declared again")
+    env.publish("user.updated", {"n": 1})
+    rec.wait(1)
+
+
+def test_a_sync_publisher_and_an_aio_consumer_share_the_memory_broker() -> None:
+    import asyncio
+    import threading
+
+    import svclink.aio
+    from svclink.core.context import bind, current
+
+    svclink.configure(service_name="mixed", amqp_url="memory://")
+    seen: list[tuple[object, str | None]] = []
+    consumer = svclink.aio.EventConsumer("mixed.q", exchange="mixed.ex", retry_delays=[0.05], max_attempts=2)
+
+    @consumer.on("user.*")
+    async def handle(event: svclink.aio.Event) -> None:
+        ctx = current()
+        seen.append((event.data, ctx.request_id if ctx else None))
+        if event.data == {"fail": True} and event.attempt == 1:
+            raise RuntimeError("once")
+
+    thread = threading.Thread(target=lambda: asyncio.run(consumer.run()), daemon=True)
+    thread.start()
+    try:
+        broker = svclink.testing.get_broker()
+        eventually(lambda: broker.queue_exists("mixed.q") and broker.consumer_count("mixed.q") == 1)
+        with bind(request_id="req-mixed"):
+            svclink.sync.get_publisher().publish("user.updated", {"n": 1}, exchange="mixed.ex")
+        svclink.sync.get_publisher().publish("user.updated", {"fail": True}, exchange="mixed.ex")
+        eventually(lambda: len(seen) == 3)
+        assert seen[0] == ({"n": 1}, "req-mixed")
+        assert [d for d, _ in seen[1:]] == [{"fail": True}, {"fail": True}]
+    finally:
+        consumer.stop()
+        thread.join(8)
+        svclink.sync.get_publisher().close()
+        svclink.testing.reset()
+    assert not thread.is_alive()
