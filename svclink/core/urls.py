@@ -115,5 +115,16 @@ def build_url(
 
 def same_origin(url: str, other: str) -> bool:
     """Whether two absolute URLs share scheme, host and port (a redirect may be followed)."""
-    a, b = urlsplit(url), urlsplit(other)
-    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+    return _origin(url) == _origin(other)
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:  # a Location header with a bad port
+        return ("", None, None)
+    return parts.scheme, parts.hostname, port

@@ -194,3 +194,12 @@ def test_property_a_path_param_stays_one_segment(value: Any) -> None:
     assert len(segments) == 4
     assert segments[1] == "users" and segments[3] == "orders"
     assert unquote(segments[2]) == str(value)
+
+
+def test_same_origin_treats_the_default_port_as_written() -> None:
+    from svclink.core.urls import same_origin
+
+    assert same_origin("http://user/a", "http://user:80/b")
+    assert same_origin("https://user/a", "https://user:443/b")
+    assert not same_origin("http://user/a", "https://user/a")
+    assert not same_origin("http://user/a", "http://user:99999/")
