@@ -164,3 +164,66 @@ def test_an_incoming_budget_is_honoured_and_clamped(as_a: Uvicorn, c: TestServer
     assert 0 < long["deadline_ms"] <= 5000
     (req,) = seen_by_c(c, "dl-1")
     assert 0 < int(req.headers["x-svclink-deadline-ms"]) <= 5000
+
+
+def run_asgi(
+    app: object, scope: dict[str, object], incoming_messages: list[dict[str, object]]
+) -> list[dict[str, object]]:
+    """Drive an ASGI app through one connection in-process; the messages it sent."""
+    import asyncio
+
+    sent: list[dict[str, object]] = []
+    queue = list(incoming_messages)
+
+    async def receive() -> dict[str, object]:
+        return queue.pop(0) if queue else {"type": "websocket.disconnect", "code": 1000}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))  # type: ignore[operator]
+    return sent
+
+
+def test_websockets_are_bound_and_refused_like_requests() -> None:
+    from svclink.contrib.asgi import SvclinkMiddleware
+
+    svclink.configure(service_name="b", signing_key=KEY)
+    seen: list[object] = []
+
+    async def ws_app(scope: dict[str, object], receive: object, send: object) -> None:
+        from svclink.context import current
+
+        seen.append((scope["svclink"], current()))
+        await send({"type": "websocket.accept"})  # type: ignore[operator]
+
+    now = int(time.time())
+    token = sign(Claims("a", "b", "ws-1", now, now + 60, "4"), KEY)
+    scope = {
+        "type": "websocket",
+        "path": "/ws",
+        "headers": [(b"x-request-id", b"ws-1"), (b"x-svclink-context", token.encode())],
+    }
+    assert run_asgi(SvclinkMiddleware(ws_app), scope, [{"type": "websocket.connect"}]) == [
+        {"type": "websocket.accept"}
+    ]
+    ((caller, context),) = seen
+    assert caller.verified and caller.service == "a"  # type: ignore[attr-defined]
+    assert (context.request_id, context.user_id) == ("ws-1", "4")  # type: ignore[attr-defined]
+    unsigned = {**scope, "headers": [(b"x-request-id", b"ws-2")]}
+    sent = run_asgi(SvclinkMiddleware(ws_app, require_signed_context=True), unsigned, [])
+    assert sent == [{"type": "websocket.close", "code": 1008, "reason": "caller context not verified"}]
+    assert len(seen) == 1  # the app never saw the refused connection
+
+
+def test_lifespan_passes_straight_through() -> None:
+    from svclink.contrib.asgi import SvclinkMiddleware
+
+    scopes: list[object] = []
+
+    async def lifespan_app(scope: dict[str, object], receive: object, send: object) -> None:
+        scopes.append(scope)
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}}
+    run_asgi(SvclinkMiddleware(lifespan_app), scope, [])
+    assert scopes == [scope] and "svclink" not in scope

@@ -62,8 +62,8 @@ def test_publish_many_pipelines_and_reports_each_failure(env: EventEnv) -> None:
             [("user.updated", {"i": 1}), ("order.paid", {}), ("user.created", {"i": 2})],
             exchange=env.exchange,
         )
-    assert [e.event_type for e in info.value.published] == ["user.updated", "user.created"]  # type: ignore[attr-defined]
-    assert [e.event_type for e, _ in info.value.failed] == ["order.paid"]  # type: ignore[attr-defined]
+    assert [e.event_type for e in info.value.published] == ["user.updated", "user.created"]
+    assert [e.event_type for e, _ in info.value.failed] == ["order.paid"]
     assert env.broker.count(sink) == 52
 
 

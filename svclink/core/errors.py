@@ -161,6 +161,11 @@ class BrokerUnavailable(EventError):
 class PublishError(EventError):
     """A message was not accepted by the broker; it may be published again."""
 
+    #: set when raised by ``publish_many``: the events the broker confirmed...
+    published: tuple[Any, ...] = ()
+    #: ...and ``(event, error)`` for each one it did not, in order
+    failed: tuple[tuple[Any, PublishError], ...] = ()
+
 
 class UnroutableError(PublishError):
     """The broker returned a mandatory message: no queue is bound for its routing key."""

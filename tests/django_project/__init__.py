@@ -7,6 +7,10 @@ creates its SQLite database.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
+
 _done = False
 
 
@@ -24,4 +28,10 @@ def setup() -> None:
         settings.configure(**{name: getattr(project, name) for name in dir(project) if name.isupper()})
     django.setup()
     call_command("migrate", verbosity=0, interactive=False)
+    atexit.register(_remove_database, settings.DATABASES["default"]["NAME"])
     _done = True
+
+
+def _remove_database(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.remove(path)

@@ -1,0 +1,113 @@
+"""The sync side over the in-process ``memory://`` broker of :mod:`svclink.testing`."""
+
+from __future__ import annotations
+
+import os
+import queue as queue_module
+import time
+from collections.abc import Callable, Sequence
+
+from ..core.consuming import Ack, Decision, Topology, republish
+from ..core.errors import EventError
+from ..core.events import ACKED, LOST, TIMED_OUT, Delivery, OutgoingMessage
+from ..core.settings import Settings
+from ..testing import memory
+from ._transport import Lost, Received
+
+
+class MemoryLink:
+    """The publisher's connection to the in-process broker."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        self.pid = os.getpid()
+        self._broker = memory.get_broker(settings.amqp_url[0])
+        self._connection = self._broker.connect(name)
+
+    def publish(self, messages: Sequence[OutgoingMessage], deadline: float) -> list[str]:
+        if self._connection.closed:
+            raise Lost(self._connection.close_reason or "closed")
+        confirms = []
+        try:
+            for exchange in {m.exchange for m in messages} - {""}:
+                self._broker.declare_exchange(self._connection, exchange, "topic")
+            for message in messages:
+                confirms.append(self._broker.publish(self._connection, message))
+        except memory.ConnectionClosed as exc:
+            if not confirms:
+                raise Lost(str(exc)) from None
+        except memory.MemoryBrokerError as exc:
+            raise EventError(f"the broker refused the publish: {exc}") from None
+        outcomes = [c.wait(max(0.0, deadline - time.monotonic())) or TIMED_OUT for c in confirms]
+        outcomes += [LOST] * (len(messages) - len(confirms))
+        return [LOST if o == "closed" else o for o in outcomes]
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+_LOST_SIGNAL = object()
+_WAKE_SIGNAL = object()
+
+
+class MemorySession:
+    """A consumer on the in-process broker; handlers run on the consumer thread."""
+
+    def __init__(self, settings: Settings, name: str, topo: Topology, prefetch: int) -> None:
+        self._broker = memory.get_broker(settings.amqp_url[0])
+        self._connection = self._broker.connect(name)
+        self._inbox: queue_module.SimpleQueue[object] = queue_module.SimpleQueue()
+        b, c = self._broker, self._connection
+        try:
+            b.declare_exchange(c, topo.exchange, "topic")
+            for spec in (topo.queue, *topo.retry_queues, topo.dead_queue):
+                b.declare_queue(c, spec.name, spec.arguments)
+            for pattern in topo.bindings:
+                b.bind(c, topo.queue.name, topo.exchange, pattern)
+            c.add_close_callback(lambda _reason: self._inbox.put(_LOST_SIGNAL))
+            self._tag = b.consume(
+                c,
+                topo.queue.name,
+                self._inbox.put,
+                prefetch=prefetch,
+                on_cancel=lambda: self._inbox.put(_LOST_SIGNAL),
+            )
+        except memory.ConnectionClosed as exc:
+            raise Lost(str(exc)) from None
+        except memory.MemoryBrokerError as exc:
+            raise EventError(f"cannot declare the consumer's queues: {exc}") from None
+
+    def next(self, timeout: float) -> Received | None:
+        try:
+            item = self._inbox.get(timeout=timeout)
+        except queue_module.Empty:
+            return None
+        if item is _LOST_SIGNAL:
+            raise Lost(self._connection.close_reason or "connection closed")
+        if not isinstance(item, memory.MemoryDelivery):
+            return None
+        message = item.message
+        delivery = Delivery(
+            message.body, message.properties, message.exchange, message.routing_key, item.redelivered
+        )
+        return Received(delivery, item.delivery_tag)
+
+    def run(self, fn: Callable[[], BaseException | None]) -> BaseException | None:
+        return fn()
+
+    def finish(self, received: Received, decision: Decision) -> None:
+        b, c = self._broker, self._connection
+        try:
+            if not isinstance(decision, Ack):
+                outcome = b.publish(c, republish(received.delivery, decision)).wait(30.0)
+                if outcome != ACKED:
+                    b.nack(c, self._tag, received.tag, requeue=True)
+                    raise Lost(f"could not move the message to {decision.queue}: {outcome}")
+            b.ack(c, self._tag, received.tag)
+        except memory.MemoryBrokerError as exc:
+            raise Lost(str(exc)) from None
+
+    def wake(self) -> None:
+        self._inbox.put(_WAKE_SIGNAL)
+
+    def close(self) -> None:
+        self._connection.close()

@@ -1,0 +1,364 @@
+"""The sync side over pika: a publisher link on a ``SelectConnection`` and a blocking consumer session.
+
+The publisher drives a ``pika.SelectConnection`` on its own ``IOLoop``, running the loop
+only while a publish waits; that gives a real publish timeout (``BlockingConnection``
+waits for a confirm forever) through pika's public API. The consumer uses
+``pika.BlockingConnection`` and runs each handler on a worker thread while the consumer
+thread keeps servicing the connection, so heartbeats flow during slow handlers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import pika
+import pika.exceptions
+from pika.adapters.select_connection import IOLoop
+
+from .._version import __version__
+from ..core.consuming import Ack, Decision, Topology, republish
+from ..core.errors import BrokerUnavailable, EventError
+from ..core.events import ACKED, LOST, NACKED, RETURNED, TIMED_OUT, Delivery, OutgoingMessage, Properties
+from ..core.settings import Settings
+from ._transport import Lost, Received
+
+
+def _parameters(url: str, settings: Settings, name: str) -> pika.URLParameters:
+    params = pika.URLParameters(url)
+    params.heartbeat = settings.amqp_heartbeat
+    params.blocked_connection_timeout = settings.publish_timeout
+    params.socket_timeout = settings.connect_timeout
+    params.stack_timeout = settings.connect_timeout * 2
+    params.connection_attempts = 1
+    params.client_properties = {"connection_name": name, "product": "svclink", "version": __version__}
+    return params
+
+
+def _pika_properties(properties: Properties) -> pika.BasicProperties:
+    return pika.BasicProperties(
+        headers=dict(properties.headers),
+        message_id=properties.message_id,
+        type=properties.type,
+        app_id=properties.app_id,
+        correlation_id=properties.correlation_id,
+        timestamp=properties.timestamp,
+        content_type=properties.content_type,
+        delivery_mode=pika.DeliveryMode.Persistent,
+    )
+
+
+def _core_properties(properties: pika.BasicProperties) -> Properties:
+    return Properties(
+        headers=properties.headers or {},
+        message_id=properties.message_id,
+        type=properties.type,
+        app_id=properties.app_id,
+        correlation_id=properties.correlation_id,
+        timestamp=properties.timestamp,
+        content_type=properties.content_type,
+    )
+
+
+class PikaLink:
+    """One publisher connection + confirm channel, driven by running its IOLoop until a condition holds."""
+
+    def __init__(self, settings: Settings, name: str, deadline: float) -> None:
+        self.pid = os.getpid()
+        self._settings = settings
+        self._ioloop = IOLoop()
+        self._connection: pika.SelectConnection | None = None
+        self._channel: Any = None
+        self._until: Callable[[], bool] | None = None
+        self._state = "new"
+        self._error: str = ""
+        self._declared: set[str] = set()
+        self._next_tag = 1
+        self._outcomes: dict[int, str] = {}
+        self._returned: set[str] = set()
+        self._tag_ids: dict[int, str] = {}
+        errors = []
+        for url in settings.amqp_url:
+            try:
+                self._open(_parameters(url, settings, name), deadline)
+                return
+            except Lost as exc:
+                errors.append(str(exc))
+                self._discard()
+        self._ioloop.close()
+        raise BrokerUnavailable(f"cannot connect to the broker: {'; '.join(errors)}")
+
+    # driving the loop
+
+    def _poke(self) -> None:
+        if self._until is not None and self._until():
+            self._ioloop.stop()
+
+    def _wait(self, until: Callable[[], bool], deadline: float) -> bool:
+        """Run the IOLoop until ``until()`` holds, the connection closes, or ``deadline`` passes."""
+
+        def done() -> bool:
+            return until() or self._state in ("closed", "failed")
+
+        if not done() and time.monotonic() < deadline:
+            self._until = done
+            timer = self._ioloop.call_later(max(0.0, deadline - time.monotonic()), self._ioloop.stop)
+            try:
+                self._ioloop.start()
+            finally:
+                self._until = None
+                self._ioloop.remove_timeout(timer)
+        return until()
+
+    def _flag(self) -> tuple[list[bool], Callable[[Any], None]]:
+        """A flag (a list, truthy once set) and the pika callback that sets it."""
+        flag: list[bool] = []
+
+        def set_flag(_frame: Any) -> None:
+            flag.append(True)
+            self._poke()
+
+        return flag, set_flag
+
+    def _spin(self) -> None:
+        """One pass of the IOLoop without blocking: handle whatever input is already there."""
+        if self._state in ("open", "connecting"):
+            self._ioloop.call_later(0, self._ioloop.stop)
+            self._ioloop.start()
+
+    # opening
+
+    def _open(self, params: pika.URLParameters, deadline: float) -> None:
+        self._state, self._channel = "connecting", None
+        self._connection = pika.SelectConnection(
+            parameters=params,
+            on_open_callback=self._on_open,
+            on_open_error_callback=self._on_open_error,
+            on_close_callback=self._on_closed,
+            custom_ioloop=self._ioloop,
+        )
+        connect_deadline = min(deadline, time.monotonic() + self._settings.connect_timeout * 2)
+        if not self._wait(lambda: self._state == "open", connect_deadline):
+            raise Lost(self._error or f"{params.host}:{params.port}: no connection in time")
+        self._connection.channel(on_open_callback=self._on_channel_open)
+        if not self._wait(lambda: self._channel is not None, deadline):
+            raise Lost(self._error or "no channel in time")
+        self._channel.add_on_close_callback(self._on_channel_closed)
+        self._channel.add_on_return_callback(self._on_return)
+        selected, on_selected = self._flag()
+        self._channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=on_selected)
+        if not self._wait(lambda: bool(selected), deadline):
+            raise Lost(self._error or "confirm mode not enabled in time")
+
+    def _on_open(self, _connection: Any) -> None:
+        self._state = "open"
+        self._poke()
+
+    def _on_open_error(self, _connection: Any, error: BaseException | str) -> None:
+        self._state, self._error = "failed", str(error) or type(error).__name__
+        self._poke()
+
+    def _on_closed(self, _connection: Any, reason: BaseException) -> None:
+        self._state, self._error = "closed", str(reason) or type(reason).__name__
+        self._poke()
+
+    def _on_channel_open(self, channel: Any) -> None:
+        self._channel = channel
+        self._poke()
+
+    def _on_channel_closed(self, _channel: Any, reason: BaseException) -> None:
+        self._state, self._error = "closed", f"channel closed: {reason}"
+        if self._connection is not None and self._connection.is_open:
+            self._connection.close()
+        self._poke()
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        outcome = ACKED if isinstance(method, pika.spec.Basic.Ack) else NACKED
+        tags = (
+            [t for t in self._tag_ids if t <= method.delivery_tag]
+            if method.multiple
+            else [method.delivery_tag]
+        )
+        for tag in tags:
+            message_id = self._tag_ids.pop(tag, None)
+            if outcome == ACKED and message_id is not None and message_id in self._returned:
+                self._returned.discard(message_id)
+                self._outcomes[tag] = RETURNED
+            else:
+                self._outcomes[tag] = outcome
+        self._poke()
+
+    def _on_return(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
+        self._returned.add(properties.message_id or "")
+
+    # publishing
+
+    def _declare(self, exchange: str, deadline: float) -> None:
+        if exchange == "" or exchange in self._declared:
+            return
+        done, on_done = self._flag()
+        self._channel.exchange_declare(
+            exchange=exchange, exchange_type="topic", durable=True, callback=on_done
+        )
+        if not self._wait(lambda: bool(done), deadline):
+            if self._state == "closed" and "PRECONDITION_FAILED" in self._error:
+                raise EventError(f"exchange {exchange!r} exists with other settings: {self._error}")
+            raise Lost(self._error or "exchange not declared in time")
+        self._declared.add(exchange)
+
+    def publish(self, messages: Sequence[OutgoingMessage], deadline: float) -> list[str]:
+        """Publish ``messages`` pipelined and wait for all their confirms; one outcome each.
+
+        Raises :class:`Lost` when the connection turns out to be dead before anything was sent
+        (an idle connection the broker dropped), so the caller can reopen and send once.
+        """
+        self._spin()  # read what arrived while idle (the broker's close, say)
+        self._spin()
+        if self._state != "open":
+            raise Lost(self._error or "connection closed while idle")
+        for exchange in {m.exchange for m in messages}:
+            self._declare(exchange, deadline)
+        tags = []
+        for message in messages:
+            tag = self._next_tag
+            try:
+                self._channel.basic_publish(
+                    exchange=message.exchange,
+                    routing_key=message.routing_key,
+                    body=message.body,
+                    properties=_pika_properties(message.properties),
+                    mandatory=message.mandatory,
+                )
+            except pika.exceptions.AMQPError as exc:  # the channel closed under us: the rest are unsent
+                self._state, self._error = "closed", repr(exc)
+                break
+            self._next_tag += 1
+            self._tag_ids[tag] = message.properties.message_id or ""
+            tags.append(tag)
+        self._wait(lambda: all(t in self._outcomes for t in tags), deadline)
+        lost = LOST if self._state != "open" else TIMED_OUT
+        outcomes = [self._outcomes.pop(t, lost) for t in tags]
+        return outcomes + [LOST] * (len(messages) - len(tags))
+
+    def _discard(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and connection.is_open:
+            connection.close()
+            self._wait(lambda: self._state == "closed", time.monotonic() + 1.0)
+
+    def close(self) -> None:
+        self._discard()
+        self._ioloop.close()
+
+
+_PIKA_LOST = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.AMQPChannelError,
+    pika.exceptions.ConnectionWrongStateError,
+    pika.exceptions.ChannelWrongStateError,
+    pika.exceptions.StreamLostError,
+)
+
+
+class PikaSession:
+    """One consumer connection: declares the topology, consumes, runs handlers off-thread."""
+
+    def __init__(self, settings: Settings, name: str, topo: Topology, prefetch: int) -> None:
+        params = [_parameters(u, settings, name) for u in settings.amqp_url]
+        try:
+            self._connection = pika.BlockingConnection(params)
+        except _PIKA_LOST as exc:
+            raise Lost(f"cannot connect: {exc!r}") from None
+        self._deliveries: deque[Received] = deque()
+        self._cancelled = False
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="svclink-handler")
+        try:
+            self._channel = self._connection.channel()
+            self._declare(topo)
+            self._channel.confirm_delivery()
+            self._channel.basic_qos(prefetch_count=prefetch)
+            self._channel.add_on_cancel_callback(self._on_cancel)
+            self._channel.basic_consume(topo.queue.name, self._on_message)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            self.close()
+            raise EventError(f"cannot declare the consumer's queues: {exc.reply_text}") from None
+        except _PIKA_LOST as exc:
+            self.close()
+            raise Lost(repr(exc)) from None
+
+    def _declare(self, topo: Topology) -> None:
+        ch = self._channel
+        ch.exchange_declare(topo.exchange, exchange_type="topic", durable=True)
+        for spec in (topo.queue, *topo.retry_queues, topo.dead_queue):
+            ch.queue_declare(spec.name, durable=True, arguments=dict(spec.arguments))
+        for pattern in topo.bindings:
+            ch.queue_bind(topo.queue.name, topo.exchange, routing_key=pattern)
+
+    def _on_cancel(self, _frame: Any) -> None:
+        self._cancelled = True
+
+    def _on_message(self, _channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        delivery = Delivery(
+            body=body,
+            properties=_core_properties(properties),
+            exchange=method.exchange,
+            routing_key=method.routing_key,
+            redelivered=method.redelivered,
+        )
+        self._deliveries.append(Received(delivery, method.delivery_tag))
+
+    def _pump(self, timeout: float) -> None:
+        try:
+            self._connection.process_data_events(time_limit=timeout)
+        except _PIKA_LOST as exc:
+            raise Lost(repr(exc)) from None
+        if self._cancelled:
+            raise Lost("the broker cancelled the consumer (queue deleted?)")
+
+    def next(self, timeout: float) -> Received | None:
+        if not self._deliveries:
+            self._pump(timeout)
+        return self._deliveries.popleft() if self._deliveries else None
+
+    def run(self, fn: Callable[[], BaseException | None]) -> BaseException | None:
+        """Run ``fn`` on the worker thread while this thread keeps the connection serviced."""
+        future: Future[BaseException | None] = self._worker.submit(fn)
+        future.add_done_callback(lambda _f: self.wake())
+        try:
+            while not future.done():
+                self._pump(1.0)
+        except Lost:
+            future.result()  # never two handlers at once: wait for this one, then reconnect
+            raise
+        return future.result()
+
+    def finish(self, received: Received, decision: Decision) -> None:
+        try:
+            if not isinstance(decision, Ack):
+                message = republish(received.delivery, decision)
+                try:
+                    self._channel.basic_publish(
+                        "", message.routing_key, message.body, _pika_properties(message.properties), True
+                    )
+                except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+                    self._channel.basic_nack(received.tag, requeue=True)
+                    raise Lost(f"could not move the message to {message.routing_key}: {exc!r}") from None
+            self._channel.basic_ack(received.tag)
+        except _PIKA_LOST as exc:
+            raise Lost(repr(exc)) from None
+
+    def wake(self) -> None:
+        with contextlib.suppress(Exception):
+            self._connection.add_callback_threadsafe(lambda: None)
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True)
+        with contextlib.suppress(Exception):
+            if self._connection.is_open:
+                self._connection.close()

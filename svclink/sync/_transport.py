@@ -1,0 +1,60 @@
+"""What the sync publisher and consumer need from a transport: pika or the memory broker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from ..core.consuming import Decision
+from ..core.events import Delivery, OutgoingMessage
+from ..core.settings import Settings
+
+
+class Lost(Exception):
+    """The connection (or channel) is gone; whatever was in flight may be redelivered."""
+
+
+def is_memory(settings: Settings) -> bool:
+    """Whether ``amqp_url`` names the in-process broker."""
+    return settings.amqp_url[0].startswith("memory:")
+
+
+def default_name(settings: Settings, role: str) -> str:
+    """The connection name the broker shows (``rabbitmqctl list_connections``, the management UI)."""
+    return f"svclink:{settings.service_name or 'app'}:{role}"
+
+
+class PublishLink(Protocol):
+    """One publisher connection: publish pipelined and report one outcome per message.
+
+    ``publish`` raises :class:`Lost` only when nothing was sent (a connection found dead
+    before use), so the caller may reopen and send without risking a duplicate.
+    """
+
+    pid: int
+
+    def publish(self, messages: Sequence[OutgoingMessage], deadline: float) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
+class Received:
+    """A delivery plus what the session needs to settle it."""
+
+    def __init__(self, delivery: Delivery, tag: int) -> None:
+        self.delivery = delivery
+        self.tag = tag
+
+
+class Session(Protocol):
+    """One consumer connection: declared, consuming, settling messages as the core decides."""
+
+    def next(self, timeout: float) -> Received | None: ...
+
+    def run(self, fn: Callable[[], BaseException | None]) -> BaseException | None: ...
+
+    def finish(self, received: Received, decision: Decision) -> None: ...
+
+    def wake(self) -> None: ...
+
+    def close(self) -> None: ...
