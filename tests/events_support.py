@@ -119,6 +119,9 @@ class RabbitView:
         for pattern in patterns:
             ch.queue_bind(queue, exchange, routing_key=pattern)
 
+    def declare_exchange(self, name: str, type: str) -> None:
+        self._channel().exchange_declare(name, exchange_type=type, durable=True)
+
     def publish_raw(
         self, exchange: str, routing_key: str, body: bytes, headers: Mapping[str, Any] | None = None
     ) -> None:
@@ -198,6 +201,11 @@ class MemoryView:
         self.broker.declare_queue(connection, queue, arguments)
         for pattern in patterns:
             self.broker.bind(connection, queue, exchange, pattern)
+        connection.close()
+
+    def declare_exchange(self, name: str, type: str) -> None:
+        connection = self.broker.connect("svclink-test-admin")
+        self.broker.declare_exchange(connection, name, type)
         connection.close()
 
     def publish_raw(
@@ -398,6 +406,13 @@ class EventEnv:
     def queue(self, what: str = "q") -> str:
         name = f"test.{what}.{self.id}"
         self._queues.append(name)
+        return name
+
+    def other_exchange(self, type: str) -> str:
+        """Another exchange of the given type, deleted after the scenario; returns its name."""
+        name = f"{self.exchange}.{type}"
+        self._exchanges.append(name)
+        self.broker.declare_exchange(name, type)
         return name
 
     def sink(self, patterns: list[str], what: str = "sink", **kwargs: Any) -> str:

@@ -21,8 +21,12 @@ import time
 
 
 def _reset(sock: socket.socket) -> None:
+    """Reset ``sock``: shutdown() first, because close() alone does not wake a thread blocked in recv()."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
         sock.close()
 
 

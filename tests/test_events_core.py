@@ -405,3 +405,16 @@ def test_bad_consumer_configs_are_refused(kwargs: dict[str, Any]) -> None:
 def test_reconnect_backoff_grows_and_is_capped() -> None:
     delays = [consuming.reconnect_delay(n) for n in range(1, 10)]
     assert delays[0] == 0.1 and delays == sorted(delays) and max(delays) == 5.0
+
+
+def test_lost_messages_are_resent_once_then_reported() -> None:
+    from svclink.core.events import ACKED, resolve
+
+    first = resolve([ACKED, LOST, RETURNED, LOST], attempt=1, late=False)
+    assert first.drop and first.retry == (1, 3)
+    assert first.final == ((0, ACKED), (2, RETURNED))
+    again = resolve([LOST], attempt=2, late=False)
+    assert again.retry == () and again.final == ((0, LOST),)
+    late = resolve([LOST, TIMED_OUT], attempt=1, late=True)
+    assert late.retry == () and late.final == ((0, TIMED_OUT), (1, TIMED_OUT))
+    assert not resolve([ACKED, NACKED], attempt=1, late=False).drop

@@ -264,3 +264,11 @@ def test_a_queue_declared_with_other_arguments_is_a_clear_error(env: EventEnv) -
     assert running.returned.wait(8), "run() should give up on a topology it cannot declare"
     assert isinstance(running.error, svclink.EventError)
     assert queue in str(running.error) or "PRECONDITION_FAILED" in str(running.error)
+
+
+def test_publishing_to_an_exchange_of_another_type_is_a_clear_error(env: EventEnv) -> None:
+    name = env.other_exchange("fanout")
+    with pytest.raises(svclink.EventError, match=r"PRECONDITION_FAILED|fanout"):
+        env.publish("user.updated", {}, exchange=name)
+    env.sink(["user.*"])
+    env.publish("user.updated", {})  # the publisher recovers for the next publish

@@ -93,6 +93,7 @@ class PikaLink:
         self._connection = connection
         self._channel = channel
         self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        self._declaring = asyncio.Lock()  # 500 concurrent first publishes declare the exchange once
 
     @classmethod
     async def open(cls, settings: Settings, name: str) -> PikaLink:
@@ -106,17 +107,20 @@ class PikaLink:
 
     async def _exchange(self, name: str) -> aio_pika.abc.AbstractExchange:
         exchange = self._exchanges.get(name)
-        if exchange is None:
-            if name == "":
-                exchange = self._channel.default_exchange
-            else:
+        if exchange is not None:
+            return exchange
+        if name == "":
+            return self._channel.default_exchange
+        async with self._declaring:
+            exchange = self._exchanges.get(name)
+            if exchange is None:
                 try:
                     exchange = await self._channel.declare_exchange(
                         name, aio_pika.ExchangeType.TOPIC, durable=True
                     )
                 except aiormq.exceptions.ChannelPreconditionFailed as exc:
                     raise EventError(f"exchange {name!r} exists with other settings: {exc}") from None
-            self._exchanges[name] = exchange
+                self._exchanges[name] = exchange
         return exchange
 
     async def _one(self, message: OutgoingMessage, deadline: float) -> str:

@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import attrs
+
 from ..core.consuming import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_RETRY_DELAYS,
@@ -39,7 +41,7 @@ from ..core.consuming import (
 )
 from ..core.context import bind, log_incoming
 from ..core.errors import BrokerUnavailable, EventError, PublishError
-from ..core.events import LOST, TIMED_OUT, Delivery, Event, OutgoingMessage, prepare, publish_error
+from ..core.events import SEND_ATTEMPTS, Delivery, Event, OutgoingMessage, prepare, publish_error, resolve
 from ..core.settings import Settings, get_settings
 from ._memory import MemoryLink, MemorySession
 from ._pika import PikaLink, PikaSession
@@ -158,29 +160,23 @@ class Publisher:
         deadline = time.monotonic() + (self.settings.publish_timeout if timeout is None else timeout)
         results: list[PublishError | None] = [None] * len(messages)
         todo = list(range(len(messages)))
-        for attempt in (1, 2):
+        for attempt in range(1, SEND_ATTEMPTS + 1):
             link = await self._link()
             try:
                 outcomes = await link.publish([messages[i] for i in todo], deadline)
             except Lost as exc:
                 await self._drop(link)
-                if attempt == 2:
+                if attempt == SEND_ATTEMPTS:
                     raise BrokerUnavailable(f"connection to the broker lost: {exc}") from None
                 continue
-            if LOST in outcomes or TIMED_OUT in outcomes:
-                await self._drop(link)  # a connection that lost or never confirmed a message is not reused
-            retry = []
-            for i, outcome in zip(todo, outcomes, strict=True):
-                late = time.monotonic() >= deadline
-                if outcome == LOST and attempt == 1 and not late:
-                    retry.append(i)  # same event id: consumers can deduplicate the rare double
-                else:
-                    results[i] = publish_error(
-                        TIMED_OUT if outcome == LOST and late else outcome, messages[i]
-                    )
-            if not retry:
+            step = resolve(outcomes, attempt=attempt, late=time.monotonic() >= deadline)
+            if step.drop:
+                await self._drop(link)
+            for position, outcome in step.final:
+                results[todo[position]] = publish_error(outcome, messages[todo[position]])
+            if not step.retry:
                 break
-            todo = retry
+            todo = [todo[p] for p in step.retry]
         return results
 
     async def close(self) -> None:
@@ -243,6 +239,7 @@ class EventConsumer:
         self._stop_requested = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
+        self._failures = 0
 
     def on(self, pattern: str) -> Callable[[F], F]:
         """Decorator: handle events whose type is ``pattern`` or matches it (``*``, ``#``)."""
@@ -274,15 +271,7 @@ class EventConsumer:
     def _effective_config(self) -> ConsumerConfig:
         if not self._table:
             raise EventError("the consumer has no handlers: register one with @consumer.on(...)")
-        return ConsumerConfig(
-            queue=self.config.queue,
-            exchange=self.config.exchange,
-            bindings=self._bindings or self._table.patterns(),
-            max_attempts=self.config.max_attempts,
-            retry_delays=self.config.retry_delays,
-            prefetch=self.config.prefetch,
-            queue_type=self.config.queue_type,
-        )
+        return attrs.evolve(self.config, bindings=self._bindings or self._table.patterns())
 
     async def run(self) -> None:
         """Consume until :meth:`stop`, reconnecting (with backoff) whenever the broker goes away."""
@@ -290,7 +279,7 @@ class EventConsumer:
         self._loop, self._wakeup = asyncio.get_running_loop(), asyncio.Event()
         if self._stop_requested.is_set():
             self._wakeup.set()
-        failures = 0
+        self._failures = 0
         try:
             while not self._stop_requested.is_set():
                 topo = topology(config)
@@ -306,12 +295,10 @@ class EventConsumer:
                 finally:
                     await session.close()
                 if lost is not None:
-                    failures += 1
+                    self._failures += 1
                     log.warning("consumer %s: %s; reconnecting", config.queue, lost)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), reconnect_delay(failures))
-                else:
-                    failures = 0
+                        await asyncio.wait_for(self._wakeup.wait(), reconnect_delay(self._failures))
         finally:
             self._stop_requested.clear()
             self._loop = self._wakeup = None
@@ -338,6 +325,7 @@ class EventConsumer:
                 in_flight.discard(task)
 
         await session.start(on_delivery)
+        self._failures = 0
         log.info("consumer %s: consuming", config.queue)
         waiters = [asyncio.ensure_future(self._wakeup.wait()), asyncio.ensure_future(session.lost.wait())]
         try:

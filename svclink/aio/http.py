@@ -127,13 +127,18 @@ class Service(BaseService):
         while True:
             request = call.request(time.monotonic())
             step: Retry | Done
+            failure: NoResponse | None = None
             try:
                 stub = stubs.get(self.name)
                 answer = stub(request) if stub is not None else await self._send(request)
-                status, reason, response_headers, body = answer
             except NoResponse as exc:
-                step = call.failed(exc.kind, exc.detail, time.monotonic(), random.random())
+                failure = exc
+            # outside the except block: the error raised carries no chained transport exception,
+            # whose text (the URL and its query string) svclink does not control
+            if failure is not None:
+                step = call.failed(failure.kind, failure.detail, time.monotonic(), random.random())
             else:
+                status, reason, response_headers, body = answer
                 step = call.received(
                     status, reason, response_headers, body,
                     now=time.monotonic(), wall=time.time(), rand=random.random(),

@@ -32,6 +32,7 @@ from .errors import (
     class_for_status,
 )
 from .observe import AttemptInfo, CallInfo, Observer, notify
+from .redact import given_secrets, redact
 from .responses import NotJSON, Response, decode_json, error_details, excerpt
 from .retry import STOP, Decision, Outcome, RetryPolicy, parse_retry_after
 from .urls import same_origin
@@ -333,6 +334,11 @@ class Call:
         self, cls: type[APIException], message: str, status: int | None = None, **fields: Any
     ) -> APIException:
         plan = self.plan
+        # the server's words, but never with the credentials we sent it quoted back
+        secrets = given_secrets(plan.headers, plan.url) + given_secrets({}, self.url)
+        message = redact(message, secrets)
+        if fields.get("description") is not None:
+            fields["description"] = redact(fields["description"], secrets)
         return cls(
             message,
             service=plan.service,

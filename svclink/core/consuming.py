@@ -20,6 +20,8 @@ import attrs
 from .context import Incoming
 from .errors import InvalidEvent
 from .events import Delivery, Event, OutgoingMessage, decode, incoming_context
+from .logs import configured_secrets
+from .redact import redact
 from .settings import Settings
 from .topics import check_name, check_pattern, is_pattern, matches
 
@@ -189,20 +191,22 @@ class HandlerTable(Generic[H]):
 
     def add(self, pattern: str, handler: H) -> None:
         check_pattern(pattern)
+        if not pattern:
+            raise InvalidEvent("a handler pattern must not be empty (no event type is)")
         if pattern == "#":
             self.set_default(handler)
         elif is_pattern(pattern):
             if any(p == pattern for p, _ in self._patterns):
-                raise ValueError(f"a handler for {pattern!r} is already registered")
+                raise InvalidEvent(f"a handler for {pattern!r} is already registered")
             self._patterns.append((pattern, handler))
         else:
             if pattern in self._exact:
-                raise ValueError(f"a handler for {pattern!r} is already registered")
+                raise InvalidEvent(f"a handler for {pattern!r} is already registered")
             self._exact[pattern] = handler
 
     def set_default(self, handler: H) -> None:
         if self._default is not None:
-            raise ValueError("a default handler is already registered")
+            raise InvalidEvent("a default handler is already registered")
         self._default = handler
 
     def find(self, event_type: str) -> H | None:
@@ -275,7 +279,7 @@ def attempt_of(delivery: Delivery) -> int:
 
 def describe_error(error: BaseException) -> str:
     """``Type: message``, bounded, for a header a person will read in the dead-letter queue."""
-    text = f"{type(error).__name__}: {error}"
+    text = redact(f"{type(error).__name__}: {error}", configured_secrets())  # it goes into the broker
     return text if len(text) <= _MAX_ERROR else text[: _MAX_ERROR - 3] + "..."
 
 

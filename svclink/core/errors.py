@@ -89,6 +89,10 @@ class APIException(SvclinkError):
         code = f" [{self.error_code}]" if self.error_code else ""
         return redact(f"{where}{status}: {self.message}{code}")  # an error body may echo a credential
 
+    def __repr__(self) -> str:
+        # BaseException's repr shows args unredacted; this one shows what str() does
+        return f"{type(self).__name__}({str(self)!r})"
+
 
 class ClientError(APIException):
     """The other service answered with a 4xx status."""

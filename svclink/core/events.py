@@ -13,7 +13,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -44,6 +44,8 @@ SOURCE_HEADER = "x-svclink-source"
 VERSION_HEADER = "x-svclink-version"
 
 _MAX_ID = 255
+#: containers nested deeper than this in event data are refused (JSON encoders recurse)
+MAX_DEPTH = 100
 _MAX_CONTEXT_VALUE = 512
 _UNSAFE_RE = re.compile(r"[\x00-\x1f\x7f]")
 #: the context fields that travel with an event; the deadline is a local monotonic time and
@@ -106,20 +108,22 @@ def _check_id(what: str, value: object) -> str:
 
 def _check_json(data: object) -> None:
     """``data`` must be plain JSON: dicts with str keys, lists/tuples, str, int, finite float, bool, None."""
-    stack = [data]
+    stack = [(data, 0)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:  # also ends a cycle, which would otherwise never end
+            raise InvalidEvent(f"event data is nested deeper than {MAX_DEPTH} levels (or refers to itself)")
         if item is None or isinstance(item, (str, bool, int)):
             continue
         if isinstance(item, float):
             if not math.isfinite(item):
                 raise InvalidEvent("event data must not contain NaN or infinity")
         elif isinstance(item, (list, tuple)):
-            stack.extend(item)
+            stack.extend((v, depth + 1) for v in item)
         elif isinstance(item, dict):
             if not all(isinstance(k, str) for k in item):
                 raise InvalidEvent("event data must have str keys only")
-            stack.extend(item.values())
+            stack.extend((v, depth + 1) for v in item.values())
         else:
             raise InvalidEvent(
                 f"event data must be JSON (dict, list, str, number, bool, None), not {type(item).__name__}"
@@ -198,9 +202,9 @@ def encode(event: Event) -> bytes:
     """The body of the message that carries ``event``: compact UTF-8 JSON."""
     try:
         text = json.dumps(envelope(event), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        return text.encode("utf-8")  # a lone surrogate fails here, with a ValueError
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidEvent(f"event data is not JSON-serialisable: {exc}") from None
-    return text.encode("utf-8")
 
 
 def decode(body: bytes, *, attempt: int = 1) -> Event:
@@ -289,6 +293,25 @@ def event_headers(event: Event) -> dict[str, Any]:
     return headers
 
 
+def _check_header_value(name: str, value: object, depth: int = 0) -> None:
+    """A header value AMQP can carry the same way from pika and aio-pika: JSON-like scalars and nesting."""
+    if value is None or isinstance(value, (str, bytes, bool, int)):
+        return
+    if isinstance(value, float) and math.isfinite(value):
+        return
+    if depth < 10 and isinstance(value, (list, tuple)):
+        for item in value:
+            _check_header_value(name, item, depth + 1)
+        return
+    if depth < 10 and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        for item in value.values():
+            _check_header_value(name, item, depth + 1)
+        return
+    raise InvalidEvent(
+        f"header {name!r} must be a str, bytes, number, bool, None, or a list or str-keyed dict of them"
+    )
+
+
 def outgoing(
     event: Event,
     exchange: str,
@@ -300,10 +323,13 @@ def outgoing(
     ``context_headers`` (request id, trace, signed caller context) and ``extra_headers``
     are added; neither may replace svclink's own event headers.
     """
+    if extra_headers is not None and not isinstance(extra_headers, Mapping):
+        raise InvalidEvent(f"headers must be a mapping, got {type(extra_headers).__name__}")
     headers = dict(extra_headers or {})
-    for name in headers:
+    for name, value in headers.items():
         if not isinstance(name, str) or not name or len(name) > 128:
             raise InvalidEvent("header names must be non-empty strings of at most 128 characters")
+        _check_header_value(name, value)
     headers.update(context_headers)
     headers.update(event_headers(event))
     return OutgoingMessage(
@@ -409,3 +435,37 @@ def publish_error(outcome: str, message: OutgoingMessage, detail: str = "") -> P
     if outcome == LOST:
         return PublishError(f"connection lost before the confirm of {what} on {where}{extra}")
     return PublishError(f"{what} on {where} failed: {outcome}{extra}")
+
+
+#: a batch is sent on at most this many connections: once, and again after a lost connection
+SEND_ATTEMPTS = 2
+
+
+@attrs.frozen
+class Resolution:
+    """What a publisher does with the outcomes of one send of a batch."""
+
+    #: close the connection that sent it: it lost or never confirmed a message
+    drop: bool
+    #: positions in the batch to send again on a new connection (same event ids)
+    retry: tuple[int, ...]
+    #: positions settled now, with their final outcome (for :func:`publish_error`)
+    final: tuple[tuple[int, str], ...]
+
+
+def resolve(outcomes: Sequence[str], *, attempt: int, late: bool) -> Resolution:
+    """Sort the outcomes of send ``attempt`` (1-based); ``late`` says the deadline has passed.
+
+    A message lost with its connection is sent again once, if there is time; the resend
+    may duplicate it (consumers deduplicate on the event id). Lost at the deadline, it is
+    reported as a timeout: it may or may not have landed.
+    """
+    retry = []
+    final = []
+    for position, outcome in enumerate(outcomes):
+        if outcome == LOST and attempt < SEND_ATTEMPTS and not late:
+            retry.append(position)
+        else:
+            final.append((position, TIMED_OUT if outcome == LOST and late else outcome))
+    drop = any(o in (LOST, TIMED_OUT) for o in outcomes)
+    return Resolution(drop=drop, retry=tuple(retry), final=tuple(final))

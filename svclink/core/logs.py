@@ -5,8 +5,10 @@ bound context (``"-"`` outside one) and redacts the formatted message. It sits o
 ``svclink`` logger; and since a logger's filters never see its children's records
 (``svclink.http``, ``svclink.events``...), :func:`install` also wraps the log record
 factory so that every record of an ``svclink.*`` logger gets the same treatment when it
-is made, whichever module made the logger and whenever. Records of other loggers are
-left alone. An application may put the filter on its own handlers to get the same
+is made, whichever module made the logger and whenever. The records of the transport
+libraries svclink drives (urllib3, httpx, pika, aio-pika...) are treated the same way,
+since they log request URLs and connection details. Records of other loggers are left
+alone. An application may put the filter on its own handlers to get the same
 fields in all its logs::
 
     LOGGING = {..., "filters": {"svclink": {"()": "svclink.logs.ContextFilter"}}, ...}
@@ -27,7 +29,8 @@ _lock = threading.Lock()
 _installed = False
 
 
-def _secrets() -> tuple[str, ...]:
+def configured_secrets() -> tuple[str, ...]:
+    """The keys of the installed settings, which no text svclink writes may contain."""
     settings = _settings.installed()
     if settings is None:
         return ()
@@ -48,9 +51,12 @@ def annotate(record: logging.LogRecord, redact_message: bool = True) -> None:
         message = record.getMessage()
     except Exception:  # a broken format string is the handler's to report, not ours
         return
-    clean = redact(message, _secrets())
+    clean = redact(message, configured_secrets())
     if clean != message:
         record.msg, record.args = clean, None
+    if record.exc_info and not record.exc_text:
+        # the formatted traceback is cached on the record, so handlers print the redacted one
+        record.exc_text = redact(_formatter.formatException(record.exc_info), configured_secrets())
     record._svclink_clean = True
 
 
@@ -66,8 +72,18 @@ class ContextFilter(logging.Filter):
         return True
 
 
+#: the loggers of the libraries svclink drives: their records carry request URLs (urllib3 at
+#: DEBUG, httpx at INFO log the query string) and connection details, so they are redacted too
+TRANSPORT_LOGGERS = ("urllib3", "requests", "httpx", "httpcore", "pika", "aio_pika", "aiormq")
+_formatter = logging.Formatter()
+
+
 def _ours(name: str) -> bool:
     return name == "svclink" or name.startswith("svclink.")
+
+
+def _redacted(name: str) -> bool:
+    return _ours(name) or name.split(".", 1)[0] in TRANSPORT_LOGGERS
 
 
 def install() -> None:
@@ -84,7 +100,7 @@ def install() -> None:
 
         def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
             record = previous(*args, **kwargs)
-            if _ours(record.name):
+            if _redacted(record.name):
                 annotate(record)
             return record
 

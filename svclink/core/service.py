@@ -12,6 +12,7 @@ import decimal
 import json
 import logging
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -54,9 +55,28 @@ def encode_json(payload: Any) -> bytes:
         ).encode()
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"payload cannot be sent as JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("payload cannot be sent as JSON: it is nested too deeply") from None
     if len(data) > MAX_PAYLOAD_BYTES:
         raise InvalidRequest(f"payload is {len(data)} bytes, over the limit of {MAX_PAYLOAD_BYTES}")
     return data
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _check_part_name(what: str, name: str) -> None:
+    """Multipart names go into part headers: no control characters, and sendable as UTF-8."""
+    if _CONTROL_RE.search(name):
+        raise InvalidRequest(f"a {what} must not contain control characters")
+    _check_utf8(what, name)
+
+
+def _check_utf8(what: str, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"a {what} is not valid Unicode (a lone surrogate?)") from None
 
 
 def _form(payload: Any) -> dict[str, str]:
@@ -68,7 +88,9 @@ def _form(payload: Any) -> dict[str, str]:
     for name, value in payload.items():
         if not isinstance(name, str) or isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise InvalidRequest("with files=, form fields must map str names to str or number values")
+        _check_part_name("form field name", name)
         form[name] = str(value)
+        _check_utf8("form field value", form[name])
     return form
 
 
@@ -92,6 +114,8 @@ def _files(files: Any) -> dict[str, FileSpec]:
                 "each file must be bytes or (filename, bytes) or (filename, bytes, content_type)"
             )
         context.check_header("Content-Type", spec[2] if len(spec) == 3 else "x")
+        _check_part_name("file field name", name)
+        _check_part_name("file name", spec[0])
         checked[name] = spec
     return checked
 

@@ -74,6 +74,23 @@ def _names(field: str, value: object) -> tuple[str, ...]:
     return names
 
 
+def _check_amqp_url(url: object) -> None:
+    """An amqp(s):// URL with a host and a valid port, or memory://; never echoed (it has a password)."""
+    if not isinstance(url, str):
+        raise ConfigurationError("amqp_url", "must be a URL or a list of URLs")
+    if _UNSAFE_URL_RE.search(url):
+        raise ConfigurationError("amqp_url", "must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - urlsplit validates the port lazily
+    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number or out of range
+        raise ConfigurationError("amqp_url", "is not a valid URL (check the host and port)") from None
+    if parts.scheme not in ("amqp", "amqps", "memory"):
+        raise ConfigurationError("amqp_url", "must start with amqp://, amqps:// or memory://")
+    if parts.scheme != "memory" and not parts.hostname:
+        raise ConfigurationError("amqp_url", "has no host")
+
+
 def _amqp_urls(value: object) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
@@ -83,11 +100,7 @@ def _amqp_urls(value: object) -> tuple[str, ...]:
     if not urls:
         raise ConfigurationError("amqp_url", "must not be empty")
     for url in urls:
-        if not isinstance(url, str):
-            raise ConfigurationError("amqp_url", "must be a URL or a list of URLs")
-        scheme = urlsplit(url).scheme
-        if scheme not in ("amqp", "amqps", "memory"):
-            raise ConfigurationError("amqp_url", "must start with amqp://, amqps:// or memory://")
+        _check_amqp_url(url)
     if len(urls) > 1 and any(u.startswith("memory:") for u in urls):
         raise ConfigurationError("amqp_url", "memory:// cannot be part of a list")
     return urls
@@ -178,11 +191,13 @@ def _seconds(field: str, value: object) -> float:
     return float(value)
 
 
-def _count(field: str, value: object, minimum: int = 0) -> int:
+def _count(field: str, value: object, minimum: int = 0, maximum: int | None = None) -> int:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigurationError(field, f"must be a whole number >= {minimum}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigurationError(field, f"must be at most {maximum}, got {value!r}")
     return value
 
 
@@ -231,11 +246,11 @@ def _publish_timeout(value: object) -> float:
 
 
 def _amqp_heartbeat(value: object) -> int:
-    return _count("amqp_heartbeat", value)
+    return _count("amqp_heartbeat", value, maximum=65535)  # AMQP carries it in 16 bits
 
 
 def _prefetch_count(value: object) -> int:
-    return _count("prefetch_count", value, minimum=1)
+    return _count("prefetch_count", value, minimum=1, maximum=65535)  # AMQP carries it in 16 bits
 
 
 def _retry(value: object) -> RetryPolicy:

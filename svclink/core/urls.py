@@ -46,15 +46,26 @@ def _segment(name: str, value: object) -> str:
         raise InvalidRequest(
             f"path parameter {name!r} must be a str, int, float or UUID, got {type(value).__name__}"
         )
-    text = str(value)
+    text = _encodable(f"path parameter {name!r}", str(value))
     if text in ("", ".", ".."):
         raise InvalidRequest(f"path parameter {name!r} must not be empty, '.' or '..'")
     return quote(text, safe="")
 
 
+def _encodable(what: str, text: str) -> str:
+    """``text`` if it can be sent as UTF-8 (a lone surrogate cannot), else :class:`InvalidRequest`."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{what} is not valid Unicode (a lone surrogate?)") from None
+    return text
+
+
 def fill_path(endpoint: str, path_params: Mapping[str, Any] | None) -> str:
     """The endpoint with each ``{name}`` replaced by its parameter as one encoded segment."""
     _check_endpoint(endpoint)
+    if path_params is not None and not isinstance(path_params, Mapping):
+        raise InvalidRequest(f"path_params must be a mapping, got {type(path_params).__name__}")
     params = dict(path_params or {})
     fields = _FIELD_RE.findall(endpoint)
     for field in fields:
@@ -75,7 +86,7 @@ def _query_value(name: str, value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, _SCALARS):
-        return str(value)
+        return _encodable(f"query parameter {name!r}", str(value))
     raise InvalidRequest(
         f"query parameter {name!r} must be a str, int, float, bool, UUID or a list of them, "
         f"got {type(value).__name__}"
@@ -92,6 +103,7 @@ def encode_query(query_params: Mapping[str, Any] | None) -> str:
     for name, value in query_params.items():
         if not isinstance(name, str) or not name:
             raise InvalidRequest("query parameter names must be non-empty strings")
+        _encodable("a query parameter name", name)
         values = value if isinstance(value, (list, tuple)) else [value]
         pairs.extend((name, _query_value(name, v)) for v in values if v is not None)
     return urlencode(pairs, quote_via=quote)

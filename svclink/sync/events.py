@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import attrs
+
 from ..core.consuming import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_RETRY_DELAYS,
@@ -37,7 +39,7 @@ from ..core.consuming import (
 )
 from ..core.context import bind, log_incoming
 from ..core.errors import BrokerUnavailable, EventError, PublishError
-from ..core.events import LOST, TIMED_OUT, Event, OutgoingMessage, prepare, publish_error
+from ..core.events import SEND_ATTEMPTS, Event, OutgoingMessage, prepare, publish_error, resolve
 from ..core.settings import Settings, get_settings
 from ._memory import MemoryLink, MemorySession
 from ._pika import PikaLink, PikaSession
@@ -146,28 +148,22 @@ class Publisher:
         deadline = time.monotonic() + (self.settings.publish_timeout if timeout is None else timeout)
         results: list[PublishError | None] = [None] * len(messages)
         todo = list(range(len(messages)))
-        for attempt in (1, 2):
+        for attempt in range(1, SEND_ATTEMPTS + 1):
             try:
                 outcomes = self._link(deadline).publish([messages[i] for i in todo], deadline)
             except Lost as exc:
                 self._drop()
-                if attempt == 2:
+                if attempt == SEND_ATTEMPTS:
                     raise BrokerUnavailable(f"connection to the broker lost: {exc}") from None
                 continue
-            if any(o in (LOST, TIMED_OUT) for o in outcomes):
-                self._drop()  # a connection that lost or never confirmed a message is not reused
-            retry = []
-            for i, outcome in zip(todo, outcomes, strict=True):
-                if outcome == LOST and attempt == 1 and time.monotonic() < deadline:
-                    retry.append(i)  # same event id: consumers can deduplicate the rare double
-                else:
-                    results[i] = publish_error(
-                        TIMED_OUT if outcome == LOST and time.monotonic() >= deadline else outcome,
-                        messages[i],
-                    )
-            if not retry:
+            step = resolve(outcomes, attempt=attempt, late=time.monotonic() >= deadline)
+            if step.drop:
+                self._drop()
+            for position, outcome in step.final:
+                results[todo[position]] = publish_error(outcome, messages[todo[position]])
+            if not step.retry:
                 break
-            todo = retry
+            todo = [todo[p] for p in step.retry]
         return results
 
     def close(self) -> None:
@@ -254,16 +250,7 @@ class EventConsumer:
     def _effective_config(self) -> ConsumerConfig:
         if not self._table:
             raise EventError("the consumer has no handlers: register one with @consumer.on(...)")
-        bindings = self._bindings or self._table.patterns()
-        return ConsumerConfig(
-            queue=self.config.queue,
-            exchange=self.config.exchange,
-            bindings=bindings,
-            max_attempts=self.config.max_attempts,
-            retry_delays=self.config.retry_delays,
-            prefetch=self.config.prefetch,
-            queue_type=self.config.queue_type,
-        )
+        return attrs.evolve(self.config, bindings=self._bindings or self._table.patterns())
 
     def _open(self, config: ConsumerConfig) -> Session:
         topo = topology(config)
