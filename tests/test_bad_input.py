@@ -144,7 +144,9 @@ def test_the_bad_settings_cover_every_field() -> None:
     assert {f for f, _ in BAD_SETTINGS} >= FIELDS
 
 
-@pytest.mark.parametrize(("field", "value"), BAD_SETTINGS, ids=[f"{f}-{i}" for i, (f, _) in enumerate(BAD_SETTINGS)])
+@pytest.mark.parametrize(
+    ("field", "value"), BAD_SETTINGS, ids=[f"{f}-{i}" for i, (f, _) in enumerate(BAD_SETTINGS)]
+)
 def test_configure_refuses_a_bad_value_naming_the_field(field: str, value: Any) -> None:
     values = {field: value}
     if field in NEEDS_CONNECTIONS:
@@ -441,7 +443,9 @@ BAD_CONSUMERS: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("kwargs", "says"), [c[1:] for c in BAD_CONSUMERS], ids=[c[0] for c in BAD_CONSUMERS])
+@pytest.mark.parametrize(
+    ("kwargs", "says"), [c[1:] for c in BAD_CONSUMERS], ids=[c[0] for c in BAD_CONSUMERS]
+)
 def test_a_bad_consumer_is_refused_before_any_io(
     side: Side, memory: svclink.Settings, kwargs: dict[str, Any], says: str
 ) -> None:
@@ -506,12 +510,13 @@ def test_a_handler_of_the_other_side_is_refused(side: Side, memory: svclink.Sett
 
 
 @pytest.mark.xfail(
-    strict=True, reason="svclink/sync/events.py registers a non-callable handler (reported to the events owner)"
+    strict=True,
+    reason="svclink/sync/events.py registers a non-callable handler (reported to the events owner)",
 )
 def test_a_sync_consumer_refuses_a_handler_that_is_not_callable(memory: svclink.Settings) -> None:
     consumer = svclink.sync.EventConsumer("bad.input.q")
     with pytest.raises(TypeError):
-        consumer.on("user.updated")(5)  # type: ignore[arg-type]
+        consumer.on("user.updated")(5)  # type: ignore[type-var]
 
 
 def test_run_without_handlers_fails_before_connecting(side: Side, memory: svclink.Settings) -> None:

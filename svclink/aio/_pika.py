@@ -146,6 +146,8 @@ class PikaLink:
         await asyncio.sleep(0)  # let the reader task see a close that arrived while idle
         if self._connection.is_closed or self._channel.is_closed:
             raise Lost("connection closed while idle")
+        if len(messages) == 1:  # the common case: no task to wrap it in
+            return [await self._one(messages[0], deadline)]
         return list(await asyncio.gather(*(self._one(m, deadline) for m in messages)))
 
     async def close(self) -> None:

@@ -39,7 +39,7 @@ from ..core.consuming import (
 )
 from ..core.context import bind, log_incoming
 from ..core.errors import BrokerUnavailable, EventError, PublishError
-from ..core.events import SEND_ATTEMPTS, Event, OutgoingMessage, prepare, publish_error, resolve
+from ..core.events import LOST, SEND_ATTEMPTS, Event, OutgoingMessage, prepare, publish_error, resolve
 from ..core.settings import Settings, get_settings
 from ._memory import MemoryLink, MemorySession
 from ._pika import PikaLink, PikaSession
@@ -148,11 +148,19 @@ class Publisher:
         deadline = time.monotonic() + (self.settings.publish_timeout if timeout is None else timeout)
         results: list[PublishError | None] = [None] * len(messages)
         todo = list(range(len(messages)))
+        sent = False  # whether the messages in ``todo`` went out once and lost their confirms
         for attempt in range(1, SEND_ATTEMPTS + 1):
             try:
                 outcomes = self._link(deadline).publish([messages[i] for i in todo], deadline)
-            except Lost as exc:
-                self._drop()
+            except (Lost, BrokerUnavailable) as exc:
+                if isinstance(exc, Lost):
+                    self._drop()
+                if sent:  # no way to send them again: they may or may not have landed, not "unavailable"
+                    for i in todo:
+                        results[i] = publish_error(LOST, messages[i], f"not sent again: {exc}")
+                    break
+                if isinstance(exc, BrokerUnavailable):
+                    raise
                 if attempt == SEND_ATTEMPTS:
                     raise BrokerUnavailable(f"connection to the broker lost: {exc}") from None
                 continue
@@ -163,7 +171,7 @@ class Publisher:
                 results[todo[position]] = publish_error(outcome, messages[todo[position]])
             if not step.retry:
                 break
-            todo = [todo[p] for p in step.retry]
+            todo, sent = [todo[p] for p in step.retry], True
         return results
 
     def close(self) -> None:

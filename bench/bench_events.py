@@ -1,0 +1,359 @@
+"""Events: svclink against raw pika and aio-pika, on the same RabbitMQ at 127.0.0.1:5672.
+
+Every comparison does the same work on both sides: the raw side publishes the very
+body and properties svclink puts on the wire (same exchange, routing key, size,
+persistent, ``mandatory``, publisher confirms), and the consume comparisons drain the
+same pre-filled queue with the same prefetch. The queues are durable and the messages
+persistent, as svclink's are in production, so the broker writes them to disk.
+Everything is declared under a unique prefix and deleted at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import pika
+
+import svclink
+import svclink.aio
+import svclink.sync
+from svclink.core.consuming import ConsumerConfig, topology
+from svclink.core.events import OutgoingMessage, prepare
+from svclink.core.settings import build
+
+from .harness import Result, Target, compare
+
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
+#: svclink's throughput at least 0.95x the raw library's, as a ratio of times
+RATIO = round(1 / 0.95, 3)
+PREFETCH = 10
+BATCH = 100  # events per publish_many call
+DATA = {"user_id": 5, "changes": {"name": "ada", "email": "ada@example.com"}}
+
+RAW_SYNC, RAW_AIO = "pika BlockingConnection", "aio-pika channel"
+ONE_BY_ONE, MANY = "publish one at a time", f"publish_many x{BATCH}"
+TARGETS = [
+    Target("events publish sync", "svclink", RAW_SYNC, "<=", RATIO),
+    Target("events publish aio c=1", "svclink", RAW_AIO, "<=", RATIO),
+    Target("events publish aio c=50", "svclink", RAW_AIO, "<=", RATIO),
+    Target("events publish_many sync", MANY, ONE_BY_ONE, ">=", 2.0),
+    Target("events publish_many aio", MANY, ONE_BY_ONE, ">=", 2.0),
+    Target("events consume sync", "svclink EventConsumer", "pika basic_consume", "<=", RATIO),
+    Target("events consume aio", "svclink EventConsumer", "aio-pika consume", "<=", RATIO),
+]
+
+
+class Names:
+    """This run's exchanges and queues: unique, so runs never collide, and all deleted afterwards."""
+
+    def __init__(self) -> None:
+        prefix = f"svclink.bench.{uuid.uuid4().hex[:8]}"
+        self.exchange = prefix  # what the publish benchmarks publish to
+        self.sink = f"{prefix}.sink"  # bound to it, so mandatory publishes are routable
+        self.consume_exchange = f"{prefix}.consume"
+        self.queue = f"{prefix}.work"  # the consume benchmarks drain it
+        config = ConsumerConfig(queue=self.queue, exchange=self.consume_exchange, bindings=["bench.#"])
+        topo = topology(config)
+        self.queues = [self.sink, self.queue, *(q.name for q in topo.retry_queues), topo.dead_queue.name]
+
+
+@contextmanager
+def admin() -> Iterator[Any]:
+    """A plain pika channel for setting up and tearing down, outside anything measured."""
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+    try:
+        yield connection.channel()
+    finally:
+        connection.close()
+
+
+def _message(settings: svclink.Settings, exchange: str, routing_key: str) -> OutgoingMessage:
+    """The message svclink sends for one event: the raw side publishes the same bytes."""
+    return prepare(
+        settings, routing_key, DATA, exchange=exchange, event_id=None, occurred_at=datetime.now(UTC), wall=0
+    )[1]
+
+
+def run(ops: int, rounds: int, consume: int | None = None) -> tuple[list[Result], list[Target]]:
+    """Every events benchmark; ``consume`` messages per consume batch (default ``10 * ops``)."""
+    settings = build({"service_name": "bench", "amqp_url": RABBITMQ_URL, "publish_timeout": 30})
+    names = Names()
+    with admin() as ch:
+        for exchange in (names.exchange, names.consume_exchange):
+            ch.exchange_declare(exchange, exchange_type="topic", durable=True)
+        for queue in (names.sink, names.queue):  # the work queue as svclink's consumer declares it
+            ch.queue_declare(queue, durable=True)
+        ch.queue_bind(names.sink, names.exchange, routing_key="bench.#")
+    try:
+        results = publish_sync(settings, names, ops, rounds)
+        results += publish_aio(settings, names, ops, rounds)
+        results += consume_sync(settings, names, consume or 10 * ops, rounds)
+        results += consume_aio(settings, names, consume or 10 * ops, rounds)
+    finally:
+        with admin() as ch:
+            for queue in names.queues:
+                ch.queue_delete(queue)
+            for exchange in (names.exchange, names.consume_exchange):
+                ch.exchange_delete(exchange)
+    return results, TARGETS
+
+
+def _purge(names: Names) -> None:
+    with admin() as ch:
+        ch.queue_purge(names.sink)
+
+
+# -- publishing ---------------------------------------------------------------------------
+
+
+def _pika_properties(message: OutgoingMessage) -> pika.BasicProperties:
+    p = message.properties
+    return pika.BasicProperties(
+        headers=dict(p.headers),
+        message_id=str(uuid.uuid4()),
+        type=p.type,
+        app_id=p.app_id,
+        correlation_id=p.correlation_id,
+        timestamp=p.timestamp,
+        content_type=p.content_type,
+        delivery_mode=pika.DeliveryMode.Persistent,
+    )
+
+
+def _aio_message(message: OutgoingMessage) -> aio_pika.Message:
+    p = message.properties
+    return aio_pika.Message(
+        message.body,
+        headers=dict(p.headers),
+        message_id=str(uuid.uuid4()),
+        type=p.type,
+        app_id=p.app_id,
+        correlation_id=p.correlation_id,
+        timestamp=p.timestamp,
+        content_type=p.content_type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
+def publish_sync(settings: svclink.Settings, names: Names, ops: int, rounds: int) -> list[Result]:
+    publisher = svclink.sync.Publisher(settings)
+    message = _message(settings, names.exchange, "bench.publish")
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+    channel = connection.channel()
+    channel.confirm_delivery()
+
+    def svclink_one_by_one() -> None:
+        for _ in range(ops):
+            publisher.publish("bench.publish", DATA, exchange=names.exchange)
+
+    def raw() -> None:
+        for _ in range(ops):
+            channel.basic_publish(
+                names.exchange, "bench.publish", message.body, _pika_properties(message), mandatory=True
+            )
+
+    def svclink_many() -> None:
+        for _ in range(ops // BATCH):
+            publisher.publish_many([("bench.publish", DATA)] * BATCH, exchange=names.exchange)
+
+    try:
+        results = compare("events publish sync", ops, rounds, {"svclink": svclink_one_by_one, RAW_SYNC: raw})
+        _purge(names)
+        many_ops = ops // BATCH * BATCH
+        results += compare(
+            "events publish_many sync",
+            many_ops,
+            rounds,
+            {MANY: svclink_many, ONE_BY_ONE: lambda: [publisher.publish("bench.publish", DATA,
+                exchange=names.exchange) for _ in range(many_ops)]},
+        )  # fmt: skip
+        _purge(names)
+    finally:
+        publisher.close()
+        connection.close()
+    return results
+
+
+def publish_aio(settings: svclink.Settings, names: Names, ops: int, rounds: int) -> list[Result]:
+    runner = asyncio.Runner()
+    publisher = svclink.aio.Publisher(settings)
+    message = _message(settings, names.exchange, "bench.publish")
+
+    async def raw_setup() -> tuple[Any, Any]:
+        connection = await aio_pika.connect(RABBITMQ_URL)
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.declare_exchange(names.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        return connection, exchange
+
+    connection, exchange = runner.run(raw_setup())
+
+    async def svclink_one() -> None:
+        await publisher.publish("bench.publish", DATA, exchange=names.exchange)
+
+    async def raw_one() -> None:
+        await exchange.publish(_aio_message(message), "bench.publish", mandatory=True)
+
+    def batches(one: Callable[[], Awaitable[None]], concurrency: int) -> Callable[[], None]:
+        async def go() -> None:
+            for _ in range(ops // concurrency):
+                if concurrency == 1:
+                    await one()
+                else:
+                    await asyncio.gather(*(one() for _ in range(concurrency)))
+
+        return lambda: runner.run(go())
+
+    async def svclink_many() -> None:
+        for _ in range(ops // BATCH):
+            await publisher.publish_many([("bench.publish", DATA)] * BATCH, exchange=names.exchange)
+
+    results: list[Result] = []
+    try:
+        for concurrency in (1, 50):
+            results += compare(
+                f"events publish aio c={concurrency}",
+                ops // concurrency * concurrency,
+                rounds,
+                {"svclink": batches(svclink_one, concurrency), RAW_AIO: batches(raw_one, concurrency)},
+            )
+            _purge(names)
+        results += compare(
+            "events publish_many aio",
+            ops // BATCH * BATCH,
+            rounds,
+            {MANY: lambda: runner.run(svclink_many()), ONE_BY_ONE: batches(svclink_one, 1)},
+        )
+        _purge(names)
+    finally:
+        runner.run(publisher.close())
+        runner.run(connection.close())
+        runner.close()
+    return results
+
+
+# -- consuming ----------------------------------------------------------------------------
+
+
+def _fill(settings: svclink.Settings, names: Names, n: int) -> None:
+    """Put ``n`` svclink events straight into the work queue (raw, untimed) and wait until all are in."""
+    message = _message(settings, names.consume_exchange, "bench.consume")
+    with admin() as ch:
+        for _ in range(n):
+            ch.basic_publish("", names.queue, message.body, _pika_properties(message))
+        deadline = time.monotonic() + 60
+        while ch.queue_declare(names.queue, passive=True).method.message_count < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{names.queue} did not fill up to {n} messages")
+            time.sleep(0.02)
+
+
+def compare_drains(
+    benchmark: str, n: int, rounds: int, fill: Callable[[], None], variants: dict[str, Callable[[], None]]
+) -> list[Result]:
+    """As :func:`~bench.harness.compare`, alternating, but ``fill()`` runs untimed before each drain."""
+    for drain in variants.values():  # warm-up
+        fill()
+        drain()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, drain in variants.items():
+            fill()
+            started = time.perf_counter()
+            drain()
+            times[name].append(time.perf_counter() - started)
+    return [Result(benchmark, name, n, statistics.median(t)) for name, t in times.items()]
+
+
+def _consumer(module: Any, settings: svclink.Settings, names: Names) -> Any:
+    return module.EventConsumer(
+        names.queue, exchange=names.consume_exchange, bindings=["bench.#"], prefetch=PREFETCH, settings=settings
+    )
+
+
+def consume_sync(settings: svclink.Settings, names: Names, n: int, rounds: int) -> list[Result]:
+    def svclink_drain() -> None:
+        consumer = _consumer(svclink.sync, settings, names)
+        handled = 0
+
+        @consumer.on("bench.consume")
+        def handle(_event: svclink.sync.Event) -> None:
+            nonlocal handled
+            handled += 1
+            if handled == n:
+                consumer.stop()  # run() returns once this message is acked
+
+        consumer.run()
+
+    def raw_drain() -> None:
+        connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=PREFETCH)
+        handled = 0
+
+        def on_message(ch: Any, method: Any, _properties: Any, body: bytes) -> None:
+            nonlocal handled
+            json.loads(body)
+            ch.basic_ack(method.delivery_tag)
+            handled += 1
+            if handled == n:
+                ch.stop_consuming()
+
+        channel.basic_consume(names.queue, on_message)
+        channel.start_consuming()
+        connection.close()
+
+    fill = lambda: _fill(settings, names, n)  # noqa: E731
+    variants = {"svclink EventConsumer": svclink_drain, "pika basic_consume": raw_drain}
+    return compare_drains("events consume sync", n, rounds, fill, variants)
+
+
+def consume_aio(settings: svclink.Settings, names: Names, n: int, rounds: int) -> list[Result]:
+    async def svclink_drain() -> None:
+        consumer = _consumer(svclink.aio, settings, names)
+        handled = 0
+
+        @consumer.on("bench.consume")
+        async def handle(_event: svclink.aio.Event) -> None:
+            nonlocal handled
+            handled += 1
+            if handled == n:
+                consumer.stop()
+
+        await consumer.run()
+
+    async def raw_drain() -> None:
+        connection = await aio_pika.connect(RABBITMQ_URL)
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=PREFETCH)
+        queue = await channel.get_queue(names.queue)
+        done = asyncio.Event()
+        handled = 0
+
+        async def on_message(message: Any) -> None:
+            nonlocal handled
+            json.loads(message.body)
+            await message.ack()
+            handled += 1
+            if handled == n:
+                done.set()
+
+        tag = await queue.consume(on_message)
+        await done.wait()
+        await queue.cancel(tag)
+        await connection.close()
+
+    fill = lambda: _fill(settings, names, n)  # noqa: E731
+    variants = {
+        "svclink EventConsumer": lambda: asyncio.run(svclink_drain()),
+        "aio-pika consume": lambda: asyncio.run(raw_drain()),
+    }
+    return compare_drains("events consume aio", n, rounds, fill, variants)
