@@ -5,6 +5,7 @@ Each case runs against the sync and the aio side; each is bounded in time.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 import svclink
+import svclink.aio
 from svclink import BreakerPolicy, BudgetPolicy, RetryPolicy
 
 from .conftest import Side
@@ -120,3 +122,46 @@ def test_black_holed_dependency_fails_at_deadline_without_piling_up(side: Side, 
             side.call("user", "GET", "/anything")
     assert time.monotonic() - started < 3.0
     assert threading.active_count() <= before + 3  # proxy threads only, nothing of svclink's piling up
+
+
+def test_pool_exhaustion_fails_at_the_deadline_and_is_not_held_against_the_service(
+    side: Side, server: TestServer
+) -> None:
+    """All pooled connections busy: the call waits until its deadline, then ServiceTimeout;
+    the dependency did nothing wrong, so its breaker stays closed."""
+    server.route("GET", "/slow", Reply(200, {"ok": True}, delay=1.5))
+    server.route("GET", "/fast", Reply(200, {"ok": True}))
+    svclink.configure(
+        service_connections=["user"],
+        service_hosts={"user": server.url},
+        pool_maxsize=1,
+        retry=RetryPolicy(total=0),
+        circuit_breaker=BreakerPolicy(failure_threshold=1),
+    )
+    if side.name == "sync":
+        busy = threading.Thread(target=side.call, args=("user", "GET", "/slow"))
+        busy.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        with pytest.raises(svclink.ServiceTimeout, match="pool"):
+            side.call("user", "GET", "/fast", response_timeout=0.5)
+        elapsed = time.monotonic() - started
+        busy.join(5)
+    else:
+
+        async def scenario() -> float:
+            user = await svclink.aio.get_service("user")
+            slow = asyncio.ensure_future(user.http_dispatch("GET", "/slow"))
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            with pytest.raises(svclink.ServiceTimeout, match="pool"):
+                await user.http_dispatch("GET", "/fast", response_timeout=0.5)
+            elapsed = time.monotonic() - started
+            await slow
+            return elapsed
+
+        assert side.runner is not None
+        elapsed = side.runner.run(scenario())
+    assert 0.4 <= elapsed < 1.2, elapsed
+    assert server.calls("GET", "/fast") == []
+    assert side.call("user", "GET", "/fast") == {"ok": True}  # breaker still closed

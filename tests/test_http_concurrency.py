@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import signal
 import threading
 import warnings
 from typing import Any
@@ -124,3 +125,47 @@ def test_an_aio_service_object_outlives_its_event_loop(user_service: TestServer)
     assert len({r.peer for r in user_service.requests}) == 3  # each loop its own connection
     # each run closed its connections as it ended: none was left for the garbage collector
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_a_child_forked_while_another_thread_holds_svclink_locks_can_still_call(
+    side: Side, user_service: TestServer
+) -> None:
+    """fork() copies locks as they are: one held by a parent thread must not hang the child."""
+    from svclink.core.registry import ServiceCache
+
+    user_service.route("GET", "/who", Reply(200, {"ok": True}))
+    side.call("user", "GET", "/who")
+    if side.name == "sync":
+        service: Any = svclink.sync.get_service("user")
+        cache: ServiceCache[Any] = svclink.sync.http._services
+    else:
+        assert side.runner is not None
+        service = side.runner.run(svclink.aio.get_service("user"))
+        cache = svclink.aio.http._services
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        assert service.guard.breaker is not None and service.guard.budget is not None
+        with service.guard.breaker._lock, service.guard.budget._lock, cache._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(5)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.alarm(10)  # a hang would otherwise outlive the test
+                code = 0 if _call_in_a_fresh_process_context(side) == {"ok": True} else 2
+            except BaseException:
+                code = 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        holder.join(5)
+    assert os.waitstatus_to_exitcode(status) == 0

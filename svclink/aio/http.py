@@ -17,11 +17,15 @@ from ..core.registry import ServiceCache, stubs
 from ..core.service import BaseService
 from ..core.settings import Settings
 
+_POOL_MARGIN = 0.02
+
 
 def _failure(exc: httpx.RequestError) -> TransportFailure:
     """Which kind of transport failure an httpx exception is."""
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
         return TransportFailure.CONNECT
+    if isinstance(exc, httpx.PoolTimeout):
+        return TransportFailure.POOL
     if isinstance(exc, httpx.TimeoutException):
         return TransportFailure.TIMEOUT
     return TransportFailure.RESET
@@ -149,7 +153,10 @@ class Service(BaseService):
 
     async def _send(self, request: HTTPRequest) -> Answer:
         """Perform one attempt, all of it (pool wait, connect, body) under its time budget."""
-        timeout = httpx.Timeout(request.timeout, connect=request.connect_timeout)
+        # the pool wait ends a moment before the attempt's own deadline, so that running out of
+        # pooled connections is reported as such (not a timeout of the service)
+        pool = max(0.0, request.timeout - _POOL_MARGIN)
+        timeout = httpx.Timeout(request.timeout, connect=request.connect_timeout, pool=pool)
         try:
             async with asyncio.timeout(request.timeout):
                 client = await self._client()

@@ -10,11 +10,12 @@ through; a success closes it, a failure opens it again. Time is passed in.
 from __future__ import annotations
 
 import enum
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import attrs
+
+from .locks import ForkSafeLock
 
 
 class State(enum.Enum):
@@ -53,7 +54,7 @@ class CircuitBreaker:
     failures: int = 0
     opened_at: float = 0.0
     probes: int = 0
-    _lock: threading.Lock = attrs.field(factory=threading.Lock, repr=False)
+    _lock: ForkSafeLock = attrs.field(factory=ForkSafeLock, repr=False)
 
     def allow(self, now: float) -> bool:
         """Whether a call may start now (a half-open breaker counts it as a probe)."""

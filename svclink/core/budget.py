@@ -10,9 +10,10 @@ passed in; the window is kept as one counter pair per second.
 from __future__ import annotations
 
 import math
-import threading
 
 import attrs
+
+from .locks import ForkSafeLock
 
 
 def _fraction(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -36,7 +37,7 @@ class RetryBudget:
     policy: BudgetPolicy
     #: second -> [calls, retries]
     _buckets: dict[int, list[int]] = attrs.field(factory=dict, repr=False)
-    _lock: threading.Lock = attrs.field(factory=threading.Lock, repr=False)
+    _lock: ForkSafeLock = attrs.field(factory=ForkSafeLock, repr=False)
 
     def _bucket(self, now: float) -> list[int]:
         second = math.floor(now)

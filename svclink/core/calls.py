@@ -46,6 +46,7 @@ _FAILURE_TEXT = {
     TransportFailure.CONNECT: "could not connect",
     TransportFailure.RESET: "connection broken before a response",
     TransportFailure.TIMEOUT: "no response in time",
+    TransportFailure.POOL: "no free connection in the pool in time",
 }
 
 FileSpec = tuple[str, bytes] | tuple[str, bytes, str]
@@ -194,7 +195,7 @@ class Call:
 
     def failed(self, failure: TransportFailure, detail: str, now: float, rand: float) -> Retry:
         """No response arrived; retry if the policy allows, else raise the mapped error."""
-        if self.guard.breaker is not None:
+        if self.guard.breaker is not None and failure is not TransportFailure.POOL:
             self.guard.breaker.failed(now)
         decision = self._decide(Outcome(failure=failure), now, rand)
         self._observe_attempt(None, failure.value, now, decision)

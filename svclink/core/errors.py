@@ -210,10 +210,14 @@ class TransportFailure(enum.Enum):
     RESET = "reset"
     #: a read or write timed out
     TIMEOUT = "timeout"
+    #: every pooled connection stayed busy until the deadline: a local limit, nothing was
+    #: sent, and no sign of the service's health (the circuit breaker does not count it)
+    POOL = "pool"
 
 
 TRANSPORT_CLASSES: dict[TransportFailure, type[APIException]] = {
     TransportFailure.CONNECT: ServiceUnavailable,
     TransportFailure.RESET: ServiceUnavailable,
     TransportFailure.TIMEOUT: ServiceTimeout,
+    TransportFailure.POOL: ServiceTimeout,
 }

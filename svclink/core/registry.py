@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from .calls import Answer, HTTPRequest
 from .errors import ServiceNotDeclared
+from .locks import ForkSafeLock
 from .settings import Settings, get_settings
 
 S = TypeVar("S")
@@ -40,7 +40,7 @@ class ServiceCache(Generic[S]):
 
     def __init__(self, factory: Callable[[str, Settings], S]) -> None:
         self._factory = factory
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._services: dict[str, S] = {}
         self._settings: Settings | None = None
 

@@ -43,10 +43,15 @@ class _Reaper:
         self._cond = threading.Condition()
         self._pid = 0
 
+    def forked(self) -> None:
+        """In a forked child: the reaper thread did not survive, and its lock may be held."""
+        self._cond = threading.Condition()
+        self._heap, self._live, self._pid = [], set(), 0
+
     def arm(self, attempt: Attempt, conn: HTTPConnection) -> int:
         with self._cond:
-            if self._pid != os.getpid():  # first use, or a forked child: the thread did not survive
-                self._pid, self._heap, self._live = os.getpid(), [], set()
+            if self._pid != os.getpid():  # first use in this process: start the thread
+                self._pid = os.getpid()
                 threading.Thread(target=self._run, name="svclink-deadlines", daemon=True).start()
             token = next(self._ids)
             self._live.add(token)
@@ -82,6 +87,7 @@ class _Reaper:
 
 
 _reaper = _Reaper()
+os.register_at_fork(after_in_child=_reaper.forked)
 _local = threading.local()
 
 

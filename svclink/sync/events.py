@@ -40,6 +40,7 @@ from ..core.consuming import (
 from ..core.context import bind, log_incoming
 from ..core.errors import BrokerUnavailable, EventError, PublishError
 from ..core.events import LOST, SEND_ATTEMPTS, Event, OutgoingMessage, prepare, publish_error, resolve
+from ..core.locks import ForkSafeLock
 from ..core.settings import Settings, get_settings
 from ._memory import MemoryLink, MemorySession
 from ._pika import PikaLink, PikaSession
@@ -180,7 +181,7 @@ class Publisher:
 
 
 _publisher: Publisher | None = None
-_publisher_lock = threading.Lock()
+_publisher_lock = ForkSafeLock()
 
 
 def get_publisher() -> Publisher:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 import time
 from collections.abc import Mapping
 from http.cookiejar import DefaultCookiePolicy
@@ -16,6 +15,7 @@ from urllib3.exceptions import EmptyPoolError, NewConnectionError, ReadTimeoutEr
 
 from ..core.calls import Answer, Call, Done, HTTPRequest, NoResponse, Retry
 from ..core.errors import TransportFailure
+from ..core.locks import ForkSafeLock
 from ..core.registry import ServiceCache, stubs
 from ..core.service import BaseService
 from ..core.settings import Settings
@@ -54,7 +54,7 @@ class Service(BaseService):
 
     def __init__(self, name: str, settings: Settings) -> None:
         super().__init__(name, settings)
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._session: requests.Session | None = None
         self._pid = 0
 
@@ -159,7 +159,7 @@ class Service(BaseService):
                 if not attempt.expired:
                     raise NoResponse(_failure(exc), type(exc).__name__) from None
             except EmptyPoolError:  # every pooled connection stayed busy until the deadline
-                raise NoResponse(TransportFailure.TIMEOUT, "no free connection in the pool") from None
+                raise NoResponse(TransportFailure.POOL, "no free connection in the pool") from None
         if attempt.expired:  # whatever was read after the cut-off is not a response
             raise NoResponse(TransportFailure.TIMEOUT, "response too slow")
         headers = {k.lower(): v for k, v in response.headers.items()}
