@@ -85,6 +85,8 @@ def _message(settings: svclink.Settings, exchange: str, routing_key: str) -> Out
 
 def run(ops: int, rounds: int, consume: int | None = None) -> tuple[list[Result], list[Target]]:
     """Every events benchmark; ``consume`` messages per consume batch (default ``10 * ops``)."""
+    consume = consume or 10 * ops
+    ops = max(BATCH, ops // BATCH * BATCH)  # whole publish_many batches, whole gathers of 50
     settings = build({"service_name": "bench", "amqp_url": RABBITMQ_URL, "publish_timeout": 30})
     names = Names()
     with admin() as ch:
@@ -96,8 +98,8 @@ def run(ops: int, rounds: int, consume: int | None = None) -> tuple[list[Result]
     try:
         results = publish_sync(settings, names, ops, rounds)
         results += publish_aio(settings, names, ops, rounds)
-        results += consume_sync(settings, names, consume or 10 * ops, rounds)
-        results += consume_aio(settings, names, consume or 10 * ops, rounds)
+        results += consume_sync(settings, names, consume, rounds)
+        results += consume_aio(settings, names, consume, rounds)
     finally:
         with admin() as ch:
             for queue in names.queues:
@@ -168,14 +170,8 @@ def publish_sync(settings: svclink.Settings, names: Names, ops: int, rounds: int
     try:
         results = compare("events publish sync", ops, rounds, {"svclink": svclink_one_by_one, RAW_SYNC: raw})
         _purge(names)
-        many_ops = ops // BATCH * BATCH
-        results += compare(
-            "events publish_many sync",
-            many_ops,
-            rounds,
-            {MANY: svclink_many, ONE_BY_ONE: lambda: [publisher.publish("bench.publish", DATA,
-                exchange=names.exchange) for _ in range(many_ops)]},
-        )  # fmt: skip
+        variants = {MANY: svclink_many, ONE_BY_ONE: svclink_one_by_one}
+        results += compare("events publish_many sync", ops, rounds, variants)
         _purge(names)
     finally:
         publisher.close()
@@ -204,7 +200,7 @@ def publish_aio(settings: svclink.Settings, names: Names, ops: int, rounds: int)
 
     def batches(one: Callable[[], Awaitable[None]], concurrency: int) -> Callable[[], None]:
         async def go() -> None:
-            for _ in range(ops // concurrency):
+            for _ in range(ops // concurrency):  # ops is a multiple of 50
                 if concurrency == 1:
                     await one()
                 else:
@@ -221,14 +217,14 @@ def publish_aio(settings: svclink.Settings, names: Names, ops: int, rounds: int)
         for concurrency in (1, 50):
             results += compare(
                 f"events publish aio c={concurrency}",
-                ops // concurrency * concurrency,
+                ops,
                 rounds,
                 {"svclink": batches(svclink_one, concurrency), RAW_AIO: batches(raw_one, concurrency)},
             )
             _purge(names)
         results += compare(
             "events publish_many aio",
-            ops // BATCH * BATCH,
+            ops,
             rounds,
             {MANY: lambda: runner.run(svclink_many()), ONE_BY_ONE: batches(svclink_one, 1)},
         )
@@ -275,7 +271,11 @@ def compare_drains(
 
 def _consumer(module: Any, settings: svclink.Settings, names: Names) -> Any:
     return module.EventConsumer(
-        names.queue, exchange=names.consume_exchange, bindings=["bench.#"], prefetch=PREFETCH, settings=settings
+        names.queue,
+        exchange=names.consume_exchange,
+        bindings=["bench.#"],
+        prefetch=PREFETCH,
+        settings=settings,
     )
 
 

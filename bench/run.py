@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             except ImportError as exc:
                 print(f"events benchmarks not available: {exc}")
             else:
-                r, t = bench_events.run(ops, rounds)
+                r, t = bench_events.run(ops, rounds, consume=2_000 if args.quick else 10_000)
                 results, targets = results + r, targets + t
         if "memory" in sections:
             n = 10_000 if args.quick else 100_000

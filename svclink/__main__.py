@@ -108,6 +108,7 @@ def _call(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from ._check import check
+    from ._events_cli import broker_status
 
     settings = get_settings()
     print(f"settings: ok (service {settings.service_name or '(unnamed)'}, "
@@ -117,7 +118,9 @@ def _check(args: argparse.Namespace) -> int:
         print(f"problem: {problem}")
     if not problems:
         print(f"required services: ok ({', '.join(settings.required_service_connections) or 'none'})")
-    return 1 if problems else 0
+    reachable, broker = broker_status(settings)
+    print(broker if reachable else f"problem: {broker}")
+    return 1 if problems or not reachable else 0
 
 
 def _print_error(exc: BaseException) -> None:

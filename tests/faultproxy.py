@@ -93,6 +93,9 @@ class FaultProxy:
             _reset(client)
             return
         upstream.settimeout(None)
+        for sock in (client, upstream):  # forward each chunk at once, as the wire would (no Nagle stalls)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._track(client, upstream)
         threading.Thread(target=self._pump, args=(client, upstream, "pass"), daemon=True).start()
         self._pump(upstream, client, mode)

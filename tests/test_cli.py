@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
 
+import pika
+import pytest
+
+from .events_support import eventually
 from .server import Reply, TestServer, closed_port
 
 
@@ -31,6 +41,16 @@ def test_demo_runs_and_tells_what_it_did() -> None:
     assert "[sync] GET /api/v1/users/1" in out and "'name': 'ada'" in out
     assert "raised NotFound(status=404" in out
     assert "[aio ] 20 concurrent GETs" in out and "20 answers" in out
+    assert "Events through memory://" in out
+    assert "[sync] publish user.updated" in out and "[aio ] publish user.created" in out
+    lines = out.splitlines()
+    for side in ("sync", "aio "):  # both consumers got the event, with the publisher's request id
+        assert any(f"[{side}] handled user.updated" in ln and "demo-request-2" in ln for ln in lines)
+    assert any("handled user.created on attempt 2" in ln and "demo-request-3" in ln for ln in lines)
+    assert "handler failed on attempt 1" in out
+    assert (
+        "dead-lettered" in out and ".notifications.dead (max-attempts: RuntimeError: no such mailbox)" in out
+    )
     assert "Traceback" not in out + result.stderr
 
 
@@ -80,3 +100,148 @@ def test_check_reports_unreachable_required_service_and_bad_settings(server: Tes
     assert "'billing'" in result.stdout and "not reachable" in result.stdout and "'user'" not in result.stdout
     result = svclink_cli("check", env={"SVCLINK_RESPONSE_TIMEOUT": "soon"})
     assert result.returncode == 1 and "response_timeout" in result.stderr
+
+
+# -- events: publish, listen, and the broker line of check ----------------------------------
+
+RABBITMQ = {"SVCLINK_AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/", "SVCLINK_SERVICE_NAME": "cli-test"}
+
+
+class Lines:
+    """The lines a running process writes to one of its pipes, readable with a timeout."""
+
+    def __init__(self, pipe: Any) -> None:
+        self._lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=lambda: [self._lines.put(line) for line in pipe], daemon=True).start()
+
+    def next(self, timeout: float = 8.0) -> str:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no line within {timeout}s; so far: {self.seen}") from None
+        self.seen.append(line)
+        return line
+
+    def until(self, text: str, timeout: float = 8.0) -> str:
+        while True:
+            line = self.next(timeout)
+            if text in line:
+                return line
+
+
+@pytest.fixture
+def exchange() -> Iterator[str]:
+    """A fresh exchange name, deleted (with anything the test left) afterwards."""
+    name = f"test.cli.{uuid.uuid4().hex[:10]}"
+    yield name
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ["SVCLINK_AMQP_URL"]))
+    connection.channel().exchange_delete(name)
+    connection.close()
+
+
+def start_listen(*args: str) -> tuple[subprocess.Popen[str], Lines, Lines]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SVCLINK_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "svclink", "listen", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**clean, **RABBITMQ},
+    )
+    return proc, Lines(proc.stdout), Lines(proc.stderr)
+
+
+def queue_state(name: str) -> str:
+    """``absent``, ``locked`` (exclusive to another connection) or ``present``, as the broker says."""
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ["SVCLINK_AMQP_URL"]))
+    try:
+        connection.channel().queue_declare(name, passive=True)
+        return "present"
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        return {404: "absent", 405: "locked"}[exc.reply_code]
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_publish_then_listen_round_trip_on_rabbitmq(exchange: str, signum: int) -> None:
+    proc, out, err = start_listen("cli.*", "other.#", "--exchange", exchange)
+    try:
+        queue_name = err.next().split("(queue ", 1)[1].split(",", 1)[0]
+        err.until(": consuming")  # the queue is bound: events published from now on reach it
+        published = svclink_cli("publish", "cli.hello", '{"n": 1, "name": "ada"}', "--exchange", exchange,
+                                env=RABBITMQ)  # fmt: skip
+        assert published.returncode == 0, published.stderr
+        event_id = published.stdout.strip()
+        line = json.loads(out.next())
+        assert line["event_id"] == event_id and line["event_type"] == "cli.hello"
+        assert line["source"] == "cli-test" and line["data"] == {"n": 1, "name": "ada"}
+        assert line["request_id"] and line["request_id"] in published.stderr
+        assert line["occurred_at"].endswith("Z")
+        proc.send_signal(signum)
+        assert proc.wait(8) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in "".join(err.seen) + proc.stderr.read()  # type: ignore[union-attr]
+    for name in (queue_name, queue_name + ".dead"):
+        eventually(lambda name=name: queue_state(name) == "absent", 5, f"{name} deleted")
+    gone = svclink_cli("publish", "cli.hello", "{}", "--exchange", exchange, env=RABBITMQ)
+    assert gone.returncode == 1 and "unroutable" in gone.stderr
+
+
+def test_listen_leaves_nothing_behind_even_when_killed(exchange: str) -> None:
+    proc, _, err = start_listen("cli.*", "--exchange", exchange)
+    queue_name = err.next().split("(queue ", 1)[1].split(",", 1)[0]
+    err.until(": consuming")
+    assert queue_state(queue_name) == "locked"  # it exists, and no other connection may use it
+    proc.kill()
+    proc.wait(8)
+    eventually(
+        lambda: queue_state(queue_name) == "absent", 5, "the broker to drop the killed listener's queue"
+    )
+    result = svclink_cli("publish", "cli.hello", "{}", "--exchange", exchange, env=RABBITMQ)
+    assert result.returncode == 1 and "unroutable" in result.stderr  # the exclusive queue went with it
+
+
+def test_events_commands_refuse_the_in_process_broker() -> None:
+    for args in (["publish", "user.updated", "{}"], ["listen", "user.*"]):
+        result = svclink_cli(*args, env={"SVCLINK_AMQP_URL": "memory://"})
+        assert result.returncode == 1, args
+        assert "memory://" in result.stderr and "SVCLINK_AMQP_URL" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_events_commands_reject_bad_arguments_without_tracebacks() -> None:
+    for args in (["publish", "user.updated", "{not json"], ["publish", "user.updated"], ["listen"]):
+        result = svclink_cli(*args, env=RABBITMQ)
+        assert result.returncode == 2, args
+        assert "usage: svclink" in result.stderr and "Traceback" not in result.stderr
+    for args, says in (
+        (["publish", "user..updated", "{}"], "event type"),
+        (["publish", "user.*", "{}"], "event type"),
+        (["publish", "user.updated", "{}", "--exchange", "amq.bad"], "exchange"),
+        (["listen", "user." + "x" * 300], "binding pattern"),
+    ):
+        result = svclink_cli(*args, env=RABBITMQ)
+        assert result.returncode == 1, args
+        assert result.stderr.startswith("svclink: error:") and says in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_check_reports_whether_the_broker_answers() -> None:
+    result = svclink_cli("check", env=RABBITMQ)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "broker: ok (amqp://127.0.0.1:5672/)" in result.stdout
+    result = svclink_cli("check", env={"SVCLINK_AMQP_URL": "memory://"})
+    assert result.returncode == 0 and "broker: memory://" in result.stdout and "in-process" in result.stdout
+    port = closed_port()
+    result = svclink_cli("check", env={"SVCLINK_AMQP_URL": f"amqp://guest:secret@127.0.0.1:{port}/"})
+    assert result.returncode == 1
+    assert f"problem: broker is not reachable: amqp://127.0.0.1:{port}/" in result.stdout
+    assert "refused" in result.stdout and "secret" not in result.stdout + result.stderr
+    result = svclink_cli("check", env={"SVCLINK_AMQP_URL": "amqp://guest:wrong@127.0.0.1:5672/"})
+    assert result.returncode == 1 and "ACCESS_REFUSED" in result.stdout

@@ -375,6 +375,12 @@ def test_topology_declares_delay_queues_that_dead_letter_back() -> None:
     assert topo.dead_queue.name == "notif.dead"
 
 
+def test_an_exclusive_topology_makes_every_queue_exclusive() -> None:
+    topo = topology(attrs_evolve(CONFIG, exclusive=True))
+    assert all(q.exclusive for q in (topo.queue, *topo.retry_queues, topo.dead_queue))
+    assert not topology(CONFIG).queue.exclusive
+
+
 def attrs_evolve(config: ConsumerConfig, **changes: Any) -> ConsumerConfig:
     import attrs
 
@@ -393,6 +399,7 @@ def attrs_evolve(config: ConsumerConfig, **changes: Any) -> ConsumerConfig:
         {"retry_delays": [-1]},
         {"prefetch": 0},
         {"queue_type": "stream"},
+        {"queue_type": "quorum", "exclusive": True},
     ],
 )
 def test_bad_consumer_configs_are_refused(kwargs: dict[str, Any]) -> None:

@@ -272,3 +272,26 @@ def test_publishing_to_an_exchange_of_another_type_is_a_clear_error(env: EventEn
         env.publish("user.updated", {}, exchange=name)
     env.sink(["user.*"])
     env.publish("user.updated", {})  # the publisher recovers for the next publish
+
+
+def test_an_exclusive_consumer_has_its_queues_only_while_it_runs(env: EventEnv) -> None:
+    rec = Recorder(fail_first=1)
+    queue = env.queue("exclusive")
+    consumer = env.consumer(queue, {"user.updated": rec}, exclusive=True, max_attempts=2, retry_delays=[0.05])
+    running = env.start(consumer)
+
+    def routed() -> bool:
+        try:
+            env.publish("user.updated", {"n": 1})
+        except svclink.UnroutableError:
+            return False  # the queue is not bound yet
+        return True
+
+    eventually(routed, what="the exclusive queue bound")
+    first, retried = rec.wait(2)  # failed once, came back through its own delay queue
+    assert retried.event_id == first.event_id and retried.attempt == 2
+    running.stop()
+    for name in (queue, queue + ".retry.50", queue + ".dead"):
+        eventually(lambda name=name: not env.broker.exists(name), what=f"{name} deleted")
+    with pytest.raises(svclink.UnroutableError):
+        env.publish("user.updated", {"n": 2})

@@ -102,7 +102,7 @@ class MemorySession:
         try:
             b.declare_exchange(c, topo.exchange, "topic")
             for spec in (topo.queue, *topo.retry_queues, topo.dead_queue):
-                b.declare_queue(c, spec.name, spec.arguments)
+                b.declare_queue(c, spec.name, spec.arguments, exclusive=spec.exclusive)
             for pattern in topo.bindings:
                 b.bind(c, topo.queue.name, topo.exchange, pattern)
             c.add_close_callback(closed)
@@ -116,6 +116,8 @@ class MemorySession:
         except memory.ConnectionClosed as exc:
             raise Lost(str(exc)) from None
         except memory.MemoryBrokerError as exc:
+            if exc.code == 405:  # RESOURCE_LOCKED: another connection's exclusive queue, as on RabbitMQ
+                raise Lost(str(exc)) from None
             raise EventError(f"cannot declare the consumer's queues: {exc}") from None
 
     async def finish(self, token: Any, delivery: Delivery, decision: Decision) -> None:

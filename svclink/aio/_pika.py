@@ -19,7 +19,7 @@ import aio_pika.exceptions
 import aiormq.exceptions
 from yarl import URL
 
-from ..core.consuming import Ack, Decision, Topology, republish
+from ..core.consuming import Ack, Decision, QueueSpec, Topology, republish
 from ..core.errors import EventError
 from ..core.events import ACKED, LOST, NACKED, RETURNED, TIMED_OUT, Delivery, OutgoingMessage, Properties
 from ..core.settings import Settings
@@ -155,6 +155,14 @@ class PikaLink:
             await self._connection.close()
 
 
+async def _declare_queue(
+    channel: aio_pika.abc.AbstractChannel, spec: QueueSpec
+) -> aio_pika.abc.AbstractQueue:
+    return await channel.declare_queue(
+        spec.name, durable=not spec.exclusive, exclusive=spec.exclusive, arguments=dict(spec.arguments)
+    )
+
+
 class PikaSession:
     """One consumer connection: declares the topology and consumes; aio-pika runs each message as a task."""
 
@@ -185,10 +193,8 @@ class PikaSession:
                 topo.exchange, aio_pika.ExchangeType.TOPIC, durable=True
             )
             for spec in (*topo.retry_queues, topo.dead_queue):
-                await channel.declare_queue(spec.name, durable=True, arguments=dict(spec.arguments))
-            queue = self._queue = await channel.declare_queue(
-                topo.queue.name, durable=True, arguments=dict(topo.queue.arguments)
-            )
+                await _declare_queue(channel, spec)
+            queue = self._queue = await _declare_queue(channel, topo.queue)
             for pattern in topo.bindings:
                 await queue.bind(exchange, routing_key=pattern)
 

@@ -226,6 +226,10 @@ class EventConsumer:
 
     The asyncio twin of :class:`svclink.sync.EventConsumer`: handlers are ``async def``,
     and up to ``prefetch`` of them run at once.
+
+    With ``exclusive=True`` the queues belong to the consumer's connection: not durable,
+    invisible to other connections, deleted by the broker when the connection closes (a
+    listener's own temporary copy of the events; give each process its own queue name).
     """
 
     def __init__(
@@ -238,6 +242,7 @@ class EventConsumer:
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         prefetch: int | None = None,
         queue_type: str | None = None,
+        exclusive: bool = False,
         settings: Settings | None = None,
         connection_name: str | None = None,
     ) -> None:
@@ -251,6 +256,7 @@ class EventConsumer:
             retry_delays=tuple(retry_delays),
             prefetch=self.settings.prefetch_count if prefetch is None else prefetch,
             queue_type=queue_type,
+            exclusive=exclusive,
         )
         self.connection_name = connection_name or default_name(self.settings, f"consumer:{queue}")
         self._table: HandlerTable[Handler] = HandlerTable()

@@ -73,10 +73,12 @@ def _check_exchange(_instance: object, _attribute: attrs.Attribute[str], value: 
 
 @attrs.frozen
 class QueueSpec:
-    """A durable queue to declare, with its ``x-`` arguments."""
+    """A queue to declare, with its ``x-`` arguments: durable, or exclusive to the declaring connection."""
 
     name: str
     arguments: Mapping[str, Any] = attrs.field(factory=dict, converter=_arguments)
+    #: not durable, and deleted by the broker when the connection that declared it closes
+    exclusive: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -90,6 +92,8 @@ class ConsumerConfig:
     max_attempts: int = attrs.field(default=DEFAULT_MAX_ATTEMPTS)
     prefetch: int = attrs.field(default=10)
     queue_type: str | None = attrs.field(default=None)
+    #: the queues belong to the consumer's connection and go away with it (see :class:`QueueSpec`)
+    exclusive: bool = attrs.field(default=False)
 
     @bindings.validator
     def _check_bindings(self, _attribute: object, value: tuple[str, ...]) -> None:
@@ -118,6 +122,11 @@ class ConsumerConfig:
     def _check_queue_type(self, _attribute: object, value: str | None) -> None:
         if value is not None and value not in QUEUE_TYPES:
             raise InvalidEvent(f"queue_type must be one of {', '.join(QUEUE_TYPES)} or None")
+
+    @exclusive.validator
+    def _check_exclusive(self, _attribute: object, value: bool) -> None:
+        if value and self.queue_type == "quorum":
+            raise InvalidEvent("quorum queues cannot be exclusive: use queue_type=None with exclusive=True")
 
     def delay(self, attempt: int) -> float:
         """How long to wait after failed ``attempt`` (1-based); the last delay repeats."""
@@ -154,6 +163,7 @@ def topology(config: ConsumerConfig) -> Topology:
     """
     base: dict[str, Any] = {"x-queue-type": config.queue_type} if config.queue_type else {}
     used = sorted({delay_ms(config.delay(n)) for n in range(1, config.max_attempts)})
+    exclusive = config.exclusive
     retry = tuple(
         QueueSpec(
             f"{config.queue}.retry.{ms}",
@@ -163,15 +173,16 @@ def topology(config: ConsumerConfig) -> Topology:
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": config.queue,
             },
+            exclusive,
         )
         for ms in used
     )
     return Topology(
         exchange=config.exchange,
-        queue=QueueSpec(config.queue, base),
+        queue=QueueSpec(config.queue, base, exclusive),
         bindings=config.bindings,
         retry_queues=retry,
-        dead_queue=QueueSpec(config.dead_queue, base),
+        dead_queue=QueueSpec(config.dead_queue, base, exclusive),
     )
 
 

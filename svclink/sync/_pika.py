@@ -23,6 +23,7 @@ from typing import Any
 import pika
 import pika.exceptions
 from pika.adapters.select_connection import IOLoop
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from .._version import __version__
 from ..core.consuming import Ack, Decision, Topology, republish
@@ -256,6 +257,13 @@ _PIKA_LOST = (
     pika.exceptions.ChannelWrongStateError,
     pika.exceptions.StreamLostError,
 )
+#: what ``BlockingConnection()`` raises for a broker it cannot reach or that does not answer; pika
+#: hands back some causes unwrapped, e.g. ``AMQPConnectorStackTimeout`` for a handshake that hangs
+_CONNECT_FAILED = (*_PIKA_LOST, AMQPConnectorException, OSError)
+
+
+#: how long the consumer thread waits for a handler before servicing the connection meanwhile
+QUIET = 0.2
 
 
 class PikaSession:
@@ -265,7 +273,7 @@ class PikaSession:
         params = [_parameters(u, settings, name) for u in settings.amqp_url]
         try:
             self._connection = pika.BlockingConnection(params)
-        except _PIKA_LOST as exc:
+        except _CONNECT_FAILED as exc:
             raise Lost(f"cannot connect: {exc!r}") from None
         self._deliveries: deque[Received] = deque()
         self._cancelled = False
@@ -279,6 +287,8 @@ class PikaSession:
             self._channel.basic_consume(topo.queue.name, self._on_message)
         except pika.exceptions.ChannelClosedByBroker as exc:
             self.close()
+            if exc.reply_code == 405:  # RESOURCE_LOCKED: our old connection's exclusive queue, not yet gone
+                raise Lost(f"queue locked: {exc.reply_text}") from None
             raise EventError(f"cannot declare the consumer's queues: {exc.reply_text}") from None
         except _PIKA_LOST as exc:
             self.close()
@@ -288,7 +298,8 @@ class PikaSession:
         ch = self._channel
         ch.exchange_declare(topo.exchange, exchange_type="topic", durable=True)
         for spec in (topo.queue, *topo.retry_queues, topo.dead_queue):
-            ch.queue_declare(spec.name, durable=True, arguments=dict(spec.arguments))
+            durable, exclusive = not spec.exclusive, spec.exclusive
+            ch.queue_declare(spec.name, durable=durable, exclusive=exclusive, arguments=dict(spec.arguments))
         for pattern in topo.bindings:
             ch.queue_bind(topo.queue.name, topo.exchange, routing_key=pattern)
 
@@ -319,8 +330,18 @@ class PikaSession:
         return self._deliveries.popleft() if self._deliveries else None
 
     def run(self, fn: Callable[[], BaseException | None]) -> BaseException | None:
-        """Run ``fn`` on the worker thread while this thread keeps the connection serviced."""
+        """Run ``fn`` on the worker thread while this thread keeps the connection serviced.
+
+        A handler that returns within ``QUIET`` seconds (most do) is simply waited for: the
+        connection can go that long unserviced (heartbeats are tens of seconds apart), and
+        servicing it meanwhile costs a wake-up through the connection per message.
+        """
         future: Future[BaseException | None] = self._worker.submit(fn)
+        try:
+            return future.result(QUIET)
+        except TimeoutError:
+            if future.done():  # fn itself raised it
+                raise
         future.add_done_callback(lambda _f: self.wake())
         try:
             while not future.done():

@@ -9,7 +9,8 @@ to each other.
 What it models, because svclink relies on it: durable topic/direct/fanout exchanges and
 the default exchange; topic matching exactly as RabbitMQ (:mod:`svclink.core.topics`);
 ``mandatory`` returns; publisher confirms (acks, and nacks from a full
-``x-overflow=reject-publish`` queue); consumers with prefetch, ack, nack and requeue;
+``x-overflow=reject-publish`` queue); exclusive queues (deleted with the connection that
+declared them, locked to other connections); consumers with prefetch, ack, nack and requeue;
 per-queue ``x-message-ttl`` with ``x-dead-letter-exchange`` / ``x-dead-letter-routing-key``,
 honoured by a timer thread (scaled by ``time_scale``); unacked messages requeued
 (``redelivered``) when a connection closes. For fault tests it can close connections
@@ -164,6 +165,14 @@ class _Queue:
     ready: deque[_Entry] = attrs.field(factory=deque)
     consumers: list[_Consumer] = attrs.field(factory=list)
     turn: int = 0
+    #: the connection an exclusive queue belongs to (None: not exclusive)
+    owner: MemoryConnection | None = None
+
+    def check_access(self, connection: MemoryConnection) -> None:
+        if self.owner is not None and self.owner is not connection:
+            raise MemoryBrokerError(
+                405, f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue {self.name!r}"
+            )
 
     @property
     def ttl(self) -> float | None:
@@ -257,6 +266,8 @@ class MemoryBroker:
             for queue in self._queues.values():
                 for consumer in [c for c in queue.consumers if c.connection is connection]:
                     self._drop_consumer(consumer)
+            for name in [q.name for q in self._queues.values() if q.owner is connection]:
+                self.delete_queue(name)
             for held in [h for h in self._held if h[0] is connection]:
                 self._held.remove(held)
                 held[2]._resolve("closed")
@@ -278,15 +289,23 @@ class MemoryBroker:
                 raise MemoryBrokerError(406, f"PRECONDITION_FAILED - exchange {name!r} is {existing.type}")
 
     def declare_queue(
-        self, connection: MemoryConnection, name: str, arguments: Mapping[str, Any] | None = None
+        self,
+        connection: MemoryConnection,
+        name: str,
+        arguments: Mapping[str, Any] | None = None,
+        *,
+        exclusive: bool = False,
     ) -> None:
+        """Declare queue ``name``; an ``exclusive`` one is deleted when ``connection`` closes."""
         args = MappingProxyType(dict(arguments or {}))
         with self._lock:
             connection.check()
             existing = self._queues.get(name)
             if existing is None:
-                self._queues[name] = _Queue(name, args)
-            elif dict(existing.arguments) != dict(args):
+                self._queues[name] = _Queue(name, args, owner=connection if exclusive else None)
+                return
+            existing.check_access(connection)
+            if dict(existing.arguments) != dict(args):
                 raise MemoryBrokerError(406, f"PRECONDITION_FAILED - queue {name!r} has other arguments")
 
     def bind(self, connection: MemoryConnection, queue: str, exchange: str, routing_key: str) -> None:
@@ -447,6 +466,7 @@ class MemoryBroker:
         with self._lock:
             connection.check()
             target = self._queue(queue)
+            target.check_access(connection)
             tag = f"memory-ctag-{next(self._consumer_tags)}"
             consumer = _Consumer(tag, target, connection, prefetch, callback, on_cancel)
             target.consumers.append(consumer)
