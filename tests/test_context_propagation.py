@@ -139,6 +139,7 @@ def test_without_opentelemetry_the_trace_passes_through_unchanged(
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
     from svclink.core import trace
 
+    monkeypatch.setattr(trace, "_modules", trace._NOT_LOOKED_UP)  # look again, under the block
     assert not trace.available()
     use_server(server)
     server.route("GET", "/me", Reply(200, {}))

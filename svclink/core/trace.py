@@ -39,13 +39,25 @@ def valid_tracestate(value: str | None) -> str | None:
     return value.strip() or None
 
 
+_NOT_LOOKED_UP: Any = object()
+_modules: tuple[ModuleType, ModuleType, ModuleType] | None = _NOT_LOOKED_UP
+
+
 def _otel() -> tuple[ModuleType, ModuleType, ModuleType] | None:
-    """The OpenTelemetry API modules, or None when it is not installed (looked up each time)."""
-    try:
-        from opentelemetry import context, propagate, trace
-    except ImportError:
-        return None
-    return context, propagate, trace
+    """The OpenTelemetry API modules, or None when it is not installed.
+
+    Looked up once: a failed import is not cached by Python, and repeating it on every
+    call (a search of sys.path) would cost more than the rest of the call's own work.
+    """
+    global _modules
+    if _modules is _NOT_LOOKED_UP:
+        try:
+            from opentelemetry import context, propagate, trace
+        except ImportError:
+            _modules = None
+        else:
+            _modules = (context, propagate, trace)
+    return _modules
 
 
 def available() -> bool:
@@ -56,8 +68,8 @@ def available() -> bool:
 def inject() -> dict[str, str]:
     """The trace headers OpenTelemetry's propagator writes for the current context ({} without it)."""
     otel = _otel()
-    if otel is None:
-        return {}
+    if otel is None or not otel[2].get_current_span().get_span_context().is_valid:
+        return {}  # no span: nothing to propagate beyond the bound traceparent
     carrier: dict[str, str] = {}
     otel[1].inject(carrier)
     return {k: v for k, v in carrier.items() if isinstance(k, str) and isinstance(v, str)}
