@@ -8,6 +8,7 @@ encoded segment, so ``"../admin"`` or ``"a/b"`` as a parameter stays inside its 
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Mapping
@@ -61,24 +62,35 @@ def _encodable(what: str, text: str) -> str:
     return text
 
 
-def fill_path(endpoint: str, path_params: Mapping[str, Any] | None) -> str:
-    """The endpoint with each ``{name}`` replaced by its parameter as one encoded segment."""
+@functools.lru_cache(maxsize=2048)
+def _template(endpoint: str) -> tuple[str, ...]:
+    """A checked endpoint template's field names; checked once per distinct template."""
     _check_endpoint(endpoint)
-    if path_params is not None and not isinstance(path_params, Mapping):
-        raise InvalidRequest(f"path_params must be a mapping, got {type(path_params).__name__}")
-    params = dict(path_params or {})
-    fields = _FIELD_RE.findall(endpoint)
+    fields = tuple(_FIELD_RE.findall(endpoint))
     for field in fields:
         if not field.isidentifier():
             raise InvalidRequest("path template fields must be identifiers like {id}")
+    if "{" in _FIELD_RE.sub("", endpoint) or "}" in _FIELD_RE.sub("", endpoint):
+        raise InvalidRequest("endpoint has an unbalanced '{' or '}'")
+    return fields
+
+
+def fill_path(endpoint: str, path_params: Mapping[str, Any] | None) -> str:
+    """The endpoint with each ``{name}`` replaced by its parameter as one encoded segment."""
+    if not isinstance(endpoint, str):
+        raise InvalidRequest(f"endpoint must be a str, got {type(endpoint).__name__}")
+    fields = _template(endpoint)
+    if path_params is not None and not isinstance(path_params, Mapping):
+        raise InvalidRequest(f"path_params must be a mapping, got {type(path_params).__name__}")
+    if not fields and not path_params:
+        return endpoint
+    params = dict(path_params or {})
     missing = sorted(set(fields) - set(params))
     if missing:
         raise InvalidRequest(f"path_params is missing {', '.join(missing)}")
     extra = sorted(set(params) - set(fields))
     if extra:
         raise InvalidRequest(f"path_params has {', '.join(extra)} which the endpoint does not use")
-    if "{" in _FIELD_RE.sub("", endpoint) or "}" in _FIELD_RE.sub("", endpoint):
-        raise InvalidRequest("endpoint has an unbalanced '{' or '}'")
     return _FIELD_RE.sub(lambda m: _segment(m.group(1), params[m.group(1)]), endpoint)
 
 
