@@ -390,6 +390,24 @@ def test_publish_refuses_bad_exchanges_ids_and_headers(env: EventEnv) -> None:
     _nothing_published(env, sink)
 
 
+def test_publish_refuses_a_bad_timeout(env: EventEnv) -> None:
+    """A positive, finite number of seconds or None; the same refusal on both sides, before any I/O."""
+    sink = env.sink(["#"])
+    for timeout in ("5", -1, 0, 0.0, math.nan, math.inf, -math.inf, True, [5]):
+        assert "timeout" in _publish_refused(env, "user.updated", timeout=timeout), timeout
+        with pytest.raises(svclink.InvalidEvent, match="timeout"):
+            env.pub.publish_many([("user.updated", {"ok": 1})], exchange=env.exchange, timeout=timeout)
+    _nothing_published(env, sink)
+
+
+def test_publish_many_refuses_what_is_not_a_list_of_pairs(env: EventEnv) -> None:
+    sink = env.sink(["#"])
+    for events in ("user.updated", 5, {"user.updated": {}}, [("user.updated",)], ["user.updated"]):
+        with pytest.raises(svclink.InvalidEvent, match=r"\(event_type, data\) pairs"):
+            env.pub.publish_many(events, exchange=env.exchange)
+    _nothing_published(env, sink)
+
+
 def test_publish_many_refuses_the_whole_batch_for_one_bad_event(env: EventEnv) -> None:
     sink = env.sink(["#"])
     with pytest.raises(svclink.InvalidEvent):
@@ -458,23 +476,22 @@ def test_a_bad_consumer_is_refused_before_any_io(
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "says"),
     [
-        pytest.param({"bindings": "user.*"}, id="bindings-one-string"),
-        pytest.param({"bindings": 5}, id="bindings-int"),
-        pytest.param({"retry_delays": 5}, id="delays-int"),
+        pytest.param({"bindings": "user.*"}, "bindings", id="bindings-one-string"),
+        pytest.param({"bindings": b"user.*"}, "bindings", id="bindings-bytes"),
+        pytest.param({"bindings": 5}, "bindings", id="bindings-int"),
+        pytest.param({"bindings": None, "retry_delays": 5}, "retry_delays", id="delays-int"),
+        pytest.param({"retry_delays": "1"}, "retry_delays", id="delays-one-string"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="svclink/{sync,aio}/events.py turn bindings/retry_delays into tuples before checking: a string "
-    "binds each of its characters, a number raises TypeError (reported to the events owner)",
-)
 def test_a_consumer_given_a_scalar_for_a_list_is_refused(
-    side: Side, memory: svclink.Settings, kwargs: dict[str, Any]
+    side: Side, memory: svclink.Settings, kwargs: dict[str, Any], says: str
 ) -> None:
-    with pytest.raises(svclink.InvalidEvent):
+    with pytest.raises(svclink.InvalidEvent) as info:
         _module(side).EventConsumer("bad.input.q", **kwargs)
+    assert says in refused(info.value)
+    assert not svclink.testing.get_broker().queue_exists("bad.input.q")
 
 
 def test_on_refuses_bad_patterns_and_duplicates(side: Side, memory: svclink.Settings) -> None:
@@ -497,26 +514,43 @@ async def _async_handler(event: Any) -> None:
     return None
 
 
+async def _async_generator(event: Any) -> Any:
+    yield event
+
+
+class _AsyncCallable:
+    async def __call__(self, event: Any) -> None:
+        return None
+
+
 def test_a_handler_of_the_other_side_is_refused(side: Side, memory: svclink.Settings) -> None:
+    """A TypeError that says what to do instead: use the other side, or change the handler."""
     consumer = _module(side).EventConsumer("bad.input.q")
-    other = _async_handler if side.name == "sync" else (lambda event: None)
-    with pytest.raises(TypeError, match="async def"):
-        consumer.on("user.updated")(other)
-    with pytest.raises(TypeError):
-        consumer.default(other)
+    other = [_async_handler, _async_generator, _AsyncCallable()] if side.name == "sync" else [lambda e: None]
+    fix = "svclink.aio" if side.name == "sync" else "svclink.sync"
+    for handler in other:
+        with pytest.raises(TypeError, match="async def") as info:
+            consumer.on("user.updated")(handler)
+        assert fix in str(info.value)
+        with pytest.raises(TypeError, match="async def"):
+            consumer.default(handler)
+    consumer.on("user.updated")(_handler(side))  # nothing refused was registered
+    consumer.default(_handler(side))
     if side.name == "aio":
-        with pytest.raises(TypeError):
-            consumer.on("user.updated")(5)
+        consumer.on("user.created")(_AsyncCallable())  # an object with an async __call__ is awaited
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="svclink/sync/events.py registers a non-callable handler (reported to the events owner)",
-)
-def test_a_sync_consumer_refuses_a_handler_that_is_not_callable(memory: svclink.Settings) -> None:
-    consumer = svclink.sync.EventConsumer("bad.input.q")
-    with pytest.raises(TypeError):
-        consumer.on("user.updated")(5)  # type: ignore[type-var]
+@pytest.mark.parametrize("handler", [5, None, "handle", object()], ids=["int", "none", "str", "object"])
+def test_a_handler_that_is_not_callable_is_refused(
+    side: Side, memory: svclink.Settings, handler: Any
+) -> None:
+    consumer = _module(side).EventConsumer("bad.input.q")
+    with pytest.raises(TypeError, match="must be a function"):
+        consumer.on("user.updated")(handler)
+    with pytest.raises(TypeError, match="must be a function"):
+        consumer.default(handler)
+    consumer.on("user.updated")(_handler(side))  # nothing refused was registered
+    consumer.default(_handler(side))
 
 
 def test_run_without_handlers_fails_before_connecting(side: Side, memory: svclink.Settings) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 import svclink
 from svclink.core import consuming, topics
+from svclink.core.broker import Lost
 from svclink.core.consuming import (
     Ack,
     ConsumerConfig,
@@ -27,6 +29,7 @@ from svclink.core.consuming import (
 )
 from svclink.core.context import bind
 from svclink.core.events import (
+    ACKED,
     LOST,
     NACKED,
     RETURNED,
@@ -37,6 +40,7 @@ from svclink.core.events import (
     prepare,
     publish_error,
 )
+from svclink.core.publishing import Sending, publish_deadline
 from svclink.core.settings import Settings
 
 WHEN = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
@@ -415,7 +419,7 @@ def test_reconnect_backoff_grows_and_is_capped() -> None:
 
 
 def test_lost_messages_are_resent_once_then_reported() -> None:
-    from svclink.core.events import ACKED, resolve
+    from svclink.core.events import resolve
 
     first = resolve([ACKED, LOST, RETURNED, LOST], attempt=1, late=False)
     assert first.drop and first.retry == (1, 3)
@@ -425,3 +429,79 @@ def test_lost_messages_are_resent_once_then_reported() -> None:
     late = resolve([LOST, TIMED_OUT], attempt=1, late=True)
     assert late.retry == () and late.final == ((0, TIMED_OUT), (1, TIMED_OUT))
     assert not resolve([ACKED, NACKED], attempt=1, late=False).drop
+
+
+def test_reconnect_backoff_starts_over_once_consuming_again() -> None:
+    backoff = consuming.Backoff()
+    assert [backoff.failed() for _ in range(3)] == [0.1, 0.2, 0.4]
+    backoff.connected()
+    assert backoff.failed() == 0.1  # a loss after a good session is retried quickly again
+    assert max(backoff.failed() for _ in range(20)) == 5.0
+
+
+# -- publishing without a broker: the Sending state machine the drivers feed ---------------
+
+
+def _sending(n: int = 1, timeout: float = 5.0) -> Sending:
+    settings = Settings(service_name="api")
+    prepared = [
+        prepare(settings, "user.updated", {"n": i}, exchange="ex", event_id=None, occurred_at=WHEN, wall=0.0)
+        for i in range(n)
+    ]
+    return Sending(prepared, deadline=timeout)
+
+
+def test_a_confirmed_publish_returns_its_event() -> None:
+    sending = _sending()
+    batch = sending.batch()
+    assert batch is not None and len(batch) == 1
+    assert not sending.sent([ACKED], now=0.0)
+    assert sending.batch() is None
+    assert sending.event().data == {"n": 0}
+
+
+def test_a_connection_found_dead_is_replaced_once_then_the_broker_is_unavailable() -> None:
+    sending = _sending()
+    sending.failed(Lost("closed while idle"))
+    assert sending.batch() is not None  # the same message, on a new connection
+    with pytest.raises(svclink.BrokerUnavailable, match="closed while idle"):
+        sending.failed(Lost("closed while idle"))
+    with pytest.raises(svclink.BrokerUnavailable, match="no connection"):
+        _sending().failed(svclink.BrokerUnavailable("no connection"))
+
+
+def test_messages_lost_after_sending_go_again_once_and_failures_are_collected() -> None:
+    sending = _sending(3)
+    assert sending.sent([ACKED, LOST, RETURNED], now=0.0)  # drop the connection
+    batch = sending.batch()
+    assert batch is not None and [json.loads(m.body)["data"] for m in batch] == [{"n": 1}]
+    sending.failed(Lost("gone again"))  # sent once already: given up, not "unavailable"
+    assert sending.batch() is None
+    with pytest.raises(svclink.PublishError) as info:
+        sending.events()
+    assert type(info.value) is svclink.PublishError  # the first failure in order: the lost one
+    assert [e.data for e in info.value.published] == [{"n": 0}]
+    assert [(e.data, type(err)) for e, err in info.value.failed] == [
+        ({"n": 1}, svclink.PublishError),
+        ({"n": 2}, svclink.UnroutableError),
+    ]
+    assert "not sent again" in str(info.value.failed[0][1])
+
+
+def test_a_message_lost_at_the_deadline_is_a_timeout() -> None:
+    sending = _sending(timeout=1.0)
+    assert sending.sent([LOST], now=1.0)
+    assert sending.batch() is None
+    with pytest.raises(svclink.PublishTimeout):
+        sending.event()
+
+
+@pytest.mark.parametrize("timeout", ["5", -1, 0, math.nan, math.inf, True, None])
+def test_the_publish_deadline_needs_a_positive_finite_timeout(timeout: Any) -> None:
+    settings = Settings(publish_timeout=7)
+    if timeout is None:
+        assert publish_deadline(settings, None, now=100.0) == 107.0
+        return
+    with pytest.raises(svclink.InvalidEvent, match="timeout"):
+        publish_deadline(settings, timeout, now=100.0)
+    assert publish_deadline(settings, 0.25, now=100.0) == 100.25

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
+import logging
 import os
+import sys
 import time
+import warnings
+from typing import Any
 
 import pytest
 
 import svclink
+import svclink.aio
 import svclink.sync
 import svclink.testing
 
@@ -19,6 +26,7 @@ env = env_fixture()
 rabbit_env = env_fixture([("sync", "rabbitmq"), ("aio", "rabbitmq")])
 memory_env = env_fixture([("sync", "memory"), ("aio", "memory")])
 sync_env = env_fixture([("sync", "rabbitmq"), ("sync", "memory")])
+aio_env = env_fixture([("aio", "rabbitmq"), ("aio", "memory")])
 
 
 def test_connections_closed_between_two_publishes_both_land_once(env: EventEnv) -> None:
@@ -248,3 +256,69 @@ def test_an_idle_publisher_outlives_missed_heartbeats(rabbit_env: EventEnv) -> N
     time.sleep(4)  # > 2 heartbeat intervals without a frame from us
     publisher.publish("user.updated", {"n": 2}, exchange=env.exchange)
     assert env.broker.count(sink) == 2
+
+
+@pytest.mark.parametrize("batch", [1, 3], ids=["publish", "publish_many"])
+def test_a_black_holed_broker_fails_the_publish_at_its_timeout(rabbit_env: EventEnv, batch: int) -> None:
+    """The node accepts the TCP connection and never answers: the publish's timeout bounds the connect."""
+    env = rabbit_env
+    proxy = FaultProxy(5672)
+    proxy.mode = "blackhole"
+    try:
+        env.configure(amqp_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/", connect_timeout=5)
+        sink = env.sink(["user.*"])  # declared directly, not through the proxy
+        publisher = env.publisher()
+        started = time.monotonic()
+        with pytest.raises((svclink.BrokerUnavailable, svclink.PublishTimeout)):
+            if batch == 1:
+                publisher.publish("user.updated", {"n": 0}, exchange=env.exchange, timeout=0.5)
+            else:
+                events = [("user.updated", {"n": n}) for n in range(batch)]
+                publisher.publish_many(events, exchange=env.exchange, timeout=0.5)
+        assert time.monotonic() - started < 3.0  # at its timeout, not after connect_timeout (5 s)
+        proxy.mode = "pass"  # the node answers again: the next publish connects afresh
+        publisher.publish("user.updated", {"n": "after"}, exchange=env.exchange)
+        assert env.broker.count(sink) == 1
+    finally:
+        proxy.close()
+
+
+def test_repeated_asyncio_runs_close_the_publishers_connection_each_time(
+    aio_env: EventEnv, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One aio publisher used from three ``asyncio.run()`` in a row (a Celery task, a script)."""
+    env = aio_env
+    sink = env.sink(["user.*"])
+    name = f"{env.connection_name}-runs"
+    publisher = svclink.aio.Publisher(env.settings, connection_name=name)
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    caplog.set_level(logging.WARNING, logger="asyncio")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for n in range(3):
+            asyncio.run(publisher.publish("user.updated", {"n": n}, exchange=env.exchange))
+        del publisher
+        gc.collect()  # what the runs left behind is finalised now, not at exit
+    eventually(lambda: env.broker.count(sink) == 3, what="3 events in the sink")
+    assert env.broker.close_connections(name) == 0  # each run closed its connection as it ended
+    assert [str(w.message) for w in caught] == []
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+    assert [f"{u.exc_type.__name__}: {u.exc_value}" for u in unraisable] == []
+
+
+def test_the_reconnect_backoff_starts_over_after_each_reconnect(memory_env: EventEnv) -> None:
+    """Lost eight times, each time after it came back: the 8th loss is retried as fast as the 1st."""
+    env = memory_env
+    queue = env.queue()
+    rec = Recorder()
+    env.consume(queue, {"user.updated": rec})
+    took = 0.0
+    for _ in range(8):
+        started = time.monotonic()
+        assert env.broker.close_connections(env.connection_name) >= 1
+        eventually(lambda: env.broker.consumers(queue) >= 1, what="the consumer back")
+        took = time.monotonic() - started
+    assert took < 2.5  # a backoff that kept growing would wait 5 s before this reconnect
+    env.publish("user.updated", {"n": 1})
+    rec.wait(1)

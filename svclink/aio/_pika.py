@@ -103,6 +103,9 @@ class PikaLink:
         except AMQP_LOST as exc:
             await connection.close()
             raise Lost(repr(exc)) from None
+        except asyncio.CancelledError:  # the publish's deadline passed: leave no open connection behind
+            await asyncio.shield(connection.close())
+            raise
         return cls(connection, channel)
 
     async def _exchange(self, name: str) -> aio_pika.abc.AbstractExchange:

@@ -6,25 +6,11 @@ import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
+from ..core.broker import Lost as Lost  # the one exception every transport raises
 from ..core.consuming import Decision
 from ..core.events import Delivery, OutgoingMessage
-from ..core.settings import Settings
 
 OnDelivery = Callable[[Delivery, Any], Coroutine[Any, Any, None]]
-
-
-class Lost(Exception):
-    """The connection (or channel) is gone; whatever was in flight may be redelivered."""
-
-
-def is_memory(settings: Settings) -> bool:
-    """Whether ``amqp_url`` names the in-process broker."""
-    return settings.amqp_url[0].startswith("memory:")
-
-
-def default_name(settings: Settings, role: str) -> str:
-    """The connection name the broker shows (``rabbitmqctl list_connections``, the management UI)."""
-    return f"svclink:{settings.service_name or 'app'}:{role}"
 
 
 class PublishLink(Protocol):

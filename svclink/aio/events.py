@@ -15,96 +15,93 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
-import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
-import attrs
-
-from ..core.consuming import (
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_RETRY_DELAYS,
-    ConsumerConfig,
-    Decision,
-    Handle,
-    HandlerTable,
-    log_decision,
-    receive,
-    reconnect_delay,
-    settle,
-    topology,
-)
-from ..core.context import bind, log_incoming
-from ..core.errors import BrokerUnavailable, EventError, PublishError
-from ..core.events import (
-    LOST,
-    SEND_ATTEMPTS,
-    Delivery,
-    Event,
-    OutgoingMessage,
-    prepare,
-    publish_error,
-    resolve,
-)
-from ..core.settings import Settings, get_settings
+from ..core.broker import Lost, is_memory
+from ..core.consumer import BaseConsumer
+from ..core.consuming import Backoff, ConsumerConfig, Decision, Handle, topology
+from ..core.context import bind
+from ..core.errors import BrokerUnavailable
+from ..core.events import Delivery, Event
+from ..core.publishing import BasePublisher, PublisherCache, Sending
+from ..core.settings import Settings
+from ._loops import close_with_loop
 from ._memory import MemoryLink, MemorySession
 from ._pika import PikaLink, PikaSession
-from ._transport import Lost, PublishLink, Session, default_name, is_memory
+from ._transport import PublishLink, Session
 
 log = logging.getLogger("svclink.events")
 
 __all__ = ["Event", "EventConsumer", "Publisher", "get_publisher"]
 
 Handler = Callable[[Event], Awaitable[Any]]
-F = TypeVar("F", bound=Handler)
+
+#: a loop's connection, and the parked generator that closes it when the loop shuts down
+_LoopLink = tuple[PublishLink, AsyncGenerator[None, None]]
 
 
-class Publisher:
+class Publisher(BasePublisher):
     """Publishes events with confirms from asyncio code: one connection per event loop.
 
-    A connection belongs to the loop that opened it, so each loop gets its own; that is
-    what lets code publish from repeated ``asyncio.run()`` calls.
+    A connection belongs to the loop that opened it, so each loop gets its own, closed
+    when that loop shuts down (at the end of ``asyncio.run()``); that is what lets code
+    publish from repeated ``asyncio.run()`` calls.
     """
 
     def __init__(self, settings: Settings | None = None, *, connection_name: str | None = None) -> None:
-        self.settings = settings or get_settings()
-        self.connection_name = connection_name or default_name(self.settings, "publisher")
-        self._links: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PublishLink] = (
+        super().__init__(settings, connection_name=connection_name)
+        self._links: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopLink] = (
             weakref.WeakKeyDictionary()
         )
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
 
-    async def _link(self) -> PublishLink:
+    async def _link(self, deadline: float) -> PublishLink:
+        """This loop's connection, opened (by one task of many) before ``deadline`` or never."""
         loop = asyncio.get_running_loop()
-        link = self._links.get(loop)
-        if link is not None:
-            return link
+        entry = self._links.get(loop)
+        if entry is not None:
+            return entry[0]
+        for old in [lp for lp in self._links if lp.is_closed()]:
+            del self._links[old]  # a loop closed without shutting down its async generators
         lock = self._locks.setdefault(loop, asyncio.Lock())
-        async with lock:  # many tasks publishing at once open one connection, not many
-            link = self._links.get(loop)
-            if link is None:
-                if is_memory(self.settings):
-                    link = MemoryLink(self.settings, self.connection_name)
-                else:
-                    try:
-                        link = await PikaLink.open(self.settings, self.connection_name)
-                    except Lost as exc:
-                        raise BrokerUnavailable(f"cannot connect to the broker: {exc}") from None
-                self._links[loop] = link
-            return link
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())), lock:
+                entry = self._links.get(loop)  # many tasks publishing at once open one connection
+                if entry is None:
+                    link = await self._open()
+                    closer = await close_with_loop(lambda: self._closed(loop, link))
+                    entry = self._links[loop] = (link, closer)
+        except TimeoutError:  # the time of a publish bounds its connect, as on the sync side
+            raise BrokerUnavailable("cannot connect to the broker: no connection in time") from None
+        return entry[0]
 
-    async def _drop(self, link: PublishLink) -> None:
-        loop = asyncio.get_running_loop()
-        if self._links.get(loop) is link:
+    async def _open(self) -> PublishLink:
+        if is_memory(self.settings):
+            return MemoryLink(self.settings, self.connection_name)
+        try:
+            return await PikaLink.open(self.settings, self.connection_name)
+        except Lost as exc:
+            raise BrokerUnavailable(f"cannot connect to the broker: {exc}") from None
+
+    async def _closed(self, loop: asyncio.AbstractEventLoop, link: PublishLink) -> None:
+        """Forget ``link`` (if still this loop's) and close it: on drop, close, or loop shutdown."""
+        entry = self._links.get(loop)
+        if entry is not None and entry[0] is link:
             del self._links[loop]
         await link.close()
+
+    async def _drop(self, link: PublishLink) -> None:
+        entry = self._links.get(asyncio.get_running_loop())
+        if entry is not None and entry[0] is link:
+            await entry[1].aclose()
+        else:
+            await link.close()
 
     async def publish(
         self,
@@ -120,20 +117,12 @@ class Publisher:
 
         Raises exactly what :meth:`svclink.sync.Publisher.publish` raises.
         """
-        event, message = prepare(
-            self.settings,
-            event_type,
-            data,
-            exchange=exchange,
-            event_id=event_id,
-            occurred_at=datetime.now(UTC),
-            wall=time.time(),
-            headers=headers,
-        )
-        error = (await self._send([message], timeout))[0]
-        if error is not None:
-            raise error
-        return event
+        sending = self._sending_one(
+            event_type, data, exchange=exchange, event_id=event_id, headers=headers, timeout=timeout,
+            now=time.monotonic(), wall=time.time(),
+        )  # fmt: skip
+        await self._send(sending)
+        return sending.event()
 
     async def publish_many(
         self,
@@ -146,156 +135,72 @@ class Publisher:
 
         As :meth:`svclink.sync.Publisher.publish_many`.
         """
-        now, wall = datetime.now(UTC), time.time()
-        prepared = [
-            prepare(self.settings, t, d, exchange=exchange, event_id=None, occurred_at=now, wall=wall)
-            for t, d in events
-        ]
-        if not prepared:
-            return []
-        errors = await self._send([m for _, m in prepared], timeout)
-        failed = [(e, err) for (e, _), err in zip(prepared, errors, strict=True) if err is not None]
-        if failed:
-            first = failed[0][1]
-            first.published = tuple(e for (e, _), err in zip(prepared, errors, strict=True) if err is None)
-            first.failed = tuple(failed)
-            raise first
-        return [e for e, _ in prepared]
+        sending = self._sending_many(
+            events, exchange=exchange, timeout=timeout, now=time.monotonic(), wall=time.time()
+        )
+        await self._send(sending)
+        return sending.events()
 
-    async def _send(
-        self, messages: Sequence[OutgoingMessage], timeout: float | None
-    ) -> list[PublishError | None]:
-        """Send with one reopen: messages that never reached a live connection go again, once."""
-        deadline = time.monotonic() + (self.settings.publish_timeout if timeout is None else timeout)
-        results: list[PublishError | None] = [None] * len(messages)
-        todo = list(range(len(messages)))
-        sent = False  # whether the messages in ``todo`` went out once and lost their confirms
-        for attempt in range(1, SEND_ATTEMPTS + 1):
+    async def _send(self, sending: Sending) -> None:
+        """Send on this loop's connection, reopening it when :class:`Sending` says so."""
+        while (batch := sending.batch()) is not None:
             link: PublishLink | None = None
             try:
-                link = await self._link()
-                outcomes = await link.publish([messages[i] for i in todo], deadline)
+                link = await self._link(sending.deadline)
+                outcomes = await link.publish(batch, sending.deadline)
             except (Lost, BrokerUnavailable) as exc:
                 if link is not None:
                     await self._drop(link)
-                if sent:  # no way to send them again: they may or may not have landed, not "unavailable"
-                    for i in todo:
-                        results[i] = publish_error(LOST, messages[i], f"not sent again: {exc}")
-                    break
-                if isinstance(exc, BrokerUnavailable):
-                    raise
-                if attempt == SEND_ATTEMPTS:
-                    raise BrokerUnavailable(f"connection to the broker lost: {exc}") from None
+                sending.failed(exc)
                 continue
-            step = resolve(outcomes, attempt=attempt, late=time.monotonic() >= deadline)
-            if step.drop:
+            if sending.sent(outcomes, now=time.monotonic()):
                 await self._drop(link)
-            for position, outcome in step.final:
-                results[todo[position]] = publish_error(outcome, messages[todo[position]])
-            if not step.retry:
-                break
-            todo, sent = [todo[p] for p in step.retry], True
-        return results
 
     async def close(self) -> None:
         """Close this loop's connection (the next publish opens a new one)."""
-        link = self._links.pop(asyncio.get_running_loop(), None)
-        if link is not None:
-            await link.close()
+        entry = self._links.get(asyncio.get_running_loop())
+        if entry is not None:
+            await entry[1].aclose()
 
 
-_publisher: Publisher | None = None
-_publisher_lock = threading.Lock()
+_publishers = PublisherCache(Publisher)
 
 
 async def get_publisher() -> Publisher:
     """The process's publisher for the installed settings (rebuilt when settings change)."""
-    global _publisher
-    settings = get_settings()
-    with _publisher_lock:
-        if _publisher is None or _publisher.settings is not settings:
-            _publisher = Publisher(settings)
-        return _publisher
+    return _publishers.get()
 
 
 # -- consuming --------------------------------------------------------------------------
 
 
-class EventConsumer:
+class EventConsumer(BaseConsumer[Handler]):
     """Consumes events from a durable queue bound to a topic exchange, with retries and a dead-letter queue.
 
-    The asyncio twin of :class:`svclink.sync.EventConsumer`: handlers are ``async def``,
-    and up to ``prefetch`` of them run at once.
+    The asyncio twin of :class:`svclink.sync.EventConsumer`: handlers are ``async def``
+    (a plain function or a non-callable raises ``TypeError`` when registered), and up to
+    ``prefetch`` of them run at once.
 
     With ``exclusive=True`` the queues belong to the consumer's connection: not durable,
     invisible to other connections, deleted by the broker when the connection closes (a
     listener's own temporary copy of the events; give each process its own queue name).
     """
 
-    def __init__(
-        self,
-        queue: str,
-        *,
-        exchange: str | None = None,
-        bindings: Sequence[str] | None = None,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
-        prefetch: int | None = None,
-        queue_type: str | None = None,
-        exclusive: bool = False,
-        settings: Settings | None = None,
-        connection_name: str | None = None,
-    ) -> None:
-        self.settings = settings or get_settings()
-        self._bindings = None if bindings is None else tuple(bindings)
-        self.config = ConsumerConfig(
-            queue=queue,
-            exchange=self.settings.event_exchange if exchange is None else exchange,
-            bindings=self._bindings or ("#",),
-            max_attempts=max_attempts,
-            retry_delays=tuple(retry_delays),
-            prefetch=self.settings.prefetch_count if prefetch is None else prefetch,
-            queue_type=queue_type,
-            exclusive=exclusive,
-        )
-        self.connection_name = connection_name or default_name(self.settings, f"consumer:{queue}")
-        self._table: HandlerTable[Handler] = HandlerTable()
-        self._stop_requested = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wakeup: asyncio.Event | None = None
-        self._failures = 0
+    asynchronous = True
+    _loop: asyncio.AbstractEventLoop | None = None
+    _wakeup: asyncio.Event | None = None
 
-    def on(self, pattern: str) -> Callable[[F], F]:
-        """Decorator: handle events whose type is ``pattern`` or matches it (``*``, ``#``)."""
-
-        def register(handler: F) -> F:
-            _check_async(handler)
-            self._table.add(pattern, handler)
-            return handler
-
-        return register
-
-    def default(self, handler: F) -> F:
-        """Decorator: handle every event no other handler matches (the same as ``on("#")``)."""
-        _check_async(handler)
-        self._table.set_default(handler)
-        return handler
-
-    def stop(self) -> None:
-        """Ask :meth:`run` to return once the messages in hand are finished.
-
-        A plain method, safe to call from a handler, another task or another thread.
-        """
-        self._stop_requested.set()
+    def _wake(self) -> None:
         loop, wakeup = self._loop, self._wakeup
         if loop is not None and wakeup is not None:
-            with contextlib.suppress(RuntimeError):
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nothing left to wake
                 loop.call_soon_threadsafe(wakeup.set)
 
-    def _effective_config(self) -> ConsumerConfig:
-        if not self._table:
-            raise EventError("the consumer has no handlers: register one with @consumer.on(...)")
-        return attrs.evolve(self.config, bindings=self._bindings or self._table.patterns())
+    def _open(self, config: ConsumerConfig) -> Session:
+        topo = topology(config)
+        if is_memory(self.settings):
+            return MemorySession(self.settings, self.connection_name, topo, config.prefetch)
+        return PikaSession(self.settings, self.connection_name, topo, config.prefetch)
 
     async def run(self) -> None:
         """Consume until :meth:`stop`, reconnecting (with backoff) whenever the broker goes away."""
@@ -303,31 +208,25 @@ class EventConsumer:
         self._loop, self._wakeup = asyncio.get_running_loop(), asyncio.Event()
         if self._stop_requested.is_set():
             self._wakeup.set()
-        self._failures = 0
+        backoff = Backoff()
         try:
             while not self._stop_requested.is_set():
-                topo = topology(config)
-                session: Session
-                if is_memory(self.settings):
-                    session = MemorySession(self.settings, self.connection_name, topo, config.prefetch)
-                else:
-                    session = PikaSession(self.settings, self.connection_name, topo, config.prefetch)
+                session = self._open(config)
                 try:
-                    lost = await self._serve(session, config)
+                    lost = await self._serve(session, config, backoff)
                 except Lost as exc:
                     lost = str(exc)
                 finally:
                     await session.close()
                 if lost is not None:
-                    self._failures += 1
                     log.warning("consumer %s: %s; reconnecting", config.queue, lost)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), reconnect_delay(self._failures))
+                        await asyncio.wait_for(self._wakeup.wait(), backoff.failed())
         finally:
             self._stop_requested.clear()
             self._loop = self._wakeup = None
 
-    async def _serve(self, session: Session, config: ConsumerConfig) -> str | None:
+    async def _serve(self, session: Session, config: ConsumerConfig, backoff: Backoff) -> str | None:
         """Consume on one session until stop (None) or until it is lost (the reason)."""
         assert self._wakeup is not None
         in_flight: set[asyncio.Task[None]] = set()
@@ -349,7 +248,7 @@ class EventConsumer:
                 in_flight.discard(task)
 
         await session.start(on_delivery)
-        self._failures = 0
+        backoff.connected()
         log.info("consumer %s: consuming", config.queue)
         waiters = [asyncio.ensure_future(self._wakeup.wait()), asyncio.ensure_future(session.lost.wait())]
         try:
@@ -366,15 +265,11 @@ class EventConsumer:
         return "connection lost"
 
     async def _process(self, config: ConsumerConfig, delivery: Delivery) -> Decision:
-        step = receive(delivery, config, self._table, self.settings, now=time.monotonic(), wall=time.time())
+        step = self._receive(config, delivery, now=time.monotonic(), wall=time.time())
         if not isinstance(step, Handle):
-            log_decision(config, delivery, step)
             return step
-        log_incoming(step.incoming, "event")
         error = await _call(step)
-        decision = settle(delivery, config, error)
-        log_decision(config, delivery, decision, step.event, error)
-        return decision
+        return self._settle(config, delivery, step, error)
 
 
 async def _call(step: Handle[Handler]) -> BaseException | None:
@@ -385,8 +280,3 @@ async def _call(step: Handle[Handler]) -> BaseException | None:
     except Exception as exc:
         return exc
     return None
-
-
-def _check_async(handler: Handler) -> None:
-    if not inspect.iscoroutinefunction(handler):
-        raise TypeError("svclink.aio handlers must be async def functions; use svclink.sync for plain ones")

@@ -16,6 +16,7 @@ from ..core.errors import TransportFailure
 from ..core.registry import ServiceCache, stubs
 from ..core.service import BaseService
 from ..core.settings import Settings
+from ._loops import close_with_loop
 
 _POOL_MARGIN = 0.02
 
@@ -29,19 +30,6 @@ def _failure(exc: httpx.RequestError) -> TransportFailure:
     if isinstance(exc, httpx.TimeoutException):
         return TransportFailure.TIMEOUT
     return TransportFailure.RESET
-
-
-async def _close_with_loop(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
-    """Close ``client`` when its event loop shuts down its async generators.
-
-    ``asyncio.run()`` and ``asyncio.Runner.close()`` finalise every async generator while
-    the loop can still run, so the client's connections are closed cleanly at the end of
-    each run instead of being left for the garbage collector (and its ResourceWarnings).
-    """
-    try:
-        yield
-    finally:
-        await client.aclose()
 
 
 _LoopClient = tuple[httpx.AsyncClient, AsyncGenerator[None, None]]
@@ -72,8 +60,7 @@ class Service(BaseService):
                 trust_env=self.settings.trust_env,
                 follow_redirects=False,
             )
-            closer = _close_with_loop(client)
-            await closer.__anext__()  # registered with the loop; parked until the loop shuts down
+            closer = await close_with_loop(client.aclose)  # closed cleanly at the end of asyncio.run()
             self._clients[loop] = (client, closer)
             return client
         return entry[0]

@@ -45,8 +45,16 @@ DEFAULT_MAX_ATTEMPTS = 5
 DEFAULT_RETRY_DELAYS = (1.0, 10.0, 60.0, 300.0)
 
 
+def _sequence(what: str, value: object) -> tuple[Any, ...]:
+    """``value`` as a tuple, refusing one string or a non-iterable (which ``tuple()`` would
+    split into characters, or fail on with a TypeError)."""
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise InvalidEvent(f"{what} must be a list, not one {type(value).__name__}")
+    return tuple(value)
+
+
 def _delays(value: Iterable[float]) -> tuple[float, ...]:
-    delays = tuple(value)
+    delays = _sequence("retry_delays (numbers of seconds)", value)
     for d in delays:
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.001 <= d <= 86400 * 7:
             raise InvalidEvent("retry_delays must be numbers of seconds between 0.001 and 604800")
@@ -57,10 +65,9 @@ def _arguments(value: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(value))
 
 
-def _patterns(value: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(value, str):
-        raise InvalidEvent("bindings must be a list of patterns, not one string")
-    return tuple(value)
+def binding_patterns(value: Iterable[str]) -> tuple[str, ...]:
+    """``bindings`` as a tuple; each pattern is checked by :class:`ConsumerConfig`."""
+    return _sequence("bindings (routing key patterns)", value)
 
 
 def _check_queue(_instance: object, _attribute: attrs.Attribute[str], value: str) -> None:
@@ -87,7 +94,7 @@ class ConsumerConfig:
 
     queue: str = attrs.field(validator=_check_queue)
     exchange: str = attrs.field(validator=_check_exchange)
-    bindings: tuple[str, ...] = attrs.field(converter=_patterns)
+    bindings: tuple[str, ...] = attrs.field(converter=binding_patterns)
     retry_delays: tuple[float, ...] = attrs.field(default=DEFAULT_RETRY_DELAYS, converter=_delays)
     max_attempts: int = attrs.field(default=DEFAULT_MAX_ATTEMPTS)
     prefetch: int = attrs.field(default=10)
@@ -381,6 +388,23 @@ def republish(delivery: Delivery, decision: Retry | DeadLetter) -> OutgoingMessa
 def reconnect_delay(failures: int) -> float:
     """Seconds to wait before reconnect number ``failures`` (1-based): 0.1 s doubling to 5 s."""
     return float(min(5.0, 0.1 * 2 ** max(0, failures - 1)))
+
+
+@attrs.define
+class Backoff:
+    """A consumer's reconnect backoff: it grows with each failure in a row, and starts over
+    once a session is consuming again (so the next loss is retried quickly)."""
+
+    failures: int = 0
+
+    def failed(self) -> float:
+        """A connection attempt failed or a session was lost: the seconds to wait before the next."""
+        self.failures += 1
+        return reconnect_delay(self.failures)
+
+    def connected(self) -> None:
+        """A session is declared and consuming."""
+        self.failures = 0
 
 
 def log_decision(

@@ -18,8 +18,8 @@ import contextvars
 import json
 import logging
 import math
+import os
 import re
-import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -47,6 +47,8 @@ _BAD_VALUE_RE = re.compile(r"[\r\n\x00]")
 _VALUE_RE = re.compile(r"[\t\x20-\x7e]*")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._~:/+=@-]{1,200}$")
 _DEADLINE_RE = re.compile(r"^[0-9]{1,12}$")
+#: the headers :func:`sign_headers` reads (lower case)
+_SIGNING_INPUTS = (CONTEXT_HEADER.lower(), REQUEST_ID_HEADER.lower())
 
 log = logging.getLogger("svclink.context")
 
@@ -154,9 +156,21 @@ _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar
 )
 
 
+def uuid4_hex() -> str:
+    """A random (version 4) UUID as 32 hex digits, exactly what ``uuid.uuid4().hex`` gives.
+
+    Built from ``os.urandom`` directly: a third of the cost of ``uuid.uuid4()``, which
+    matters on every published event (its id and request id).
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    return raw.hex()
+
+
 def new_request_id() -> str:
     """A fresh request id (32 hex characters)."""
-    return uuid.uuid4().hex
+    return uuid4_hex()
 
 
 def current() -> RequestContext | None:
@@ -313,11 +327,20 @@ def message_headers(settings: Settings, *, audience: str, wall: float) -> dict[s
     No deadline travels: a message may be handled long after the request that sent it.
     """
     context = current()
-    headers = {REQUEST_ID_HEADER: context.request_id if context else new_request_id()}
+    request_id = context.request_id if context else new_request_id()
+    headers = {REQUEST_ID_HEADER: request_id}
     if settings.service_name:
         headers[CALLER_HEADER] = settings.service_name
-    headers.update(_trace_headers(context))
-    sign_headers(headers, settings, context, audience=audience, wall=wall, ttl=settings.queued_context_ttl)
+    traced = _trace_headers(context)
+    headers.update(traced)
+    ttl = settings.queued_context_ttl
+    if not request_id or any(k.lower() in _SIGNING_INPUTS for k in traced):  # the general way
+        sign_headers(headers, settings, context, audience=audience, wall=wall, ttl=ttl)
+    elif settings.signing_key and settings.service_name:  # else what sign_headers would find, known here
+        signed = context if context is not None else RequestContext(request_id=request_id)
+        token = signed_context(settings, signed, audience=audience, wall=wall, ttl=ttl)
+        if token is not None:
+            headers[CONTEXT_HEADER] = token
     return headers
 
 
@@ -384,7 +407,8 @@ def incoming(
         dropped.append(REQUEST_ID_HEADER)
     caller = _verdict(lower, raw_id, settings, audience or settings.service_name, wall)
     request_id = raw_id or (caller.request_id if caller.verified else None) or new_request_id()
-    caller = attrs.evolve(caller, request_id=request_id)
+    if caller.request_id != request_id:
+        caller = attrs.evolve(caller, request_id=request_id)
     deadline, ok = _deadline(lower.get(DEADLINE_HEADER.lower()), settings, now)
     if not ok:
         dropped.append(DEADLINE_HEADER)

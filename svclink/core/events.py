@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -27,8 +26,9 @@ from .context import (
     TRACESTATE_HEADER,
     Incoming,
     RequestContext,
-    incoming,
     message_headers,
+    read_incoming,
+    uuid4_hex,
 )
 from .errors import InvalidEvent, PublishError, PublishNacked, PublishTimeout, UnroutableError
 from .settings import Settings
@@ -54,8 +54,35 @@ _CONTEXT_FIELDS = ("request_id", "traceparent", "tracestate")
 
 
 def new_event_id() -> str:
-    """A fresh event id (a UUID4 string), unique enough to deduplicate on."""
-    return str(uuid.uuid4())
+    """A fresh event id (a UUID4 string, as ``str(uuid.uuid4())``), unique enough to deduplicate on."""
+    h = uuid4_hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _json_encoder() -> Callable[[Any], str]:
+    """``json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)``, made once.
+
+    ``json.dumps`` with options builds a new encoder on every call; this builds CPython's C
+    encoder once (checked against ``json.dumps`` on a sample) and falls back to a reused
+    ``JSONEncoder``. It keeps no circular-reference markers: event data is checked for
+    depth (so for cycles) before it is encoded, and a marker table would be left dirty by
+    a failed encoding.
+    """
+    options: dict[str, Any] = {"separators": (",", ":"), "ensure_ascii": False, "allow_nan": False}
+    encoder = json.JSONEncoder(check_circular=False, **options)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is not None:
+        try:
+            c_encode = make(None, encoder.default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+            sample = {"a": [1, 2.5, None, True, "\u00e9\n\"", {}], "b": {"c": -0.0}}
+            if "".join(c_encode(sample, 0)) == json.dumps(sample, **options):
+                return lambda value: "".join(c_encode(value, 0))
+        except Exception:  # an interpreter whose C encoder differs: the plain one is right, just slower
+            pass
+    return encoder.encode
+
+
+_dumps = _json_encoder()
 
 
 def _frozen_map(value: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -82,10 +109,18 @@ class Event:
 
 def format_time(moment: datetime) -> str:
     """``moment`` as UTC ISO 8601 with a ``Z`` (microsecond precision)."""
+    return _format_utc(_utc(moment))
+
+
+def _utc(moment: datetime) -> datetime:
+    """``moment`` in UTC; a naive time is refused (it would be read as this machine's local time)."""
     if moment.tzinfo is None:
         raise InvalidEvent("occurred_at must be timezone-aware")
-    text = moment.astimezone(UTC).isoformat(timespec="microseconds")
-    return text.removesuffix("+00:00") + "Z"
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+
+
+def _format_utc(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds").removesuffix("+00:00") + "Z"
 
 
 def _parse_time(value: object) -> datetime:
@@ -97,7 +132,7 @@ def _parse_time(value: object) -> datetime:
         raise InvalidEvent("envelope field 'occurred_at' is not an ISO 8601 time") from None
     if moment.tzinfo is None:
         raise InvalidEvent("envelope field 'occurred_at' has no time zone")
-    return moment.astimezone(UTC)
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
 
 
 def _check_id(what: str, value: object) -> str:
@@ -128,6 +163,43 @@ def _check_json(data: object) -> None:
             raise InvalidEvent(
                 f"event data must be JSON (dict, list, str, number, bool, None), not {type(item).__name__}"
             )
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
+def _check_shape(data: object, depth: int = 0) -> None:
+    """The part of :func:`_check_json` the JSON encoder does not do: str keys, and depth (so cycles).
+
+    It visits containers only; the encoder refuses every other non-JSON value and NaN.
+    An item deeper than :data:`MAX_DEPTH` is refused, exactly as :func:`_check_json` does.
+    """
+    if depth >= MAX_DEPTH and data:  # its items would be deeper than MAX_DEPTH
+        raise InvalidEvent(f"event data is nested deeper than {MAX_DEPTH} levels (or refers to itself)")
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if type(key) is not str and not isinstance(key, str):
+                raise InvalidEvent("event data must have str keys only")
+            if isinstance(value, _CONTAINERS):
+                _check_shape(value, depth + 1)
+    else:
+        for value in data:  # type: ignore[attr-defined]  # a list or a tuple
+            if isinstance(value, _CONTAINERS):
+                _check_shape(value, depth + 1)
+
+
+def _encode_json(document: dict[str, Any], data: object) -> bytes:
+    """``document`` (which holds ``data``) as compact UTF-8 JSON, or the reason ``data`` cannot be."""
+    try:
+        return _dumps(document).encode("utf-8")  # a lone surrogate fails here, with a ValueError
+    except (TypeError, ValueError, RecursionError) as exc:
+        _check_json(data)  # says precisely what is wrong, when it is the shape or a type
+        raise InvalidEvent(f"event data is not JSON-serialisable: {exc}") from None
+
+
+def _check_context_value(name: str, value: str) -> None:
+    if len(value) > _MAX_CONTEXT_VALUE or _UNSAFE_RE.search(value):
+        raise InvalidEvent(f"envelope context field {name!r} must be a short printable string")
 
 
 def context_fields(context: RequestContext | None) -> dict[str, str]:
@@ -200,11 +272,12 @@ def envelope(event: Event) -> dict[str, Any]:
 
 def encode(event: Event) -> bytes:
     """The body of the message that carries ``event``: compact UTF-8 JSON."""
-    try:
-        text = json.dumps(envelope(event), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        return text.encode("utf-8")  # a lone surrogate fails here, with a ValueError
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidEvent(f"event data is not JSON-serialisable: {exc}") from None
+    if isinstance(event.data, _CONTAINERS):
+        try:
+            _check_shape(event.data)
+        except RecursionError:
+            raise InvalidEvent("event data is nested too deeply to encode") from None
+    return _encode_json(envelope(event), event.data)
 
 
 def decode(body: bytes, *, attempt: int = 1) -> Event:

@@ -69,7 +69,20 @@ def check_event_type(event_type: object) -> str:
 
     RabbitMQ would accept ``"a..b"`` or ``"user.*"`` as keys, but as event types they are
     almost always a mistake (and ``*`` would never be matched literally by a pattern).
+    A service publishes and consumes a handful of types over and over, so the verdict on a
+    ``str`` is cached (only accepted types are: a refusal raises, and is not remembered).
     """
+    if type(event_type) is str:
+        return _event_type(event_type)
+    return _check_event_type(event_type)
+
+
+@functools.lru_cache(maxsize=1024)
+def _event_type(event_type: str) -> str:
+    return _check_event_type(event_type)
+
+
+def _check_event_type(event_type: object) -> str:
     value = _check_shortstr("event type", event_type)
     parts = words(value)
     if not parts or any(not w for w in parts):
@@ -88,7 +101,20 @@ def check_name(what: str, name: object, *, reserve: int = 0) -> str:
     """A queue or exchange name: a non-empty short string, not in the broker's ``amq.`` namespace.
 
     ``reserve`` bytes are kept free for the suffixes svclink derives (``.retry.<ms>``, ``.dead``).
+    Like event types, accepted ``str`` names are cached: a publisher checks its exchange on
+    every publish.
     """
+    if type(name) is str:
+        return _name(what, name, reserve)
+    return _check_name(what, name, reserve)
+
+
+@functools.lru_cache(maxsize=256)
+def _name(what: str, name: str, reserve: int) -> str:
+    return _check_name(what, name, reserve)
+
+
+def _check_name(what: str, name: object, reserve: int) -> str:
     value = _check_shortstr(what, name)
     if not value:
         raise InvalidEvent(f"{what} must not be empty")

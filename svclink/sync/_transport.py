@@ -5,23 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from ..core.broker import Lost as Lost  # the one exception every transport raises
 from ..core.consuming import Decision
 from ..core.events import Delivery, OutgoingMessage
-from ..core.settings import Settings
-
-
-class Lost(Exception):
-    """The connection (or channel) is gone; whatever was in flight may be redelivered."""
-
-
-def is_memory(settings: Settings) -> bool:
-    """Whether ``amqp_url`` names the in-process broker."""
-    return settings.amqp_url[0].startswith("memory:")
-
-
-def default_name(settings: Settings, role: str) -> str:
-    """The connection name the broker shows (``rabbitmqctl list_connections``, the management UI)."""
-    return f"svclink:{settings.service_name or 'app'}:{role}"
 
 
 class PublishLink(Protocol):

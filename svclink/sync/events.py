@@ -13,48 +13,33 @@ connection, reconnect with backoff, handlers run with the publisher's context bo
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-import attrs
-
-from ..core.consuming import (
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_RETRY_DELAYS,
-    ConsumerConfig,
-    Decision,
-    Handle,
-    HandlerTable,
-    log_decision,
-    receive,
-    reconnect_delay,
-    settle,
-    topology,
-)
-from ..core.context import bind, log_incoming
-from ..core.errors import BrokerUnavailable, EventError, PublishError
-from ..core.events import LOST, SEND_ATTEMPTS, Event, OutgoingMessage, prepare, publish_error, resolve
-from ..core.locks import ForkSafeLock
-from ..core.settings import Settings, get_settings
+from ..core.broker import Lost, is_memory
+from ..core.consumer import BaseConsumer
+from ..core.consuming import Backoff, ConsumerConfig, Decision, Handle, topology
+from ..core.context import bind
+from ..core.errors import BrokerUnavailable
+from ..core.events import Event
+from ..core.publishing import BasePublisher, PublisherCache, Sending
+from ..core.settings import Settings
 from ._memory import MemoryLink, MemorySession
 from ._pika import PikaLink, PikaSession
-from ._transport import Lost, PublishLink, Received, Session, default_name, is_memory
+from ._transport import PublishLink, Received, Session
 
 log = logging.getLogger("svclink.events")
 
 __all__ = ["Event", "EventConsumer", "Publisher", "get_publisher"]
 
 Handler = Callable[[Event], Any]
-F = TypeVar("F", bound=Handler)
 
 
-class Publisher:
+class Publisher(BasePublisher):
     """Publishes events with confirms; safe to share between threads and across ``fork()``.
 
     Each (process, thread) gets its own connection, opened on first use, so a forked
@@ -62,8 +47,7 @@ class Publisher:
     """
 
     def __init__(self, settings: Settings | None = None, *, connection_name: str | None = None) -> None:
-        self.settings = settings or get_settings()
-        self.connection_name = connection_name or default_name(self.settings, "publisher")
+        super().__init__(settings, connection_name=connection_name)
         self._local = threading.local()
 
     def _link(self, deadline: float) -> PublishLink:
@@ -95,25 +79,18 @@ class Publisher:
     ) -> Event:
         """Publish one event and wait for the broker's confirm; returns the event as sent.
 
-        Raises :class:`~svclink.InvalidEvent` before any I/O for a bad type or payload,
-        :class:`~svclink.UnroutableError` when no queue is bound for it,
-        :class:`~svclink.PublishNacked`, :class:`~svclink.PublishTimeout`, or
-        :class:`~svclink.BrokerUnavailable` when no broker can be reached.
+        Raises :class:`~svclink.InvalidEvent` before any I/O for a bad type, payload,
+        header or ``timeout`` (a positive, finite number of seconds; None means the
+        ``publish_timeout`` setting), :class:`~svclink.UnroutableError` when no queue is
+        bound for it, :class:`~svclink.PublishNacked`, :class:`~svclink.PublishTimeout`, or
+        :class:`~svclink.BrokerUnavailable` when no broker can be reached in time.
         """
-        event, message = prepare(
-            self.settings,
-            event_type,
-            data,
-            exchange=exchange,
-            event_id=event_id,
-            occurred_at=datetime.now(UTC),
-            wall=time.time(),
-            headers=headers,
-        )
-        error = self._send([message], timeout)[0]
-        if error is not None:
-            raise error
-        return event
+        sending = self._sending_one(
+            event_type, data, exchange=exchange, event_id=event_id, headers=headers, timeout=timeout,
+            now=time.monotonic(), wall=time.time(),
+        )  # fmt: skip
+        self._send(sending)
+        return sending.event()
 
     def publish_many(
         self,
@@ -126,146 +103,64 @@ class Publisher:
 
         All are sent even if some fail; then the first failure is raised, with
         ``published`` (the events confirmed) and ``failed`` (``(event, error)`` pairs)
-        attached to it.
+        attached to it. One bad event refuses the whole batch before any I/O.
         """
-        now, wall = datetime.now(UTC), time.time()
-        prepared = [
-            prepare(self.settings, t, d, exchange=exchange, event_id=None, occurred_at=now, wall=wall)
-            for t, d in events
-        ]
-        if not prepared:
-            return []
-        errors = self._send([m for _, m in prepared], timeout)
-        failed = [(e, err) for (e, _), err in zip(prepared, errors, strict=True) if err is not None]
-        if failed:
-            first = failed[0][1]
-            first.published = tuple(e for (e, _), err in zip(prepared, errors, strict=True) if err is None)
-            first.failed = tuple(failed)
-            raise first
-        return [e for e, _ in prepared]
+        sending = self._sending_many(
+            events, exchange=exchange, timeout=timeout, now=time.monotonic(), wall=time.time()
+        )
+        self._send(sending)
+        return sending.events()
 
-    def _send(self, messages: Sequence[OutgoingMessage], timeout: float | None) -> list[PublishError | None]:
-        """Send with one reopen: messages that never reached a live connection go again, once."""
-        deadline = time.monotonic() + (self.settings.publish_timeout if timeout is None else timeout)
-        results: list[PublishError | None] = [None] * len(messages)
-        todo = list(range(len(messages)))
-        sent = False  # whether the messages in ``todo`` went out once and lost their confirms
-        for attempt in range(1, SEND_ATTEMPTS + 1):
+    def _send(self, sending: Sending) -> None:
+        """Send on this thread's connection, reopening it when :class:`Sending` says so."""
+        while (batch := sending.batch()) is not None:
             try:
-                outcomes = self._link(deadline).publish([messages[i] for i in todo], deadline)
+                outcomes = self._link(sending.deadline).publish(batch, sending.deadline)
             except (Lost, BrokerUnavailable) as exc:
                 if isinstance(exc, Lost):
                     self._drop()
-                if sent:  # no way to send them again: they may or may not have landed, not "unavailable"
-                    for i in todo:
-                        results[i] = publish_error(LOST, messages[i], f"not sent again: {exc}")
-                    break
-                if isinstance(exc, BrokerUnavailable):
-                    raise
-                if attempt == SEND_ATTEMPTS:
-                    raise BrokerUnavailable(f"connection to the broker lost: {exc}") from None
+                sending.failed(exc)
                 continue
-            step = resolve(outcomes, attempt=attempt, late=time.monotonic() >= deadline)
-            if step.drop:
+            if sending.sent(outcomes, now=time.monotonic()):
                 self._drop()
-            for position, outcome in step.final:
-                results[todo[position]] = publish_error(outcome, messages[todo[position]])
-            if not step.retry:
-                break
-            todo, sent = [todo[p] for p in step.retry], True
-        return results
 
     def close(self) -> None:
         """Close this thread's connection (the next publish opens a new one)."""
         self._drop()
 
 
-_publisher: Publisher | None = None
-_publisher_lock = ForkSafeLock()
+_publishers = PublisherCache(Publisher)
 
 
 def get_publisher() -> Publisher:
     """The process's publisher for the installed settings (rebuilt when settings change)."""
-    global _publisher
-    settings = get_settings()
-    with _publisher_lock:
-        if _publisher is None or _publisher.settings is not settings:
-            _publisher = Publisher(settings)
-        return _publisher
+    return _publishers.get()
 
 
 # -- consuming --------------------------------------------------------------------------
 
 
-class EventConsumer:
+class EventConsumer(BaseConsumer[Handler]):
     """Consumes events from a durable queue bound to a topic exchange, with retries and a dead-letter queue.
 
     Register handlers with :meth:`on` (an event type or a pattern such as ``user.*``) and
-    :meth:`default`, then call :meth:`run`, which blocks until :meth:`stop`.
+    :meth:`default`, then call :meth:`run`, which blocks until :meth:`stop`. Handlers are
+    plain functions: a non-callable or an ``async def`` raises ``TypeError`` when
+    registered. Bad arguments raise :class:`~svclink.InvalidEvent` naming the argument,
+    before any I/O.
 
     With ``exclusive=True`` the queues belong to the consumer's connection: not durable,
     invisible to other connections, deleted by the broker when the connection closes (a
     listener's own temporary copy of the events; give each process its own queue name).
     """
 
-    def __init__(
-        self,
-        queue: str,
-        *,
-        exchange: str | None = None,
-        bindings: Sequence[str] | None = None,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
-        prefetch: int | None = None,
-        queue_type: str | None = None,
-        exclusive: bool = False,
-        settings: Settings | None = None,
-        connection_name: str | None = None,
-    ) -> None:
-        self.settings = settings or get_settings()
-        self._bindings = None if bindings is None else tuple(bindings)
-        self.config = ConsumerConfig(
-            queue=queue,
-            exchange=self.settings.event_exchange if exchange is None else exchange,
-            bindings=self._bindings or ("#",),
-            max_attempts=max_attempts,
-            retry_delays=tuple(retry_delays),
-            prefetch=self.settings.prefetch_count if prefetch is None else prefetch,
-            queue_type=queue_type,
-            exclusive=exclusive,
-        )
-        self.connection_name = connection_name or default_name(self.settings, f"consumer:{queue}")
-        self._table: HandlerTable[Handler] = HandlerTable()
-        self._stopping = threading.Event()
-        self._session: Session | None = None
+    asynchronous = False
+    _session: Session | None = None
 
-    def on(self, pattern: str) -> Callable[[F], F]:
-        """Decorator: handle events whose type is ``pattern`` or matches it (``*``, ``#``)."""
-
-        def register(handler: F) -> F:
-            _check_sync(handler)
-            self._table.add(pattern, handler)
-            return handler
-
-        return register
-
-    def default(self, handler: F) -> F:
-        """Decorator: handle every event no other handler matches (the same as ``on("#")``)."""
-        _check_sync(handler)
-        self._table.set_default(handler)
-        return handler
-
-    def stop(self) -> None:
-        """Ask :meth:`run` to return once the message in hand is finished (any thread, or a handler)."""
-        self._stopping.set()
+    def _wake(self) -> None:
         session = self._session
         if session is not None:
             session.wake()
-
-    def _effective_config(self) -> ConsumerConfig:
-        if not self._table:
-            raise EventError("the consumer has no handlers: register one with @consumer.on(...)")
-        return attrs.evolve(self.config, bindings=self._bindings or self._table.patterns())
 
     def _open(self, config: ConsumerConfig) -> Session:
         topo = topology(config)
@@ -276,48 +171,41 @@ class EventConsumer:
     def run(self) -> None:
         """Consume until :meth:`stop`, reconnecting (with backoff) whenever the broker goes away."""
         config = self._effective_config()
-        failures = 0
+        backoff = Backoff()
         try:
-            while not self._stopping.is_set():
+            while not self._stop_requested.is_set():
                 try:
                     self._session = self._open(config)
                 except Lost as exc:
-                    failures += 1
                     log.warning("consumer %s: broker unavailable (%s); retrying", config.queue, exc)
-                    self._stopping.wait(reconnect_delay(failures))
+                    self._stop_requested.wait(backoff.failed())
                     continue
-                failures = 0
+                backoff.connected()
                 log.info("consumer %s: consuming", config.queue)
                 try:
                     self._serve(self._session, config)
                 except Lost as exc:
-                    failures += 1
                     log.warning("consumer %s: connection lost (%s); reconnecting", config.queue, exc)
-                    self._stopping.wait(reconnect_delay(failures))
+                    self._stop_requested.wait(backoff.failed())
                 finally:
                     session, self._session = self._session, None
                     session.close()
         finally:
-            self._stopping.clear()
+            self._stop_requested.clear()
 
     def _serve(self, session: Session, config: ConsumerConfig) -> None:
-        while not self._stopping.is_set():
+        while not self._stop_requested.is_set():
             received = session.next(0.5)
             if received is not None:
                 session.finish(received, self._process(session, config, received))
 
     def _process(self, session: Session, config: ConsumerConfig, received: Received) -> Decision:
-        step = receive(
-            received.delivery, config, self._table, self.settings, now=time.monotonic(), wall=time.time()
-        )
+        delivery = received.delivery
+        step = self._receive(config, delivery, now=time.monotonic(), wall=time.time())
         if not isinstance(step, Handle):
-            log_decision(config, received.delivery, step)
             return step
-        log_incoming(step.incoming, "event")
         error = session.run(lambda: _call(step))
-        decision = settle(received.delivery, config, error)
-        log_decision(config, received.delivery, decision, step.event, error)
-        return decision
+        return self._settle(config, delivery, step, error)
 
 
 def _call(step: Handle[Handler]) -> BaseException | None:
@@ -328,8 +216,3 @@ def _call(step: Handle[Handler]) -> BaseException | None:
     except Exception as exc:
         return exc
     return None
-
-
-def _check_sync(handler: Handler) -> None:
-    if inspect.iscoroutinefunction(handler):
-        raise TypeError("svclink.sync handlers must be plain functions; use svclink.aio for async def")

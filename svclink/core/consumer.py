@@ -1,0 +1,173 @@
+"""What an event consumer decides without I/O; the sync and aio consumers only add the consume loop.
+
+The consuming half of svclink's ``BaseClient``: the arguments of ``EventConsumer(...)``
+checked into a :class:`~svclink.core.consuming.ConsumerConfig`, the handler table that
+``on()``/``default()`` fill, the bindings a run declares, and the steps before and after
+a handler runs (:func:`~svclink.core.consuming.receive`, :func:`~svclink.core.consuming.settle`
+and their log lines). How a handler is called (in a worker thread, or awaited) and how
+messages arrive is each side's own.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Generic, TypeVar, cast
+
+import attrs
+
+from .broker import default_name
+from .consuming import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RETRY_DELAYS,
+    ConsumerConfig,
+    Decision,
+    Handle,
+    HandlerTable,
+    binding_patterns,
+    log_decision,
+    receive,
+    settle,
+)
+from .context import log_incoming
+from .errors import EventError
+from .events import Delivery, Event
+from .settings import Settings, get_settings
+
+H = TypeVar("H", bound=Callable[..., Any])
+F = TypeVar("F", bound=Callable[[Event], Any])
+
+
+def _awaitable(handler: object) -> bool:
+    """Whether calling ``handler`` makes a coroutine: an ``async def``, or an object whose
+    ``__call__`` is one."""
+    return inspect.iscoroutinefunction(handler) or (
+        callable(handler) and inspect.iscoroutinefunction(type(handler).__call__)
+    )
+
+
+def _asynchronous(handler: object) -> bool:
+    """Whether ``handler`` is of the asyncio kind: a coroutine or an async generator function."""
+    return _awaitable(handler) or inspect.isasyncgenfunction(handler)
+
+
+def check_handler(handler: object, *, asynchronous: bool) -> None:
+    """Refuse, with a ``TypeError`` that names the fix, a handler this side cannot run.
+
+    A non-callable is refused on both sides; so is an ``async def`` handler on the sync
+    side (calling it would only make a coroutine that never runs) and a plain function on
+    the aio side (svclink awaits what a handler returns).
+    """
+    if not callable(handler):
+        raise TypeError(f"an event handler must be a function, not a {type(handler).__name__}")
+    if not asynchronous and _asynchronous(handler):
+        raise TypeError(
+            "svclink.sync.EventConsumer handlers must be plain functions, not async def: "
+            "register async def handlers on svclink.aio.EventConsumer"
+        )
+    if asynchronous and not _awaitable(handler):
+        raise TypeError(
+            "svclink.aio.EventConsumer handlers must be async def functions: make the handler "
+            "async def, or register plain functions on svclink.sync.EventConsumer"
+        )
+
+
+class BaseConsumer(Generic[H]):
+    """A consumer's queue, bindings, retry policy and handlers: everything but the consume loop.
+
+    Every argument is checked here, when the consumer is made, before any I/O: bad ones
+    raise :class:`~svclink.InvalidEvent` (a ValueError) naming the argument. Handlers are
+    checked when registered: one that is not callable, or of the other side's kind (an
+    ``async def`` on svclink.sync, a plain function on svclink.aio), raises ``TypeError``.
+    """
+
+    #: whether handlers are awaited (``async def``, svclink.aio) or called (svclink.sync)
+    asynchronous: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        queue: str,
+        *,
+        exchange: str | None = None,
+        bindings: Iterable[str] | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retry_delays: Iterable[float] = DEFAULT_RETRY_DELAYS,
+        prefetch: int | None = None,
+        queue_type: str | None = None,
+        exclusive: bool = False,
+        settings: Settings | None = None,
+        connection_name: str | None = None,
+    ) -> None:
+        self.settings = settings or get_settings()
+        #: the bindings asked for; none (or empty) means those the handlers need
+        self._bindings = None if bindings is None else binding_patterns(bindings)
+        self.config = ConsumerConfig(
+            queue=queue,
+            exchange=self.settings.event_exchange if exchange is None else exchange,
+            bindings=self._bindings or ("#",),
+            max_attempts=max_attempts,
+            retry_delays=retry_delays,
+            prefetch=self.settings.prefetch_count if prefetch is None else prefetch,
+            queue_type=queue_type,
+            exclusive=exclusive,
+        )
+        self.connection_name = connection_name or default_name(self.settings, f"consumer:{queue}")
+        self._table: HandlerTable[H] = HandlerTable()
+        #: set by :meth:`stop` (from any thread); a run clears it when it returns
+        self._stop_requested = threading.Event()
+
+    def stop(self) -> None:
+        """Ask ``run()`` to return once the messages in hand are finished.
+
+        A plain method, safe to call from a handler, another thread or (aio) another task;
+        called before ``run()``, it makes the next run return at once.
+        """
+        self._stop_requested.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        """Hook: interrupt a running consumer's wait for messages, so that it sees the stop."""
+
+    def _checked(self, handler: object) -> H:
+        check_handler(handler, asynchronous=self.asynchronous)
+        return cast(H, handler)
+
+    def on(self, pattern: str) -> Callable[[F], F]:
+        """Decorator: handle events whose type is ``pattern`` or matches it (``*``, ``#``)."""
+
+        def register(handler: F) -> F:
+            self._table.add(pattern, self._checked(handler))
+            return handler
+
+        return register
+
+    def default(self, handler: F) -> F:
+        """Decorator: handle every event no other handler matches (the same as ``on("#")``)."""
+        self._table.set_default(self._checked(handler))
+        return handler
+
+    def _effective_config(self) -> ConsumerConfig:
+        """The config a run declares: the bindings asked for, else those the handlers need."""
+        if not self._table:
+            raise EventError("the consumer has no handlers: register one with @consumer.on(...)")
+        return attrs.evolve(self.config, bindings=self._bindings or self._table.patterns())
+
+    def _receive(
+        self, config: ConsumerConfig, delivery: Delivery, *, now: float, wall: float
+    ) -> Handle[H] | Decision:
+        """The first step for a message: a handler to run, or (logged) what to do with it at once."""
+        step = receive(delivery, config, self._table, self.settings, now=now, wall=wall)
+        if isinstance(step, Handle):
+            log_incoming(step.incoming, "event")
+        else:
+            log_decision(config, delivery, step)
+        return step
+
+    def _settle(
+        self, config: ConsumerConfig, delivery: Delivery, step: Handle[H], error: BaseException | None
+    ) -> Decision:
+        """What becomes of a message whose handler returned (``error`` None) or raised (logged)."""
+        decision = settle(delivery, config, error)
+        log_decision(config, delivery, decision, step.event, error)
+        return decision

@@ -1,0 +1,202 @@
+"""What a publisher decides without I/O; the sync and aio publishers only add the send loop.
+
+This is the publishing half of svclink's ``BaseClient``: checking a publish's arguments,
+building its messages (:func:`~svclink.core.events.prepare`), its deadline, and
+:class:`Sending`, the state machine a driver feeds with what its connection reported.
+A driver's loop is then only::
+
+    while (batch := sending.batch()) is not None:
+        try:
+            outcomes = <send batch on this loop's / thread's connection>
+        except (Lost, BrokerUnavailable) as exc:   # nothing of the batch went out
+            <drop the connection if it was Lost>
+            sending.failed(exc)
+            continue
+        if sending.sent(outcomes, now=<monotonic clock>):
+            <drop the connection>
+    return sending.event()   # or sending.events()
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from .broker import default_name
+from .errors import BrokerUnavailable, InvalidEvent, PublishError
+from .events import LOST, SEND_ATTEMPTS, Event, OutgoingMessage, prepare, publish_error, resolve
+from .locks import ForkSafeLock
+from .settings import Settings, get_settings
+
+
+def publish_deadline(settings: Settings, timeout: object, now: float) -> float:
+    """The monotonic time a publish must be done by: ``timeout`` seconds from ``now``.
+
+    ``None`` means the ``publish_timeout`` setting; anything but a positive, finite number
+    of seconds is refused with :class:`~svclink.InvalidEvent` before any I/O.
+    """
+    if timeout is None:
+        return now + settings.publish_timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise InvalidEvent(
+            "timeout must be a positive, finite number of seconds (or None for the publish_timeout setting)"
+        )
+    return now + timeout
+
+
+def _pairs(events: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    if isinstance(events, (str, bytes, Mapping)) or not isinstance(events, Iterable):
+        raise InvalidEvent("publish_many takes an iterable of (event_type, data) pairs")
+    pairs = list(events)
+    if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in pairs):
+        raise InvalidEvent("publish_many takes an iterable of (event_type, data) pairs")
+    return [(t, d) for t, d in pairs]
+
+
+class Sending:
+    """One publish call on its way: its messages, their results so far, and what to send next.
+
+    A batch goes out on at most :data:`~svclink.core.events.SEND_ATTEMPTS` connections: a
+    connection found dead before anything was sent is replaced and the batch sent again;
+    messages lost with their connection after being sent are sent once more (with the
+    same event ids) if there is time.
+    """
+
+    def __init__(self, prepared: Sequence[tuple[Event, OutgoingMessage]], deadline: float) -> None:
+        #: the monotonic time by which every confirm must be in
+        self.deadline = deadline
+        self._events = [e for e, _ in prepared]
+        self._messages = [m for _, m in prepared]
+        self._errors: list[PublishError | None] = [None] * len(prepared)
+        self._todo = list(range(len(prepared)))
+        self._attempt = 1
+        self._resending = False  # the messages in _todo went out once and lost their confirms
+
+    def batch(self) -> list[OutgoingMessage] | None:
+        """The messages to send now, or None when every message has its result."""
+        if not self._todo:
+            return None
+        return [self._messages[i] for i in self._todo]
+
+    def failed(self, error: Exception) -> None:
+        """The send failed before anything of the batch went out (``Lost`` or ``BrokerUnavailable``).
+
+        Raises :class:`~svclink.BrokerUnavailable` when no connection can take the batch;
+        returns when it is worth sending again (or when resent messages are given up).
+        """
+        if self._resending:  # they may or may not have landed: a publish error, not "unavailable"
+            for i in self._todo:
+                self._errors[i] = publish_error(LOST, self._messages[i], f"not sent again: {error}")
+            self._todo = []
+            return
+        if isinstance(error, BrokerUnavailable):
+            raise error
+        if self._attempt >= SEND_ATTEMPTS:
+            raise BrokerUnavailable(f"connection to the broker lost: {error}") from None
+        self._attempt += 1
+
+    def sent(self, outcomes: Sequence[str], *, now: float) -> bool:
+        """Record what became of the batch (one outcome each); answers whether to drop the connection."""
+        step = resolve(outcomes, attempt=self._attempt, late=now >= self.deadline)
+        for position, outcome in step.final:
+            i = self._todo[position]
+            self._errors[i] = publish_error(outcome, self._messages[i])
+        self._todo = [self._todo[p] for p in step.retry]
+        self._resending = True
+        self._attempt += 1
+        return step.drop
+
+    def event(self) -> Event:
+        """The one event of :meth:`publish`, or its error raised."""
+        error = self._errors[0]
+        if error is not None:
+            raise error
+        return self._events[0]
+
+    def events(self) -> list[Event]:
+        """The events of :meth:`publish_many`; on any failure the first error is raised, with
+        ``published`` (the events confirmed) and ``failed`` (``(event, error)`` pairs) on it."""
+        outcomes = list(zip(self._events, self._errors, strict=True))
+        failed = [(event, error) for event, error in outcomes if error is not None]
+        if failed:
+            first = failed[0][1]
+            first.published = tuple(event for event, error in outcomes if error is None)
+            first.failed = tuple(failed)
+            raise first
+        return list(self._events)
+
+
+class BasePublisher:
+    """A publisher's settings and connection name, and everything a publish decides before I/O."""
+
+    def __init__(self, settings: Settings | None = None, *, connection_name: str | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.connection_name = connection_name or default_name(self.settings, "publisher")
+
+    def _sending_one(
+        self,
+        event_type: str,
+        data: Any,
+        *,
+        exchange: str | None,
+        event_id: str | None,
+        headers: Mapping[str, Any] | None,
+        timeout: float | None,
+        now: float,
+        wall: float,
+    ) -> Sending:
+        """Check a :meth:`publish` and build its message; ``now``/``wall`` are the monotonic/epoch clocks."""
+        deadline = publish_deadline(self.settings, timeout, now)
+        prepared = prepare(
+            self.settings,
+            event_type,
+            data,
+            exchange=exchange,
+            event_id=event_id,
+            occurred_at=datetime.fromtimestamp(wall, UTC),
+            wall=wall,
+            headers=headers,
+        )
+        return Sending([prepared], deadline)
+
+    def _sending_many(
+        self,
+        events: Iterable[tuple[str, Any]],
+        *,
+        exchange: str | None,
+        timeout: float | None,
+        now: float,
+        wall: float,
+    ) -> Sending:
+        """Check a :meth:`publish_many` and build all its messages; one bad event refuses them all."""
+        deadline = publish_deadline(self.settings, timeout, now)
+        at = datetime.fromtimestamp(wall, UTC)
+        prepared = [
+            prepare(self.settings, t, d, exchange=exchange, event_id=None, occurred_at=at, wall=wall)
+            for t, d in _pairs(events)
+        ]
+        return Sending(prepared, deadline)
+
+
+P = TypeVar("P", bound=BasePublisher)
+
+
+class PublisherCache(Generic[P]):
+    """The process's publisher for the installed settings, rebuilt when the settings change.
+
+    Shared by ``svclink.sync.get_publisher`` and ``svclink.aio.get_publisher``.
+    """
+
+    def __init__(self, factory: Callable[[Settings], P]) -> None:
+        self._factory = factory
+        self._lock = ForkSafeLock()
+        self._publisher: P | None = None
+
+    def get(self) -> P:
+        settings = get_settings()
+        with self._lock:
+            if self._publisher is None or self._publisher.settings is not settings:
+                self._publisher = self._factory(settings)
+            return self._publisher
