@@ -291,6 +291,7 @@ def test_repeated_asyncio_runs_close_the_publishers_connection_each_time(
     sink = env.sink(["user.*"])
     name = f"{env.connection_name}-runs"
     publisher = svclink.aio.Publisher(env.settings, connection_name=name)
+    gc.collect()  # what earlier tests left behind is not this test's
     unraisable: list[Any] = []
     monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
     caplog.set_level(logging.WARNING, logger="asyncio")

@@ -21,6 +21,7 @@ import math
 import os
 import re
 from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -53,6 +54,15 @@ _SIGNING_INPUTS = (CONTEXT_HEADER.lower(), REQUEST_ID_HEADER.lower())
 log = logging.getLogger("svclink.context")
 
 
+#: the claims of a context without any: one shared read-only empty mapping, made once
+NO_CLAIMS: Mapping[str, Scalar] = MappingProxyType({})
+
+
+def _claims(value: object) -> Mapping[str, Scalar]:
+    """:func:`check_claims`, short-cut for the shared empty claims every event's context has."""
+    return NO_CLAIMS if value is NO_CLAIMS else check_claims(value)
+
+
 @attrs.frozen
 class RequestContext:
     """What a request carries from service to service."""
@@ -62,7 +72,7 @@ class RequestContext:
     caller_service: str | None = None
     user_id: str | None = None
     #: a few scalar facts about the user (roles, tenant...), signed along with ``user_id``
-    user_claims: Mapping[str, Scalar] = attrs.field(factory=dict, converter=check_claims, eq=False)
+    user_claims: Mapping[str, Scalar] = attrs.field(default=NO_CLAIMS, converter=_claims, eq=False)
     #: absolute deadline on the monotonic clock of this process, if any
     deadline: float | None = None
     traceparent: str | None = None
@@ -82,7 +92,7 @@ class Caller:
     request_id: str
     service: str | None = None
     user_id: str | None = None
-    user_claims: Mapping[str, Scalar] = attrs.field(factory=dict, converter=check_claims, eq=False)
+    user_claims: Mapping[str, Scalar] = attrs.field(default=NO_CLAIMS, converter=_claims, eq=False)
     reason: str | None = None
     #: the unsigned X-Svclink-Caller name, for log lines only: never for a decision
     claimed: str | None = None
@@ -400,6 +410,20 @@ def incoming(
     malformed is dropped and listed in ``dropped``.
     """
     lower = {str(k).lower(): v for k, v in headers.items() if isinstance(v, str)}
+    return read_incoming(lower, settings=settings, now=now, wall=wall, audience=audience, strict=strict)
+
+
+def read_incoming(
+    lower: Mapping[str, str],
+    *,
+    settings: Settings,
+    now: float,
+    wall: float,
+    audience: str | None = None,
+    strict: bool | None = None,
+) -> Incoming:
+    """:func:`incoming` for headers already in lower case with str values only (as a consumer
+    builds them for an event, merging the envelope's context with the message headers)."""
     dropped = []
     raw_id = lower.get(REQUEST_ID_HEADER.lower())
     if raw_id is not None and not _REQUEST_ID_RE.fullmatch(raw_id):  # fullmatch: no final \n

@@ -51,6 +51,7 @@ _UNSAFE_RE = re.compile(r"[\x00-\x1f\x7f]")
 #: the context fields that travel with an event; the deadline is a local monotonic time and
 #: the caller and user need a signature, so neither is carried here
 _CONTEXT_FIELDS = ("request_id", "traceparent", "tracestate")
+_REQUEST_ID_LOWER = REQUEST_ID_HEADER.lower()
 
 
 def new_event_id() -> str:
@@ -73,8 +74,10 @@ def _json_encoder() -> Callable[[Any], str]:
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is not None:
         try:
-            c_encode = make(None, encoder.default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
-            sample = {"a": [1, 2.5, None, True, "\u00e9\n\"", {}], "b": {"c": -0.0}}
+            # (markers, default, encoder, indent, key_sep, item_sep, sort_keys, skipkeys, allow_nan)
+            strings = json.encoder.encode_basestring
+            c_encode = make(None, encoder.default, strings, None, ":", ",", False, False, False)
+            sample: dict[str, Any] = {"a": [1, 2.5, None, True, '\u00e9\n"', {}], "b": {"c": -0.0}}
             if "".join(c_encode(sample, 0)) == json.dumps(sample, **options):
                 return lambda value: "".join(c_encode(value, 0))
         except Exception:  # an interpreter whose C encoder differs: the plain one is right, just slower
@@ -83,10 +86,13 @@ def _json_encoder() -> Callable[[Any], str]:
 
 
 _dumps = _json_encoder()
+_quote: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def _frozen_map(value: Mapping[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(dict(value))
+    """A read-only copy of ``value``; a read-only view is kept as it is, uncopied (svclink makes
+    those over a dict it has just built, which nothing else holds)."""
+    return value if type(value) is MappingProxyType else MappingProxyType(dict(value))
 
 
 @attrs.frozen
@@ -174,16 +180,18 @@ def _check_shape(data: object, depth: int = 0) -> None:
     It visits containers only; the encoder refuses every other non-JSON value and NaN.
     An item deeper than :data:`MAX_DEPTH` is refused, exactly as :func:`_check_json` does.
     """
-    if depth >= MAX_DEPTH and data:  # its items would be deeper than MAX_DEPTH
-        raise InvalidEvent(f"event data is nested deeper than {MAX_DEPTH} levels (or refers to itself)")
     if isinstance(data, dict):
+        if depth >= MAX_DEPTH and data:  # its items would be deeper than MAX_DEPTH
+            raise InvalidEvent(f"event data is nested deeper than {MAX_DEPTH} levels (or refers to itself)")
         for key, value in data.items():
             if type(key) is not str and not isinstance(key, str):
                 raise InvalidEvent("event data must have str keys only")
             if isinstance(value, _CONTAINERS):
                 _check_shape(value, depth + 1)
-    else:
-        for value in data:  # type: ignore[attr-defined]  # a list or a tuple
+    elif isinstance(data, (list, tuple)):
+        if depth >= MAX_DEPTH and data:
+            raise InvalidEvent(f"event data is nested deeper than {MAX_DEPTH} levels (or refers to itself)")
+        for value in data:
             if isinstance(value, _CONTAINERS):
                 _check_shape(value, depth + 1)
 
@@ -194,6 +202,29 @@ def _encode_json(document: dict[str, Any], data: object) -> bytes:
         return _dumps(document).encode("utf-8")  # a lone surrogate fails here, with a ValueError
     except (TypeError, ValueError, RecursionError) as exc:
         _check_json(data)  # says precisely what is wrong, when it is the shape or a type
+        raise InvalidEvent(f"event data is not JSON-serialisable: {exc}") from None
+
+
+def _envelope_json(
+    event_id: str, event_type: str, occurred_at: str, source: str | None, context: dict[str, str], data: Any
+) -> bytes:
+    """The body :func:`encode` makes, byte for byte, but with only ``data`` through the encoder.
+
+    The other fields are strings svclink has checked, quoted with the encoder's own
+    string quoting; ``data`` may still turn out not to be JSON, which raises here.
+    """
+    try:
+        text = _dumps(data)
+    except (TypeError, ValueError, RecursionError) as exc:
+        _check_json(data)  # says precisely what is wrong, when it is the shape or a type
+        raise InvalidEvent(f"event data is not JSON-serialisable: {exc}") from None
+    ctx = ",".join([f"{_quote(k)}:{_quote(v)}" for k, v in context.items()])
+    who = "null" if source is None else _quote(source)
+    head = f'{{"version":{ENVELOPE_VERSION},"event_id":{_quote(event_id)},"event_type":{_quote(event_type)},'
+    doc = f'{head}"occurred_at":"{occurred_at}","source":{who},"context":{{{ctx}}},"data":{text}}}'
+    try:
+        return doc.encode("utf-8")
+    except ValueError as exc:  # a lone surrogate, in data or in a context value
         raise InvalidEvent(f"event data is not JSON-serialisable: {exc}") from None
 
 
@@ -214,21 +245,21 @@ def _parse_context(value: object) -> RequestContext | None:
         return None
     if not isinstance(value, dict):
         raise InvalidEvent("envelope field 'context' must be an object")
-    fields: dict[str, str] = {}
-    for name in _CONTEXT_FIELDS:
-        item = value.get(name)
-        if item is None:
-            continue
-        if not isinstance(item, str) or len(item) > _MAX_CONTEXT_VALUE or _UNSAFE_RE.search(item):
-            raise InvalidEvent(f"envelope context field {name!r} must be a short printable string")
-        fields[name] = item
-    if "request_id" not in fields:
+    request_id = _context_value(value, "request_id")
+    traceparent = _context_value(value, "traceparent")
+    tracestate = _context_value(value, "tracestate")
+    if request_id is None:
         return None
-    return RequestContext(
-        request_id=fields["request_id"],
-        traceparent=fields.get("traceparent"),
-        tracestate=fields.get("tracestate"),
-    )
+    return RequestContext(request_id=request_id, traceparent=traceparent, tracestate=tracestate)
+
+
+def _context_value(context: dict[str, Any], name: str) -> str | None:
+    item = context.get(name)
+    if item is not None and (
+        not isinstance(item, str) or len(item) > _MAX_CONTEXT_VALUE or _UNSAFE_RE.search(item)
+    ):
+        raise InvalidEvent(f"envelope context field {name!r} must be a short printable string")
+    return item
 
 
 def new_event(
@@ -272,11 +303,6 @@ def envelope(event: Event) -> dict[str, Any]:
 
 def encode(event: Event) -> bytes:
     """The body of the message that carries ``event``: compact UTF-8 JSON."""
-    if isinstance(event.data, _CONTAINERS):
-        try:
-            _check_shape(event.data)
-        except RecursionError:
-            raise InvalidEvent("event data is nested too deeply to encode") from None
     return _encode_json(envelope(event), event.data)
 
 
@@ -385,6 +411,20 @@ def _check_header_value(name: str, value: object, depth: int = 0) -> None:
     )
 
 
+def _user_headers(extra_headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of the caller's own headers, each checked."""
+    if extra_headers is None:
+        return {}
+    if not isinstance(extra_headers, Mapping):
+        raise InvalidEvent(f"headers must be a mapping, got {type(extra_headers).__name__}")
+    headers = dict(extra_headers)
+    for name, value in headers.items():
+        if not isinstance(name, str) or not name or len(name) > 128:
+            raise InvalidEvent("header names must be non-empty strings of at most 128 characters")
+        _check_header_value(name, value)
+    return headers
+
+
 def outgoing(
     event: Event,
     exchange: str,
@@ -396,13 +436,7 @@ def outgoing(
     ``context_headers`` (request id, trace, signed caller context) and ``extra_headers``
     are added; neither may replace svclink's own event headers.
     """
-    if extra_headers is not None and not isinstance(extra_headers, Mapping):
-        raise InvalidEvent(f"headers must be a mapping, got {type(extra_headers).__name__}")
-    headers = dict(extra_headers or {})
-    for name, value in headers.items():
-        if not isinstance(name, str) or not name or len(name) > 128:
-            raise InvalidEvent("header names must be non-empty strings of at most 128 characters")
-        _check_header_value(name, value)
+    headers = _user_headers(extra_headers)
     headers.update(context_headers)
     headers.update(event_headers(event))
     return OutgoingMessage(
@@ -437,23 +471,57 @@ def prepare(
     The request context bound now (or a fresh request id) travels in the envelope and,
     with the signed caller context, in the headers. ``occurred_at`` and ``wall`` are the
     driver's clock readings.
+
+    This is :func:`new_event` then :func:`outgoing`, less the work they repeat: every
+    argument is checked once (what svclink made itself, such as a fresh event id, is not
+    checked again) and the body is encoded once.
     """
     exchange = check_name("exchange", settings.event_exchange if exchange is None else exchange)
+    event_type = check_event_type(event_type)
+    event_id = new_event_id() if event_id is None else _check_id("event_id", event_id)
+    moment = _utc(occurred_at)
+    try:
+        _check_shape(data)  # the encoder below refuses the rest of what is not JSON
+    except RecursionError:
+        _check_json(data)
+    user_headers = _user_headers(headers)
     ctx_headers = message_headers(settings, audience=EVENTS_AUDIENCE, wall=wall)
-    context = RequestContext(
-        request_id=ctx_headers[REQUEST_ID_HEADER],
-        traceparent=ctx_headers.get(TRACEPARENT_HEADER),
-        tracestate=ctx_headers.get(TRACESTATE_HEADER),
+    request_id = ctx_headers[REQUEST_ID_HEADER]
+    traceparent = ctx_headers.get(TRACEPARENT_HEADER)
+    tracestate = ctx_headers.get(TRACESTATE_HEADER)
+    fields = {"request_id": request_id}
+    if traceparent is not None:
+        fields["traceparent"] = traceparent
+    if tracestate is not None:
+        fields["tracestate"] = tracestate
+    for name, value in fields.items():  # the bound context's own values (a fresh id is fine as it is)
+        _check_context_value(name, value)
+    source = settings.service_name
+    event = Event(
+        event_type=event_type,
+        data=data,
+        event_id=event_id,
+        occurred_at=moment,
+        source=source,
+        context=RequestContext(request_id=request_id, traceparent=traceparent, tracestate=tracestate),
     )
-    event = new_event(
-        event_type,
-        data,
-        event_id=new_event_id() if event_id is None else event_id,
-        occurred_at=occurred_at,
-        source=settings.service_name,
-        context=context,
+    body = _envelope_json(event_id, event_type, _format_utc(moment), source, fields, data)
+    user_headers.update(ctx_headers)
+    user_headers[EVENT_TYPE_HEADER] = event_type
+    user_headers[EVENT_ID_HEADER] = event_id
+    user_headers[VERSION_HEADER] = ENVELOPE_VERSION
+    if source:
+        user_headers[SOURCE_HEADER] = source
+    properties = Properties(
+        headers=MappingProxyType(user_headers),
+        message_id=event_id,
+        type=event_type,
+        app_id=source,
+        correlation_id=request_id,
+        timestamp=int(moment.timestamp()),
+        content_type=CONTENT_TYPE,
     )
-    return event, outgoing(event, exchange, ctx_headers, headers)
+    return event, OutgoingMessage(exchange=exchange, routing_key=event_type, body=body, properties=properties)
 
 
 def incoming_context(
@@ -462,24 +530,21 @@ def incoming_context(
     """The context to bind while ``event`` is handled, read from the message headers.
 
     The envelope's request id and trace fill in for a publisher that sent no headers; the
-    caller and user come only from a signed context that verifies for events.
+    caller and user come only from a signed context that verifies for events. A header
+    replaces the envelope's value whatever the case of its name.
     """
-    headers: dict[str, Any] = {}
-    if event.context is not None:
-        headers[REQUEST_ID_HEADER] = event.context.request_id
-        for name, value in (
-            (TRACEPARENT_HEADER, event.context.traceparent),
-            (TRACESTATE_HEADER, event.context.tracestate),
-        ):
-            if value:
-                headers[name] = value
-    lower = {k.lower() for k in headers}
+    lower: dict[str, str] = {}
+    context = event.context
+    if context is not None:
+        lower[_REQUEST_ID_LOWER] = context.request_id
+        if context.traceparent:
+            lower[TRACEPARENT_HEADER] = context.traceparent
+        if context.tracestate:
+            lower[TRACESTATE_HEADER] = context.tracestate
     for name, value in delivery.properties.headers.items():
         if isinstance(value, str):
-            if name.lower() in lower:
-                headers = {k: v for k, v in headers.items() if k.lower() != name.lower()}
-            headers[name] = value
-    return incoming(headers, settings=settings, now=now, wall=wall, audience=EVENTS_AUDIENCE)
+            lower[name.lower()] = value
+    return read_incoming(lower, settings=settings, now=now, wall=wall, audience=EVENTS_AUDIENCE)
 
 
 #: what became of one published message, as a driver reports it

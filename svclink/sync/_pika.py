@@ -5,19 +5,26 @@ only while a publish waits; that gives a real publish timeout (``BlockingConnect
 waits for a confirm forever) through pika's public API. It polls the way
 ``BlockingConnection`` does (``poll()`` and ``process_timeouts()`` on a poller activated
 once), not with ``start()``/``stop()``, which make and close an epoll set and write a
-wake-up byte every time: three times per publish, a third of its time. The consumer uses
-``pika.BlockingConnection`` and runs each handler on a worker thread while the consumer
-thread keeps servicing the connection, so heartbeats flow during slow handlers.
+wake-up byte every time: three times per publish, a third of its time.
+
+The consumer uses ``pika.BlockingConnection`` and runs each handler on its own thread,
+inline: handing every message to a worker thread and back costs more than the rest of
+consuming it. A connection that goes unserviced misses heartbeats, though, so a handler
+that runs longer than :data:`QUIET` lends the connection to a keeper thread, which
+services it until the handler returns. pika's connection is not thread-safe; it is never
+used by two threads at once: whoever holds the session's lock may use it, and the
+consumer thread holds it at all times except while a handler runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from types import MappingProxyType
 from typing import Any
 
 import pika
@@ -58,8 +65,9 @@ def _pika_properties(properties: Properties) -> pika.BasicProperties:
 
 
 def _core_properties(properties: pika.BasicProperties) -> Properties:
+    # pika decoded the headers into a dict of their own: a read-only view needs no copy
     return Properties(
-        headers=properties.headers or {},
+        headers=MappingProxyType(properties.headers or {}),
         message_id=properties.message_id,
         type=properties.type,
         app_id=properties.app_id,
@@ -67,6 +75,10 @@ def _core_properties(properties: pika.BasicProperties) -> Properties:
         timestamp=properties.timestamp,
         content_type=properties.content_type,
     )
+
+
+#: a publisher connection unused for this long is checked for what arrived meanwhile before a publish
+IDLE = 0.25
 
 
 class PikaLink:
@@ -86,6 +98,7 @@ class PikaLink:
         self._outcomes: dict[int, str] = {}
         self._returned: set[str] = set()
         self._tag_ids: dict[int, str] = {}
+        self._used = time.monotonic()
         errors = []
         for url in settings.amqp_url:
             try:
@@ -210,9 +223,13 @@ class PikaLink:
 
         Raises :class:`Lost` when the connection turns out to be dead before anything was sent
         (an idle connection the broker dropped), so the caller can reopen and send once.
+        A connection in steady use is not checked first: the loop ran moments ago, waiting for
+        the last confirms, and a close that arrives between two publishes is caught anyway,
+        as a lost message that is sent again on a new connection.
         """
-        self._spin()  # read what arrived while idle (the broker's close, say)
-        self._spin()
+        if time.monotonic() - self._used > IDLE:
+            self._spin()  # read what arrived while idle (the broker's close, say)
+            self._spin()
         if self._state != "open":
             raise Lost(self._error or "connection closed while idle")
         for exchange in {m.exchange for m in messages}:
@@ -235,6 +252,7 @@ class PikaLink:
             self._tag_ids[tag] = message.properties.message_id or ""
             tags.append(tag)
         self._wait(lambda: all(t in self._outcomes for t in tags), deadline)
+        self._used = time.monotonic()
         lost = LOST if self._state != "open" else TIMED_OUT
         outcomes = [self._outcomes.pop(t, lost) for t in tags]
         return outcomes + [LOST] * (len(messages) - len(tags))
@@ -262,12 +280,19 @@ _PIKA_LOST = (
 _CONNECT_FAILED = (*_PIKA_LOST, AMQPConnectorException, OSError)
 
 
-#: how long the consumer thread waits for a handler before servicing the connection meanwhile
+#: a handler running longer than this has the connection serviced by the keeper thread meanwhile
 QUIET = 0.2
 
 
 class PikaSession:
-    """One consumer connection: declares the topology, consumes, runs handlers off-thread."""
+    """One consumer connection: declares the topology, consumes, runs handlers inline.
+
+    While a handler runs, the consumer thread lets go of the connection (the ``_io`` lock),
+    and a keeper thread takes it if the handler is still running after :data:`QUIET`
+    seconds, servicing it (heartbeats, deliveries within the prefetch) until the handler
+    returns. The keeper looks every ``QUIET / 2`` seconds: a fast handler costs nothing
+    but the lock's release and acquire, no thread switch.
+    """
 
     def __init__(self, settings: Settings, name: str, topo: Topology, prefetch: int) -> None:
         params = [_parameters(u, settings, name) for u in settings.amqp_url]
@@ -277,7 +302,14 @@ class PikaSession:
             raise Lost(f"cannot connect: {exc!r}") from None
         self._deliveries: deque[Received] = deque()
         self._cancelled = False
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="svclink-handler")
+        self._io = threading.Lock()  # whoever holds it may use the connection
+        self._io.acquire()  # the consumer thread, except while a handler runs
+        self._handler: tuple[int, float] | None = None  # (number, monotonic start) of the running one
+        self._handlers = 0
+        self._serviced = False  # the keeper is servicing the connection for the running handler
+        self._failure: str | None = None  # what the keeper found wrong with the connection
+        self._closing = threading.Event()
+        self._keeper: threading.Thread | None = None
         try:
             self._channel = self._connection.channel()
             self._declare(topo)
@@ -330,26 +362,47 @@ class PikaSession:
         return self._deliveries.popleft() if self._deliveries else None
 
     def run(self, fn: Callable[[], BaseException | None]) -> BaseException | None:
-        """Run ``fn`` on the worker thread while this thread keeps the connection serviced.
+        """Run ``fn`` on this thread; if it takes longer than ``QUIET``, the keeper services the
+        connection meanwhile.
 
-        A handler that returns within ``QUIET`` seconds (most do) is simply waited for: the
-        connection can go that long unserviced (heartbeats are tens of seconds apart), and
-        servicing it meanwhile costs a wake-up through the connection per message.
+        Raises :class:`Lost` (once ``fn`` has returned) when the keeper found the connection
+        gone or the consumer cancelled: the message cannot be settled on it.
         """
-        future: Future[BaseException | None] = self._worker.submit(fn)
+        if self._keeper is None:
+            self._keeper = threading.Thread(target=self._keep, name="svclink-consumer-keeper", daemon=True)
+            self._keeper.start()
+        self._handlers += 1
+        self._handler = (self._handlers, time.monotonic())
+        self._io.release()
         try:
-            return future.result(QUIET)
-        except TimeoutError:
-            if future.done():  # fn itself raised it
-                raise
-        future.add_done_callback(lambda _f: self.wake())
-        try:
-            while not future.done():
-                self._pump(1.0)
-        except Lost:
-            future.result()  # never two handlers at once: wait for this one, then reconnect
-            raise
-        return future.result()
+            outcome = fn()
+        finally:
+            self._handler = None
+            if self._serviced:
+                self.wake()  # the keeper is waiting for I/O: have it look up and let go
+            self._io.acquire()
+        if self._failure is not None or self._cancelled:
+            raise Lost(self._failure or "the broker cancelled the consumer (queue deleted?)")
+        return outcome
+
+    def _keep(self) -> None:
+        """The keeper thread: service the connection while a handler runs longer than ``QUIET``."""
+        while not self._closing.wait(QUIET / 2):
+            handler = self._handler
+            if handler is None or time.monotonic() - handler[1] < QUIET:
+                continue
+            if not self._io.acquire(blocking=False):  # the handler has just returned
+                continue
+            try:
+                self._serviced = True
+                while self._handler is handler and self._failure is None and not self._closing.is_set():
+                    try:
+                        self._connection.process_data_events(time_limit=1.0)
+                    except _PIKA_LOST as exc:
+                        self._failure = repr(exc)
+            finally:
+                self._serviced = False
+                self._io.release()
 
     def finish(self, received: Received, decision: Decision) -> None:
         try:
@@ -371,7 +424,10 @@ class PikaSession:
             self._connection.add_callback_threadsafe(lambda: None)
 
     def close(self) -> None:
-        self._worker.shutdown(wait=True)
+        """Close the connection (from the consumer thread, outside a handler: it holds the lock)."""
+        self._closing.set()
+        if self._keeper is not None:
+            self._keeper.join()
         with contextlib.suppress(Exception):
             if self._connection.is_open:
                 self._connection.close()
