@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import warnings
 from typing import Any
@@ -19,7 +20,7 @@ import svclink.aio
 import svclink.sync
 import svclink.testing
 
-from .events_support import RABBITMQ_URL, EventEnv, Recorder, env_fixture, eventually
+from .events_support import RABBITMQ_URL, WAIT, EventEnv, Recorder, env_fixture, eventually
 from .faultproxy import FaultProxy
 
 env = env_fixture()
@@ -119,6 +120,36 @@ def test_get_publisher_is_shared_and_follows_settings(sync_env: EventEnv) -> Non
     assert svclink.sync.get_publisher().settings.publish_timeout == 3
     first.close()
     svclink.sync.get_publisher().close()
+
+
+def test_close_closes_the_publishers_connection_at_the_broker(env: EventEnv) -> None:
+    sink = env.sink(["user.*"])
+    env.publish("user.updated", {"n": 1})
+    env.pub.close()
+    assert env.broker.close_connections(env.connection_name) == 0  # none left for the broker to close
+    env.publish("user.updated", {"n": 2})  # and the next publish opens a new one
+    assert env.broker.count(sink) == 2
+
+
+def test_the_connections_of_ended_threads_are_closed(sync_env: EventEnv) -> None:
+    """Threads that published and ended (a request thread, say) do not leave connections open."""
+    env = sync_env
+    sink = env.sink(["user.*"])
+    name = f"{env.connection_name}-threads"
+    publisher = svclink.sync.Publisher(env.settings, connection_name=name)
+
+    def publish(n: int) -> None:
+        publisher.publish("user.updated", {"n": n}, exchange=env.exchange)
+
+    threads = [threading.Thread(target=publish, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    assert env.broker.count(sink) == 4
+    publish(4)  # this thread's own connection: the ended threads' are closed as it opens
+    assert env.broker.close_connections(name) == 1
+    publisher.close()
 
 
 def test_an_unreachable_broker_raises_broker_unavailable(rabbit_env: EventEnv) -> None:

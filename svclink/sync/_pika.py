@@ -180,6 +180,8 @@ class PikaLink:
         self._channel = channel
 
     def _on_channel_closed(self, _channel: Any, reason: BaseException) -> None:
+        if self._connection is None:  # _discard() is closing it: wait for the connection's own close
+            return
         self._state, self._error = "closed", f"channel closed: {reason}"
         if self._connection is not None and self._connection.is_open:
             self._connection.close()

@@ -26,6 +26,7 @@ from ..core.consuming import Backoff, ConsumerConfig, Decision, Handle, topology
 from ..core.context import bind
 from ..core.errors import BrokerUnavailable
 from ..core.events import Event
+from ..core.locks import ForkSafeLock
 from ..core.publishing import BasePublisher, PublisherCache, Sending
 from ..core.settings import Settings
 from ._memory import MemoryLink, MemorySession
@@ -43,29 +44,46 @@ class Publisher(BasePublisher):
     """Publishes events with confirms; safe to share between threads and across ``fork()``.
 
     Each (process, thread) gets its own connection, opened on first use, so a forked
-    child never touches its parent's socket and threads never share a channel.
+    child never touches its parent's socket and threads never share a channel. The
+    connection of a thread that has ended is closed by the next thread that opens one,
+    or by :meth:`close`.
     """
 
     def __init__(self, settings: Settings | None = None, *, connection_name: str | None = None) -> None:
         super().__init__(settings, connection_name=connection_name)
         self._local = threading.local()
+        #: every thread's link: a thread's local slot goes when it ends, its open socket does not
+        self._threads: dict[threading.Thread, PublishLink] = {}
+        self._threads_lock = ForkSafeLock()
 
     def _link(self, deadline: float) -> PublishLink:
         link: PublishLink | None = getattr(self._local, "link", None)
         if link is None or link.pid != os.getpid():  # a fork's child drops its parent's link untouched
+            self._close_ended()
             if is_memory(self.settings):
                 link = MemoryLink(self.settings, self.connection_name)
             else:
                 link = PikaLink(self.settings, self.connection_name, deadline)
             self._local.link = link
+            with self._threads_lock:
+                self._threads[threading.current_thread()] = link
         return link
 
     def _drop(self) -> None:
         link = getattr(self._local, "link", None)
         self._local.link = None
-        if link is not None and link.pid == os.getpid():
-            with contextlib.suppress(Exception):
-                link.close()
+        with self._threads_lock:
+            self._threads.pop(threading.current_thread(), None)
+        _close(link)
+
+    def _close_ended(self) -> None:
+        """Close the links of threads that have ended (after a fork: every other thread's, untouched)."""
+        with self._threads_lock:
+            ended = [(t, link) for t, link in self._threads.items() if not t.is_alive()]
+            for thread, _ in ended:
+                del self._threads[thread]
+        for _, link in ended:
+            _close(link)
 
     def publish(
         self,
@@ -125,8 +143,16 @@ class Publisher(BasePublisher):
                 self._drop()
 
     def close(self) -> None:
-        """Close this thread's connection (the next publish opens a new one)."""
+        """Close this thread's connection and those of ended threads (the next publish opens a new one)."""
         self._drop()
+        self._close_ended()
+
+
+def _close(link: PublishLink | None) -> None:
+    """Close ``link`` if this process opened it (a forked child leaves its parent's socket alone)."""
+    if link is not None and link.pid == os.getpid():
+        with contextlib.suppress(Exception):
+            link.close()
 
 
 _publishers = PublisherCache(Publisher)
