@@ -56,6 +56,9 @@ class _Reaper:
             token = next(self._ids)
             self._live.add(token)
             heapq.heappush(self._heap, (attempt.deadline, token, conn, attempt))
+            if len(self._heap) > 64 + 4 * len(self._live):  # drop finished attempts: memory stays flat
+                self._heap = [entry for entry in self._heap if entry[1] in self._live]
+                heapq.heapify(self._heap)
             if self._heap[0][1] == token:
                 self._cond.notify()
             return token
