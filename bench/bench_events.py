@@ -3,9 +3,13 @@
 Every comparison does the same work on both sides: the raw side publishes the very
 body and properties svclink puts on the wire (same exchange, routing key, size,
 persistent, ``mandatory``, publisher confirms), and the consume comparisons drain the
-same pre-filled queue with the same prefetch. The queues are durable and the messages
-persistent, as svclink's are in production, so the broker writes them to disk.
-Everything is declared under a unique prefix and deleted at the end.
+same pre-filled queue with the same prefetch. A drain includes opening its connection
+and channel, and the raw consumers declare what svclink's consumer declares (exchange,
+work, delay and dead-letter queues, bindings, a confirm channel for moving messages to
+them), so that both sides do the same fixed work and the ratio is the per-message one.
+The queues are durable and the messages persistent, as svclink's are in production, so
+the broker writes them to disk. Everything is declared under a unique prefix and deleted
+at the end.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ class Names:
         self.consume_exchange = f"{prefix}.consume"
         self.queue = f"{prefix}.work"  # the consume benchmarks drain it
         config = ConsumerConfig(queue=self.queue, exchange=self.consume_exchange, bindings=["bench.#"])
-        topo = topology(config)
+        self.topology = topo = topology(config)
         self.queues = [self.sink, self.queue, *(q.name for q in topo.retry_queues), topo.dead_queue.name]
 
 
@@ -296,6 +300,13 @@ def consume_sync(settings: svclink.Settings, names: Names, n: int, rounds: int) 
     def raw_drain() -> None:
         connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
         channel = connection.channel()
+        topo = names.topology
+        channel.exchange_declare(topo.exchange, exchange_type="topic", durable=True)
+        for spec in (topo.queue, *topo.retry_queues, topo.dead_queue):
+            channel.queue_declare(spec.name, durable=True, arguments=dict(spec.arguments))
+        for pattern in topo.bindings:
+            channel.queue_bind(topo.queue.name, topo.exchange, routing_key=pattern)
+        channel.confirm_delivery()
         channel.basic_qos(prefetch_count=PREFETCH)
         handled = 0
 
@@ -332,9 +343,15 @@ def consume_aio(settings: svclink.Settings, names: Names, n: int, rounds: int) -
 
     async def raw_drain() -> None:
         connection = await aio_pika.connect(RABBITMQ_URL)
-        channel = await connection.channel()
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         await channel.set_qos(prefetch_count=PREFETCH)
-        queue = await channel.get_queue(names.queue)
+        topo = names.topology
+        exchange = await channel.declare_exchange(topo.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+        for spec in (*topo.retry_queues, topo.dead_queue):
+            await channel.declare_queue(spec.name, durable=True, arguments=dict(spec.arguments))
+        queue = await channel.declare_queue(names.queue, durable=True, arguments=dict(topo.queue.arguments))
+        for pattern in topo.bindings:
+            await queue.bind(exchange, routing_key=pattern)
         done = asyncio.Event()
         handled = 0
 

@@ -344,7 +344,7 @@ def message_headers(settings: Settings, *, audience: str, wall: float) -> dict[s
     traced = _trace_headers(context)
     headers.update(traced)
     ttl = settings.queued_context_ttl
-    if not request_id or any(k.lower() in _SIGNING_INPUTS for k in traced):  # the general way
+    if not request_id or (traced and any(k.lower() in _SIGNING_INPUTS for k in traced)):  # the general way
         sign_headers(headers, settings, context, audience=audience, wall=wall, ttl=ttl)
     elif settings.signing_key and settings.service_name:  # else what sign_headers would find, known here
         signed = context if context is not None else RequestContext(request_id=request_id)
