@@ -48,8 +48,13 @@ _BAD_VALUE_RE = re.compile(r"[\r\n\x00]")
 _VALUE_RE = re.compile(r"[\t\x20-\x7e]*")
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._~:/+=@-]{1,200}$")
 _DEADLINE_RE = re.compile(r"^[0-9]{1,12}$")
+#: header names as :func:`read_incoming` looks them up (lower case)
+_REQUEST_ID_LOWER = REQUEST_ID_HEADER.lower()
+_CALLER_LOWER = CALLER_HEADER.lower()
+_CONTEXT_LOWER = CONTEXT_HEADER.lower()
+_DEADLINE_LOWER = DEADLINE_HEADER.lower()
 #: the headers :func:`sign_headers` reads (lower case)
-_SIGNING_INPUTS = (CONTEXT_HEADER.lower(), REQUEST_ID_HEADER.lower())
+_SIGNING_INPUTS = (_CONTEXT_LOWER, _REQUEST_ID_LOWER)
 
 log = logging.getLogger("svclink.context")
 
@@ -368,9 +373,9 @@ def _verdict(
     headers: Mapping[str, str], request_id: str | None, settings: Settings, audience: str | None, wall: float
 ) -> Caller:
     """Who the caller is, believed only when the signed context verifies for ``audience``."""
-    claimed = headers.get(CALLER_HEADER.lower())
+    claimed = headers.get(_CALLER_LOWER)
     claimed = claimed[:64] if isinstance(claimed, str) else None
-    token = headers.get(CONTEXT_HEADER.lower())
+    token = headers.get(_CONTEXT_LOWER)
     rid = request_id or ""
     if not token:
         return Caller(False, rid, reason="unsigned", claimed=claimed)
@@ -425,7 +430,7 @@ def read_incoming(
     """:func:`incoming` for headers already in lower case with str values only (as a consumer
     builds them for an event, merging the envelope's context with the message headers)."""
     dropped = []
-    raw_id = lower.get(REQUEST_ID_HEADER.lower())
+    raw_id = lower.get(_REQUEST_ID_LOWER)
     if raw_id is not None and not _REQUEST_ID_RE.fullmatch(raw_id):  # fullmatch: no final \n
         raw_id = None
         dropped.append(REQUEST_ID_HEADER)
@@ -433,7 +438,7 @@ def read_incoming(
     request_id = raw_id or (caller.request_id if caller.verified else None) or new_request_id()
     if caller.request_id != request_id:
         caller = attrs.evolve(caller, request_id=request_id)
-    deadline, ok = _deadline(lower.get(DEADLINE_HEADER.lower()), settings, now)
+    deadline, ok = _deadline(lower.get(_DEADLINE_LOWER), settings, now)
     if not ok:
         dropped.append(DEADLINE_HEADER)
     traceparent = trace.valid_traceparent(lower.get(TRACEPARENT_HEADER))
