@@ -4,7 +4,7 @@ The consuming half of svclink's ``BaseClient``: the arguments of ``EventConsumer
 checked into a :class:`~svclink.core.consuming.ConsumerConfig`, the handler table that
 ``on()``/``default()`` fill, the bindings a run declares, and the steps before and after
 a handler runs (:func:`~svclink.core.consuming.receive`, :func:`~svclink.core.consuming.settle`
-and their log lines). How a handler is called (in a worker thread, or awaited) and how
+and their log lines). How a handler is called (inline on the consumer's thread, or awaited) and how
 messages arrive is each side's own.
 """
 
