@@ -1,7 +1,12 @@
 """The aio side over aio-pika: a publisher link per event loop and a consumer session.
 
 Connections are plain ``aio_pika.connect`` connections that svclink reopens itself (see
-:mod:`svclink.aio.events` for why not ``connect_robust``).
+:mod:`svclink.aio.events` for why not ``connect_robust``). aio-pika opens them and
+declares the topology; publishing, consuming and acking go straight to the aiormq
+channel beneath it (``get_underlay_channel()``), which aio-pika itself calls. svclink
+has its own message type, so aio-pika's ``Message`` and ``IncomingMessage`` would be a
+copy made and dropped per message, and its consumer wrapper a second task per message:
+together more than the rest of svclink's work on an event.
 """
 
 from __future__ import annotations
@@ -10,16 +15,19 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
 import aio_pika
 import aio_pika.abc
 import aio_pika.exceptions
+import aiormq.abc
 import aiormq.exceptions
+from aiormq import spec
 from yarl import URL
 
+from ..core.acks import Acks
 from ..core.consuming import Ack, Decision, QueueSpec, Topology, republish
 from ..core.errors import EventError
 from ..core.events import ACKED, LOST, NACKED, RETURNED, TIMED_OUT, Delivery, OutgoingMessage, Properties
@@ -52,32 +60,47 @@ async def _connect(settings: Settings, name: str) -> aio_pika.abc.AbstractConnec
     raise Lost("; ".join(errors))
 
 
-def _aio_message(properties: Properties, body: bytes) -> aio_pika.Message:
-    return aio_pika.Message(
-        body,
+def _amqp_properties(properties: Properties) -> spec.Basic.Properties:
+    """The wire properties, as aio-pika's ``Message(...).properties`` would make them."""
+    stamp = properties.timestamp
+    return spec.Basic.Properties(
         headers=dict(properties.headers),
         content_type=properties.content_type,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
         message_id=properties.message_id,
-        timestamp=properties.timestamp,
-        type=properties.type,
+        timestamp=None if stamp is None else datetime.fromtimestamp(stamp, UTC),
+        message_type=properties.type,
         app_id=properties.app_id,
         correlation_id=properties.correlation_id,
     )
 
 
-def _core_delivery(message: aio_pika.abc.AbstractIncomingMessage) -> Delivery:
-    stamp = message.timestamp
+async def _publish(channel: aiormq.abc.AbstractChannel, message: OutgoingMessage, timeout: float) -> None:
+    """Publish with a confirm; raises aiormq's ``PublishError`` (returned) or ``DeliveryError`` (nacked)."""
+    await channel.basic_publish(
+        message.body,
+        exchange=message.exchange,
+        routing_key=message.routing_key,
+        properties=_amqp_properties(message.properties),
+        mandatory=message.mandatory,
+        timeout=timeout,
+    )
+
+
+def _core_delivery(message: aiormq.abc.DeliveredMessage) -> Delivery:
+    p = message.header.properties
+    stamp = p.timestamp
     return Delivery(
         body=message.body,
         properties=Properties(
-            headers=MappingProxyType(dict(message.headers or {})),  # a copy, so no other copy is made
-            message_id=message.message_id,
-            type=message.type,
-            app_id=message.app_id,
-            correlation_id=message.correlation_id,
+            # pamqp decoded the headers into a dict of their own: a read-only view needs no copy
+            headers=MappingProxyType(p.headers or {}),
+            message_id=p.message_id,
+            type=p.message_type,
+            app_id=p.app_id,
+            correlation_id=p.correlation_id,
             timestamp=int(stamp.timestamp()) if isinstance(stamp, datetime) else None,
-            content_type=message.content_type,
+            content_type=p.content_type,
         ),
         exchange=message.exchange or "",
         routing_key=message.routing_key or "",
@@ -93,11 +116,15 @@ class PikaLink:
     """One connection + confirm channel, used by every task of one event loop."""
 
     def __init__(
-        self, connection: aio_pika.abc.AbstractConnection, channel: aio_pika.abc.AbstractChannel
+        self,
+        connection: aio_pika.abc.AbstractConnection,
+        channel: aio_pika.abc.AbstractChannel,
+        underlay: aiormq.abc.AbstractChannel,
     ) -> None:
         self._connection = connection
         self._channel = channel
-        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        self._underlay = underlay
+        self._declared: set[str] = {""}  # the default exchange needs no declaring
         self._declaring = asyncio.Lock()  # 500 concurrent first publishes declare the exchange once
         self._used = time.monotonic()
 
@@ -106,44 +133,32 @@ class PikaLink:
         connection = await _connect(settings, name)
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            underlay = await channel.get_underlay_channel()
         except AMQP_LOST as exc:
             await connection.close()
             raise Lost(repr(exc)) from None
         except asyncio.CancelledError:  # the publish's deadline passed: leave no open connection behind
             await asyncio.shield(connection.close())
             raise
-        return cls(connection, channel)
+        return cls(connection, channel, underlay)
 
-    async def _exchange(self, name: str) -> aio_pika.abc.AbstractExchange:
-        exchange = self._exchanges.get(name)
-        if exchange is not None:
-            return exchange
-        if name == "":
-            return self._channel.default_exchange
+    async def _declare(self, name: str) -> None:
         async with self._declaring:
-            exchange = self._exchanges.get(name)
-            if exchange is None:
+            if name not in self._declared:
                 try:
-                    exchange = await self._channel.declare_exchange(
-                        name, aio_pika.ExchangeType.TOPIC, durable=True
-                    )
+                    await self._channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
                 except aiormq.exceptions.ChannelPreconditionFailed as exc:
                     raise EventError(f"exchange {name!r} exists with other settings: {exc}") from None
-                self._exchanges[name] = exchange
-        return exchange
+                self._declared.add(name)
 
     async def _one(self, message: OutgoingMessage, deadline: float) -> str:
         try:
-            exchange = self._exchanges.get(message.exchange) or await self._exchange(message.exchange)
-            await exchange.publish(
-                _aio_message(message.properties, message.body),
-                message.routing_key,
-                mandatory=message.mandatory,
-                timeout=max(0.001, deadline - time.monotonic()),
-            )
-        except aio_pika.exceptions.PublishError:
+            if message.exchange not in self._declared:
+                await self._declare(message.exchange)
+            await _publish(self._underlay, message, max(0.001, deadline - time.monotonic()))
+        except aiormq.exceptions.PublishError:
             return RETURNED
-        except aio_pika.exceptions.DeliveryError:
+        except aiormq.exceptions.DeliveryError:
             return NACKED
         except TimeoutError:
             return TIMED_OUT
@@ -183,15 +198,21 @@ async def _declare_queue(
 
 
 class PikaSession:
-    """One consumer connection: declares the topology and consumes; aio-pika runs each message as a task."""
+    """One consumer connection: declares the topology, consumes, and acks in as few frames as it can.
+
+    aiormq runs each delivery as a task, so up to ``prefetch`` handlers run at once. A
+    finished message's ack waits one pass of the event loop, for the others finishing on
+    the same pass to join it in one frame (see :mod:`svclink.core.acks`).
+    """
 
     def __init__(self, settings: Settings, name: str, topo: Topology, prefetch: int) -> None:
         self._settings, self._name, self._topo, self._prefetch = settings, name, topo, prefetch
         self.lost = asyncio.Event()
         self._connection: aio_pika.abc.AbstractConnection | None = None
-        self._channel: aio_pika.abc.AbstractChannel | None = None
-        self._queue: aio_pika.abc.AbstractQueue | None = None
+        self._underlay: aiormq.abc.AbstractChannel | None = None
         self._tag: str | None = None
+        self._acks = Acks()
+        self._acking = False  # a task is sending the acks of this pass of the loop
 
     def _on_close(self, *_args: Any) -> None:
         self.lost.set()
@@ -201,26 +222,27 @@ class PikaSession:
         self._connection.close_callbacks.add(self._on_close)
         topo = self._topo
         try:
-            channel = self._channel = await self._connection.channel(
-                publisher_confirms=True, on_return_raises=True
-            )
+            channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
             channel.close_callbacks.add(self._on_close)
-            underlay = await channel.get_underlay_channel()
+            underlay = self._underlay = await channel.get_underlay_channel()
             underlay.on_consumer_cancel_callbacks.add(self._on_close)  # the queue was deleted, say
             await channel.set_qos(prefetch_count=self._prefetch)
             exchange = await channel.declare_exchange(
                 topo.exchange, aio_pika.ExchangeType.TOPIC, durable=True
             )
-            for spec in (*topo.retry_queues, topo.dead_queue):
-                await _declare_queue(channel, spec)
-            queue = self._queue = await _declare_queue(channel, topo.queue)
+            for spec_ in (*topo.retry_queues, topo.dead_queue):
+                await _declare_queue(channel, spec_)
+            queue = await _declare_queue(channel, topo.queue)
             for pattern in topo.bindings:
                 await queue.bind(exchange, routing_key=pattern)
 
-            async def deliver(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-                await on_delivery(_core_delivery(message), message)
+            async def deliver(message: aiormq.abc.DeliveredMessage) -> None:
+                tag = message.delivery_tag or 0
+                self._acks.delivered(tag)  # before any await: tasks start in delivery order
+                await on_delivery(_core_delivery(message), tag)
 
-            self._tag = await queue.consume(deliver, no_ack=False)
+            consuming = await underlay.basic_consume(queue.name, deliver, no_ack=False)
+            self._tag = consuming.consumer_tag
         except aiormq.exceptions.ChannelClosed as exc:
             await self.close()
             if isinstance(
@@ -238,19 +260,26 @@ class PikaSession:
         Any failure marks the session lost: the message stays unacked and is redelivered
         after the reconnect (which also declares a deleted delay or dead queue again).
         """
-        message: aio_pika.abc.AbstractIncomingMessage = token
-        assert self._channel is not None
+        tag: int = token
+        underlay = self._underlay
+        assert underlay is not None
         try:
             if not isinstance(decision, Ack):
                 copy = republish(delivery, decision)
                 try:
-                    await self._channel.default_exchange.publish(
-                        _aio_message(copy.properties, copy.body), copy.routing_key, mandatory=True, timeout=30
-                    )
-                except (aio_pika.exceptions.DeliveryError, TimeoutError) as exc:
-                    await message.nack(requeue=True)
+                    await _publish(underlay, copy, 30)
+                except (aiormq.exceptions.DeliveryError, TimeoutError) as exc:
+                    await underlay.basic_nack(tag, requeue=True)
+                    self._acks.settled(tag)  # only now: until the nack is out, no multiple ack may cover it
                     raise Lost(f"could not move the message to {copy.routing_key}: {exc!r}") from None
-            await message.ack()
+            self._acks.finished(tag)
+            if not self._acking:
+                self._acking = True
+                try:
+                    await asyncio.sleep(0)  # the handlers finishing on this pass of the loop join in
+                    await self._send_acks(underlay)
+                finally:
+                    self._acking = False
         except AMQP_LOST as exc:
             self.lost.set()
             raise Lost(f"could not settle a message ({exc!r}); it will be redelivered") from None
@@ -258,15 +287,21 @@ class PikaSession:
             self.lost.set()
             raise
 
+    async def _send_acks(self, underlay: aiormq.abc.AbstractChannel) -> None:
+        while frames := self._acks.take():  # and those that finished while this one was sent
+            for frame in frames:
+                await underlay.basic_ack(frame.tag, multiple=frame.multiple)
+
     async def reject(self, token: Any) -> None:
-        message: aio_pika.abc.AbstractIncomingMessage = token
-        with contextlib.suppress(*AMQP_LOST):
-            await message.nack(requeue=True)
+        if self._underlay is not None:
+            with contextlib.suppress(*AMQP_LOST):
+                await self._underlay.basic_nack(token, requeue=True)
+        self._acks.settled(token)  # only now: until the nack is out, no multiple ack may cover it
 
     async def stop_consuming(self) -> None:
-        if self._queue is not None and self._tag is not None and not self.lost.is_set():
+        if self._underlay is not None and self._tag is not None and not self.lost.is_set():
             with contextlib.suppress(*AMQP_LOST, TimeoutError):
-                await self._queue.cancel(self._tag, timeout=5)
+                await self._underlay.basic_cancel(self._tag, timeout=5)
 
     async def close(self) -> None:
         if self._connection is not None:

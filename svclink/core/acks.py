@@ -55,7 +55,11 @@ class Acks:
         self._finished.add(tag)
 
     def settled(self, tag: int) -> None:
-        """The message was settled another way (a nack): it gets no ack."""
+        """The message was settled another way (a nack) and gets no ack.
+
+        Call it once the nack is sent, not before: until then the message must stay in the
+        way of a ``multiple`` ack, which would otherwise ack it too.
+        """
         self._finished.discard(tag)
         if tag in self._outstanding:
             self._outstanding.remove(tag)

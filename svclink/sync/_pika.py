@@ -424,6 +424,7 @@ class PikaSession:
                 except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
                     self._send_acks()
                     self._channel.basic_nack(received.tag, requeue=True)
+                    self._acks.settled(received.tag)
                     raise Lost(f"could not move the message to {message.routing_key}: {exc!r}") from None
             self._acks.finished(received.tag)
             if not self._deliveries or self._acks.held >= self._hold:
