@@ -68,7 +68,9 @@ def available() -> bool:
 def inject() -> dict[str, str]:
     """The trace headers OpenTelemetry's propagator writes for the current context ({} without it)."""
     otel = _otel()
-    if otel is None or not otel[2].get_current_span().get_span_context().is_valid:
+    if otel is None or not otel[0].get_current():  # an empty context (the usual case) holds no span
+        return {}
+    if not otel[2].get_current_span().get_span_context().is_valid:
         return {}  # no span: nothing to propagate beyond the bound traceparent
     carrier: dict[str, str] = {}
     otel[1].inject(carrier)
