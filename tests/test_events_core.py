@@ -37,11 +37,13 @@ from svclink.core.events import (
     Delivery,
     Properties,
     decode,
+    encode,
+    envelope,
     prepare,
     publish_error,
 )
 from svclink.core.publishing import Sending, publish_deadline
-from svclink.core.settings import Settings
+from svclink.core.settings import Settings, build
 
 WHEN = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
 SETTINGS = Settings(service_name="api", amqp_url="memory://")
@@ -179,6 +181,27 @@ def test_a_fresh_request_id_is_made_outside_any_context() -> None:
 def test_non_utc_time_is_converted() -> None:
     _, message = _prepared(occurred_at=WHEN.astimezone(timezone(timedelta(hours=5))))
     assert json.loads(message.body)["occurred_at"] == "2024-05-01T12:30:15.123456Z"
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(data=_json_values, source=st.none() | st.from_regex(r"\A[a-z][a-z0-9_-]{0,7}\Z"))
+def test_the_body_is_the_envelope_through_json_dumps_byte_for_byte(data: Any, source: str | None) -> None:
+    """``prepare`` writes the envelope itself (only ``data`` goes through the encoder): it must
+    be exactly what ``json.dumps`` makes of :func:`envelope`, and decode back to the event."""
+    settings = build({"service_name": source, "amqp_url": "memory://"})
+    with bind(request_id='r-\u00e9"1', traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01"):
+        event, message = prepare(
+            settings, "user.updated", data, exchange="ex", event_id=None, occurred_at=WHEN, wall=1.0
+        )
+    expected = json.dumps(envelope(event), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    assert message.body == expected.encode("utf-8") == encode(event)
+    assert decode(message.body) == event
 
 
 @pytest.mark.parametrize(
