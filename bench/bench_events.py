@@ -118,6 +118,37 @@ def _purge(names: Names) -> None:
         ch.queue_purge(names.sink)
 
 
+def prepare_cost(n: int = 2000) -> dict[str, float]:
+    """The work before each publish, in microseconds: svclink's preparation (envelope, checks,
+    ids, context) and the raw loop's (a message id and pika properties), back to back and
+    right after sleeping as long as a sequential publisher waits for a confirm (0.8 ms).
+    The difference is what a sleep costs code that runs after it on this machine (cold
+    caches, a halted virtual CPU), paid once per publish."""
+    settings = build({"service_name": "bench", "amqp_url": RABBITMQ_URL})
+    publisher = svclink.sync.Publisher(settings)
+    message = _message(settings, "bench", "bench.publish")
+
+    def svclink_prepare() -> None:
+        publisher._sending_one(
+            "bench.publish", DATA, exchange="bench", event_id=None, headers=None, timeout=None,
+            now=time.monotonic(), wall=time.time(),
+        )  # fmt: skip
+
+    costs = {}
+    for name, work in (("svclink", svclink_prepare), ("raw", lambda: _pika_properties(message))):
+        for pause in (0.0, 0.0008):
+            times = []
+            for _ in range(n):
+                if pause:
+                    time.sleep(pause)
+                started = time.perf_counter()
+                work()
+                times.append(time.perf_counter() - started)
+            when = f"after {pause * 1000:g} ms sleep" if pause else "back to back"
+            costs[f"{name} {when}"] = statistics.median(times) * 1e6
+    return costs
+
+
 # -- publishing ---------------------------------------------------------------------------
 
 

@@ -82,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 r, t = bench_events.run(ops, rounds, consume=2_000 if args.quick else 10_000)
                 results, targets = results + r, targets + t
+                extra["publish_prepare_us"] = cost = bench_events.prepare_cost()
+                print(
+                    "svclink's preparation of a publish: "
+                    + ", ".join(f"{k} {v:.1f} us" for k, v in cost.items())
+                )
         if "memory" in sections:
             n = 10_000 if args.quick else 100_000
             extra["memory"] = growth = resources.growth(url, n)
