@@ -33,6 +33,7 @@ import svclink.sync
 from svclink.core.consuming import ConsumerConfig, topology
 from svclink.core.events import OutgoingMessage, prepare
 from svclink.core.settings import build
+from svclink.sync._pika import PikaLink
 
 from .harness import Result, Target, compare
 
@@ -45,6 +46,7 @@ DATA = {"user_id": 5, "changes": {"name": "ada", "email": "ada@example.com"}}
 
 RAW_SYNC, RAW_AIO = "pika BlockingConnection", "aio-pika channel"
 ONE_BY_ONE, MANY = "publish one at a time", f"publish_many x{BATCH}"
+LINK_ONLY = "svclink connection only"
 TARGETS = [
     Target("events publish sync", "svclink", RAW_SYNC, "<=", RATIO),
     Target("events publish aio c=1", "svclink", RAW_AIO, "<=", RATIO),
@@ -202,14 +204,22 @@ def publish_sync(settings: svclink.Settings, names: Names, ops: int, rounds: int
         for _ in range(ops // BATCH):
             publisher.publish_many([("bench.publish", DATA)] * BATCH, exchange=names.exchange)
 
+    link = PikaLink(settings, "bench-link", time.monotonic() + 10)
+
+    def link_only() -> None:  # svclink's connection with a message made beforehand: the I/O alone
+        for _ in range(ops):
+            link.publish([message], time.monotonic() + 30)
+
     try:
-        results = compare("events publish sync", ops, rounds, {"svclink": svclink_one_by_one, RAW_SYNC: raw})
+        variants = {"svclink": svclink_one_by_one, RAW_SYNC: raw, LINK_ONLY: link_only}
+        results = compare("events publish sync", ops, rounds, variants)
         _purge(names)
         variants = {MANY: svclink_many, ONE_BY_ONE: svclink_one_by_one}
         results += compare("events publish_many sync", ops, rounds, variants)
         _purge(names)
     finally:
         publisher.close()
+        link.close()
         connection.close()
     return results
 
