@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -528,3 +530,23 @@ def test_the_publish_deadline_needs_a_positive_finite_timeout(timeout: Any) -> N
     with pytest.raises(svclink.InvalidEvent, match="timeout"):
         publish_deadline(settings, timeout, now=100.0)
     assert publish_deadline(settings, 0.25, now=100.0) == 100.25
+
+
+def test_event_ids_are_uuid4_and_a_forked_child_never_repeats_its_parent() -> None:
+    """Ids come from ``random`` (no system call per id); CPython reseeds it after ``fork()``,
+    so a child publishing right after the fork does not repeat its parent's ids."""
+    ids = [_prepared()[0].event_id for _ in range(200)]
+    assert len(set(ids)) == 200
+    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        os.close(read_end)
+        os.write(write_end, " ".join(_prepared()[0].event_id for _ in range(20)).encode())
+        os._exit(0)
+    os.close(write_end)
+    parent = {_prepared()[0].event_id for _ in range(20)}
+    with os.fdopen(read_end) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    assert len(child) == 20 and not parent & child
