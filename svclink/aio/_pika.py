@@ -25,6 +25,7 @@ import aio_pika.exceptions
 import aiormq.abc
 import aiormq.exceptions
 from aiormq import spec
+from pamqp.common import FieldTable
 from yarl import URL
 
 from ..core.acks import Acks
@@ -45,18 +46,27 @@ AMQP_LOST = (
 
 
 async def _connect(settings: Settings, name: str) -> aio_pika.abc.AbstractConnection:
-    """A connection to the first node of ``amqp_url`` that answers."""
+    """A connection to the first node of ``amqp_url`` that answers.
+
+    This is what ``aio_pika.connect()`` does, plus closing the connection object when
+    connecting fails: left unclosed, its ``__del__`` makes a ``close()`` coroutine that,
+    outside a running loop, is never awaited (a RuntimeWarning, and a task never run).
+    """
     errors = []
+    properties: FieldTable = {"connection_name": name, "product": "svclink"}
     for url in settings.amqp_url:
         target = URL(url).update_query(heartbeat=str(settings.amqp_heartbeat))
+        connection = aio_pika.Connection(target, client_properties=properties)
         try:
-            return await aio_pika.connect(
-                target,
-                timeout=settings.connect_timeout,
-                client_properties={"connection_name": name, "product": "svclink"},
-            )
+            await connection.connect(timeout=settings.connect_timeout)
         except (TimeoutError, *AMQP_LOST) as exc:
+            await connection.close()
             errors.append(f"{URL(url).with_password(None).with_user(None)}: {exc!r}")
+            continue
+        except BaseException:  # cancelled (the caller's deadline), or anything unexpected
+            await asyncio.shield(connection.close())
+            raise
+        return connection
     raise Lost("; ".join(errors))
 
 
