@@ -221,7 +221,7 @@ class PikaSession:
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._underlay: aiormq.abc.AbstractChannel | None = None
         self._tag: str | None = None
-        self._acks = Acks()
+        self._acks = Acks(prefetch)
         self._acking = False  # a task is sending the acks of this pass of the loop
 
     def _on_close(self, *_args: Any) -> None:

@@ -10,11 +10,13 @@ messages in a row can ack them all at once.
 arrives and each message as it is finished, and :meth:`Acks.take` answers with the
 frames to send, one ``multiple`` ack for the finished run at the front, and a single ack
 for each message finished behind one still running (so a slow handler never holds back
-the acks of fast ones, which would stall the prefetch window). *When* to take is the
-driver's: the sync consumer holds acks back only while the next message is already in
-hand, the aio consumer for one pass of its event loop. Either way an ack is held back
-for no longer than the messages beside it take, and a message whose ack was held back
-when its connection died is redelivered, as any unacked message is.
+the acks of fast ones, which would stall the prefetch window). :meth:`Acks.due` says
+when: acks wait only while the next message is already in hand, and for at most half
+the prefetch window, so the broker keeps sending meanwhile. The sync consumer asks it
+after every message; the aio consumer, whose handlers run at once, takes once per pass
+of its event loop instead. Either way an ack is held back for no longer than the
+messages beside it take, and a message whose ack was held back when its connection died
+is redelivered, as any unacked message is.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class AckFrame:
 class Acks:
     """The deliveries of one channel that are not acked yet, and which of them are finished."""
 
+    #: the prefetch window: at most half of it waits for an ack while more messages are in hand
+    prefetch: int = 1
     #: delivered and not yet acked, in delivery (so tag) order
     _outstanding: deque[int] = attrs.field(factory=deque, init=False)
     #: finished, their ack not sent yet
@@ -63,6 +67,13 @@ class Acks:
         self._finished.discard(tag)
         if tag in self._outstanding:
             self._outstanding.remove(tag)
+
+    def due(self, *, more_in_hand: bool) -> list[AckFrame]:
+        """The frames to send now that a message is finished: none while the next message is
+        already in hand and fewer than half the prefetch window wait, else :meth:`take`."""
+        if more_in_hand and self.held < max(1, self.prefetch // 2):
+            return []
+        return self.take()
 
     def take(self) -> list[AckFrame]:
         """The frames that ack every finished message, in as few frames as is safe."""

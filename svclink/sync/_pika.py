@@ -33,7 +33,7 @@ from pika.adapters.select_connection import IOLoop
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from .._version import __version__
-from ..core.acks import Acks
+from ..core.acks import AckFrame, Acks
 from ..core.consuming import Ack, Decision, Topology, republish
 from ..core.errors import BrokerUnavailable, EventError
 from ..core.events import ACKED, LOST, NACKED, RETURNED, TIMED_OUT, Delivery, OutgoingMessage, Properties
@@ -304,9 +304,7 @@ class PikaSession:
         except _CONNECT_FAILED as exc:
             raise Lost(f"cannot connect: {exc!r}") from None
         self._deliveries: deque[Received] = deque()
-        self._acks = Acks()
-        #: finished messages whose acks may wait for the next message already in hand
-        self._hold = max(1, prefetch // 2)
+        self._acks = Acks(prefetch)
         self._cancelled = False
         self._io = threading.Lock()  # whoever holds it may use the connection
         self._io.acquire()  # the consumer thread, except while a handler runs
@@ -403,7 +401,9 @@ class PikaSession:
             try:
                 self._serviced = True
                 with contextlib.suppress(*_PIKA_LOST):  # the loop below finds out
-                    self._send_acks()  # those messages are done: no slow handler holds their acks
+                    self._send_acks(
+                        self._acks.take()
+                    )  # those messages are done: no slow handler holds their acks
                 while self._handler is handler and self._failure is None and not self._closing.is_set():
                     try:
                         self._connection.process_data_events(time_limit=1.0)
@@ -422,18 +422,17 @@ class PikaSession:
                         "", message.routing_key, message.body, _pika_properties(message.properties), True
                     )
                 except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
-                    self._send_acks()
+                    self._send_acks(self._acks.take())
                     self._channel.basic_nack(received.tag, requeue=True)
                     self._acks.settled(received.tag)
                     raise Lost(f"could not move the message to {message.routing_key}: {exc!r}") from None
             self._acks.finished(received.tag)
-            if not self._deliveries or self._acks.held >= self._hold:
-                self._send_acks()
+            self._send_acks(self._acks.due(more_in_hand=bool(self._deliveries)))
         except _PIKA_LOST as exc:
             raise Lost(repr(exc)) from None
 
-    def _send_acks(self) -> None:
-        for frame in self._acks.take():
+    def _send_acks(self, frames: list[AckFrame]) -> None:
+        for frame in frames:
             self._channel.basic_ack(frame.tag, multiple=frame.multiple)
 
     def wake(self) -> None:
@@ -447,6 +446,6 @@ class PikaSession:
             self._keeper.join()
         if self._connection.is_open:
             with contextlib.suppress(Exception):
-                self._send_acks()  # messages handled after stop() while their acks were held
+                self._send_acks(self._acks.take())  # messages handled after stop() while their acks were held
             with contextlib.suppress(Exception):
                 self._connection.close()

@@ -211,3 +211,23 @@ def test_every_finishing_order_acks_each_message_once(order: list[int]) -> None:
         for frame in acks.take():
             assert set(broker.ack(frame)) <= set(order[: n + 1])  # only finished ones
     assert sorted(broker.acked) == [1, 2, 3, 4]
+
+
+def test_due_holds_acks_only_while_more_is_in_hand_and_at_most_half_the_window() -> None:
+    acks = Acks(prefetch=10)
+    for tag in range(1, 11):
+        acks.delivered(tag)
+    for tag in range(1, 5):
+        acks.finished(tag)
+        assert acks.due(more_in_hand=True) == []  # 1-4 wait: the next message is already here
+    acks.finished(5)
+    assert acks.due(more_in_hand=True) == [AckFrame(5, multiple=True)]  # half the window: sent
+    acks.finished(6)
+    assert acks.due(more_in_hand=False) == [AckFrame(6)]  # nothing else in hand: sent at once
+
+
+def test_due_with_prefetch_one_never_holds() -> None:
+    acks = Acks(prefetch=1)
+    acks.delivered(1)
+    acks.finished(1)
+    assert acks.due(more_in_hand=True) == [AckFrame(1)]
