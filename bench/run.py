@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                 results, targets = results + r, targets + t
                 extra["publish_prepare_us"] = cost = bench_events.prepare_cost()
                 print(
-                    "svclink's preparation of a publish: "
+                    "preparing a publish (svclink, raw): "
                     + ", ".join(f"{k} {v:.1f} us" for k, v in cost.items())
                 )
         if "memory" in sections:
