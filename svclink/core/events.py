@@ -26,6 +26,7 @@ from .context import (
     TRACESTATE_HEADER,
     Incoming,
     RequestContext,
+    current,
     message_headers,
     read_incoming,
     uuid4_hex,
@@ -218,7 +219,10 @@ def _envelope_json(
     except (TypeError, ValueError, RecursionError) as exc:
         _check_json(data)  # says precisely what is wrong, when it is the shape or a type
         raise InvalidEvent(f"event data is not JSON-serialisable: {exc}") from None
-    ctx = ",".join([f"{_quote(k)}:{_quote(v)}" for k, v in context.items()])
+    pairs = []
+    for name, value in context.items():  # a loop, not a comprehension: this runs on every publish
+        pairs.append(f'"{name}":{_quote(value)}')
+    ctx = ",".join(pairs)
     who = "null" if source is None else _quote(source)
     head = f'{{"version":{ENVELOPE_VERSION},"event_id":{_quote(event_id)},"event_type":{_quote(event_type)},'
     doc = f'{head}"occurred_at":"{occurred_at}","source":{who},"context":{{{ctx}}},"data":{text}}}'
@@ -494,8 +498,9 @@ def prepare(
         fields["traceparent"] = traceparent
     if tracestate is not None:
         fields["tracestate"] = tracestate
-    for name, value in fields.items():  # the bound context's own values (a fresh id is fine as it is)
-        _check_context_value(name, value)
+    if len(fields) > 1 or current() is not None:  # a fresh request id alone is fine as it is
+        for name, value in fields.items():
+            _check_context_value(name, value)
     source = settings.service_name
     event = Event(
         event_type=event_type,

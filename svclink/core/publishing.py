@@ -26,7 +26,7 @@ from typing import Any, Generic, TypeVar
 
 from .broker import default_name
 from .errors import BrokerUnavailable, InvalidEvent, PublishError
-from .events import LOST, SEND_ATTEMPTS, Event, OutgoingMessage, prepare, publish_error, resolve
+from .events import ACKED, LOST, SEND_ATTEMPTS, Event, OutgoingMessage, prepare, publish_error, resolve
 from .locks import ForkSafeLock
 from .settings import Settings, get_settings
 
@@ -67,17 +67,20 @@ class Sending:
     def __init__(self, prepared: Sequence[tuple[Event, OutgoingMessage]], deadline: float) -> None:
         #: the monotonic time by which every confirm must be in
         self.deadline = deadline
-        self._events = [e for e, _ in prepared]
-        self._messages = [m for _, m in prepared]
+        events, messages = zip(*prepared, strict=True) if prepared else ((), ())
+        self._events: tuple[Event, ...] = events
+        self._messages: tuple[OutgoingMessage, ...] = messages
         self._errors: list[PublishError | None] = [None] * len(prepared)
-        self._todo = list(range(len(prepared)))
+        self._todo: Sequence[int] = range(len(prepared))  # positions still waiting for a result
         self._attempt = 1
         self._resending = False  # the messages in _todo went out once and lost their confirms
 
-    def batch(self) -> list[OutgoingMessage] | None:
+    def batch(self) -> Sequence[OutgoingMessage] | None:
         """The messages to send now, or None when every message has its result."""
         if not self._todo:
             return None
+        if len(self._todo) == len(self._messages):
+            return self._messages
         return [self._messages[i] for i in self._todo]
 
     def failed(self, error: Exception) -> None:
@@ -89,7 +92,7 @@ class Sending:
         if self._resending:  # they may or may not have landed: a publish error, not "unavailable"
             for i in self._todo:
                 self._errors[i] = publish_error(LOST, self._messages[i], f"not sent again: {error}")
-            self._todo = []
+            self._todo = ()
             return
         if isinstance(error, BrokerUnavailable):
             raise error
@@ -99,11 +102,14 @@ class Sending:
 
     def sent(self, outcomes: Sequence[str], *, now: float) -> bool:
         """Record what became of the batch (one outcome each); answers whether to drop the connection."""
+        if outcomes.count(ACKED) == len(outcomes):  # the usual case, without sorting anything
+            self._todo = ()
+            return False
         step = resolve(outcomes, attempt=self._attempt, late=now >= self.deadline)
         for position, outcome in step.final:
             i = self._todo[position]
             self._errors[i] = publish_error(outcome, self._messages[i])
-        self._todo = [self._todo[p] for p in step.retry]
+        self._todo = tuple(self._todo[p] for p in step.retry)
         self._resending = True
         self._attempt += 1
         return step.drop

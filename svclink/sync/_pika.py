@@ -94,7 +94,7 @@ class PikaLink:
         self._channel: Any = None
         self._state = "new"
         self._error: str = ""
-        self._declared: set[str] = set()
+        self._declared = {""}  # exchanges known to exist (the default one always does)
         self._next_tag = 1
         self._outcomes: dict[int, str] = {}
         self._returned: set[str] = set()
@@ -209,8 +209,6 @@ class PikaLink:
     # publishing
 
     def _declare(self, exchange: str, deadline: float) -> None:
-        if exchange == "" or exchange in self._declared:
-            return
         done, on_done = self._flag()
         self._channel.exchange_declare(
             exchange=exchange, exchange_type="topic", durable=True, callback=on_done
@@ -235,8 +233,9 @@ class PikaLink:
             self._spin()
         if self._state != "open":
             raise Lost(self._error or "connection closed while idle")
-        for exchange in {m.exchange for m in messages}:
-            self._declare(exchange, deadline)
+        for message in messages:
+            if message.exchange not in self._declared:
+                self._declare(message.exchange, deadline)
         tags = []
         for message in messages:
             tag = self._next_tag
@@ -254,7 +253,8 @@ class PikaLink:
             self._next_tag += 1
             self._tag_ids[tag] = message.properties.message_id or ""
             tags.append(tag)
-        self._wait(lambda: all(t in self._outcomes for t in tags), deadline)
+        wanted = set(tags)
+        self._wait(lambda: self._outcomes.keys() >= wanted, deadline)
         self._used = time.monotonic()
         lost = LOST if self._state != "open" else TIMED_OUT
         outcomes = [self._outcomes.pop(t, lost) for t in tags]
