@@ -61,12 +61,14 @@ class Publisher(BasePublisher):
             weakref.WeakKeyDictionary()
         )
 
-    async def _link(self, deadline: float) -> PublishLink:
-        """This loop's connection, opened (by one task of many) before ``deadline`` or never."""
+    def _link(self) -> PublishLink | None:
+        """This loop's connection, if it has one (a plain function: no coroutine for the usual case)."""
+        entry = self._links.get(asyncio.get_running_loop())
+        return None if entry is None else entry[0]
+
+    async def _new_link(self, deadline: float) -> PublishLink:
+        """Open this loop's connection (one task of many opens it) before ``deadline``, or raise."""
         loop = asyncio.get_running_loop()
-        entry = self._links.get(loop)
-        if entry is not None:
-            return entry[0]
         for old in [lp for lp in self._links if lp.is_closed()]:
             del self._links[old]  # a loop closed without shutting down its async generators
         lock = self._locks.setdefault(loop, asyncio.Lock())
@@ -146,7 +148,9 @@ class Publisher(BasePublisher):
         while (batch := sending.batch()) is not None:
             link: PublishLink | None = None
             try:
-                link = await self._link(sending.deadline)
+                link = self._link()
+                if link is None:
+                    link = await self._new_link(sending.deadline)
                 outcomes = await link.publish(batch, sending.deadline)
             except (Lost, BrokerUnavailable) as exc:
                 if link is not None:
