@@ -186,9 +186,30 @@ def _aio_message(message: OutgoingMessage) -> aio_pika.Message:
 def publish_sync(settings: svclink.Settings, names: Names, ops: int, rounds: int) -> list[Result]:
     publisher = svclink.sync.Publisher(settings)
     message = _message(settings, names.exchange, "bench.publish")
-    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
-    channel = connection.channel()
-    channel.confirm_delivery()
+    connection: Any = None
+    channel: Any = None
+    link: PikaLink | None = None
+
+    def reopen() -> None:
+        """New connections for every variant, untimed, each warmed up by one publish."""
+        nonlocal connection, channel, link
+        publisher.close()
+        publisher.publish("bench.publish", DATA, exchange=names.exchange)
+        if connection is not None:
+            connection.close()
+        connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+        channel = connection.channel()
+        channel.confirm_delivery()
+        raw_one()
+        if link is not None:
+            link.close()
+        link = PikaLink(settings, "bench-link", time.monotonic() + 10)
+        link.publish([message], time.monotonic() + 30)
+
+    def raw_one() -> None:
+        channel.basic_publish(
+            names.exchange, "bench.publish", message.body, _pika_properties(message), mandatory=True
+        )
 
     def svclink_one_by_one() -> None:
         for _ in range(ops):
@@ -196,31 +217,31 @@ def publish_sync(settings: svclink.Settings, names: Names, ops: int, rounds: int
 
     def raw() -> None:
         for _ in range(ops):
-            channel.basic_publish(
-                names.exchange, "bench.publish", message.body, _pika_properties(message), mandatory=True
-            )
+            raw_one()
 
     def svclink_many() -> None:
         for _ in range(ops // BATCH):
             publisher.publish_many([("bench.publish", DATA)] * BATCH, exchange=names.exchange)
 
-    link = PikaLink(settings, "bench-link", time.monotonic() + 10)
-
     def link_only() -> None:  # svclink's connection with a message made beforehand: the I/O alone
+        assert link is not None
         for _ in range(ops):
             link.publish([message], time.monotonic() + 30)
 
     try:
+        reopen()
         variants = {"svclink": svclink_one_by_one, RAW_SYNC: raw, LINK_ONLY: link_only}
-        results = compare("events publish sync", ops, rounds, variants)
+        results = compare("events publish sync", ops, rounds, variants, fresh=reopen)
         _purge(names)
         variants = {MANY: svclink_many, ONE_BY_ONE: svclink_one_by_one}
-        results += compare("events publish_many sync", ops, rounds, variants)
+        results += compare("events publish_many sync", ops, rounds, variants, fresh=reopen)
         _purge(names)
     finally:
         publisher.close()
-        link.close()
-        connection.close()
+        if link is not None:
+            link.close()
+        if connection is not None:
+            connection.close()
     return results
 
 
@@ -228,14 +249,23 @@ def publish_aio(settings: svclink.Settings, names: Names, ops: int, rounds: int)
     runner = asyncio.Runner()
     publisher = svclink.aio.Publisher(settings)
     message = _message(settings, names.exchange, "bench.publish")
+    connection: Any = None
+    exchange: Any = None
 
-    async def raw_setup() -> tuple[Any, Any]:
+    async def reconnect() -> None:
+        """New connections for both sides, untimed, each warmed up by one publish."""
+        nonlocal connection, exchange
+        await publisher.close()
+        await svclink_one()
+        if connection is not None:
+            await connection.close()
         connection = await aio_pika.connect(RABBITMQ_URL)
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.declare_exchange(names.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-        return connection, exchange
+        await raw_one()
 
-    connection, exchange = runner.run(raw_setup())
+    def reopen() -> None:
+        runner.run(reconnect())
 
     async def svclink_one() -> None:
         await publisher.publish("bench.publish", DATA, exchange=names.exchange)
@@ -259,24 +289,18 @@ def publish_aio(settings: svclink.Settings, names: Names, ops: int, rounds: int)
 
     results: list[Result] = []
     try:
+        reopen()
         for concurrency in (1, 50):
-            results += compare(
-                f"events publish aio c={concurrency}",
-                ops,
-                rounds,
-                {"svclink": batches(svclink_one, concurrency), RAW_AIO: batches(raw_one, concurrency)},
-            )
+            variants = {"svclink": batches(svclink_one, concurrency), RAW_AIO: batches(raw_one, concurrency)}
+            results += compare(f"events publish aio c={concurrency}", ops, rounds, variants, fresh=reopen)
             _purge(names)
-        results += compare(
-            "events publish_many aio",
-            ops,
-            rounds,
-            {MANY: lambda: runner.run(svclink_many()), ONE_BY_ONE: batches(svclink_one, 1)},
-        )
+        variants = {MANY: lambda: runner.run(svclink_many()), ONE_BY_ONE: batches(svclink_one, 1)}
+        results += compare("events publish_many aio", ops, rounds, variants, fresh=reopen)
         _purge(names)
     finally:
         runner.run(publisher.close())
-        runner.run(connection.close())
+        if connection is not None:
+            runner.run(connection.close())
         runner.close()
     return results
 

@@ -31,12 +31,27 @@ class Result:
         return self.ops / self.median_seconds
 
 
-def compare(benchmark: str, ops: int, rounds: int, variants: dict[str, Callable[[], Any]]) -> list[Result]:
-    """Run each variant (one call = one batch of ``ops`` operations) ``rounds`` times, alternating."""
+def compare(
+    benchmark: str,
+    ops: int,
+    rounds: int,
+    variants: dict[str, Callable[[], Any]],
+    fresh: Callable[[], Any] | None = None,
+) -> list[Result]:
+    """Run each variant (one call = one batch of ``ops`` operations) ``rounds`` times, alternating.
+
+    ``fresh``, if given, runs untimed before every round: the events benchmarks reopen
+    their connections there, because how fast one AMQP connection is depends on where
+    the broker happens to run it (the same raw loop on four connections at once took
+    1023-1358 us a publish here), and a new draw each round keeps that luck out of the
+    medians.
+    """
     for run in variants.values():  # warm-up: connections, imports, caches
         run()
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
+        if fresh is not None:
+            fresh()
         for name, run in variants.items():
             started = time.perf_counter()
             run()

@@ -245,3 +245,10 @@ def test_check_reports_whether_the_broker_answers() -> None:
     assert "refused" in result.stdout and "secret" not in result.stdout + result.stderr
     result = svclink_cli("check", env={"SVCLINK_AMQP_URL": "amqp://guest:wrong@127.0.0.1:5672/"})
     assert result.returncode == 1 and "ACCESS_REFUSED" in result.stdout
+
+
+def test_check_without_the_broker_for_a_service_that_sends_no_events() -> None:
+    port = closed_port()
+    result = svclink_cli("check", "--no-broker", env={"SVCLINK_AMQP_URL": f"amqp://127.0.0.1:{port}/"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "broker: not checked (--no-broker)" in result.stdout and "problem" not in result.stdout
