@@ -1,7 +1,9 @@
 """Alternating-rounds comparison: every variant runs the same batch, round after round.
 
-Alternating (A, B, C, A, B, C, ...) rather than (A, A, A, B, B, B) spreads any drift of
-the machine (another process, CPU frequency) over all variants alike; medians ignore
+Alternating (A, B, C, B, C, A, C, A, B, ...) rather than (A, A, A, B, B, B) spreads any
+drift of the machine (another process, CPU frequency) over all variants alike, and the
+rotation gives each variant each place in a round equally often: here the same raw
+loop measured 9 % apart in the first and third places of every round. Medians ignore
 the odd slow round.
 """
 
@@ -49,10 +51,13 @@ def compare(
     for run in variants.values():  # warm-up: connections, imports, caches
         run()
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
+    order = list(variants.items())
+    rounds = -(-rounds // len(order)) * len(order)  # whole rotations: every place equally often
+    for round_ in range(rounds):
         if fresh is not None:
             fresh()
-        for name, run in variants.items():
+        shift = round_ % len(order)  # each variant takes each place in the round in turn
+        for name, run in order[shift:] + order[:shift]:
             started = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - started)

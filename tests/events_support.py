@@ -363,6 +363,35 @@ class SidePublisher:
 
         return self.runner.run(all_at_once())
 
+    def publish_timed(self, timeouts: list[float], event_type: str, **kwargs: Any) -> list[tuple[Any, float]]:
+        """One publish per timeout, all at once (a thread each, or a task each); for each, its
+        result (the event or the exception it raised) and the seconds it took."""
+
+        def one(i: int, timeout: float) -> tuple[Any, float]:
+            started = time.monotonic()
+            try:
+                result: Any = self.publisher.publish(event_type, {"i": i}, timeout=timeout, **kwargs)
+            except Exception as exc:
+                result = exc
+            return result, time.monotonic() - started
+
+        if self.runner is None:
+            with concurrent.futures.ThreadPoolExecutor(len(timeouts)) as pool:
+                return list(pool.map(one, range(len(timeouts)), timeouts))
+
+        async def one_async(i: int, timeout: float) -> tuple[Any, float]:
+            started = time.monotonic()
+            try:
+                result: Any = await self.publisher.publish(event_type, {"i": i}, timeout=timeout, **kwargs)
+            except Exception as exc:
+                result = exc
+            return result, time.monotonic() - started
+
+        async def all_at_once() -> list[tuple[Any, float]]:
+            return list(await asyncio.gather(*(one_async(i, t) for i, t in enumerate(timeouts))))
+
+        return self.runner.run(all_at_once())
+
     def close(self) -> None:
         if self.runner is None:
             self.publisher.close()

@@ -191,6 +191,34 @@ def test_no_confirm_in_time_raises_publish_timeout(rabbit_env: EventEnv) -> None
         proxy.close()
 
 
+def test_publishes_in_flight_together_each_fail_at_their_own_timeout(rabbit_env: EventEnv) -> None:
+    """Twenty publishes at once, half with a short timeout, against a broker whose replies
+    are held back: each fails at its own deadline. On aio they share one connection (and one
+    timer): the short ones time out, and the connection they drop takes the long ones' confirms
+    with it, which must come back as publish errors, never as a cancellation. On sync each thread
+    opens its own connection, whose opening each publish's timeout bounds."""
+    env = rabbit_env
+    proxy = FaultProxy(5672)
+    proxy.mode, proxy.delay = "delay", 0.0
+    try:
+        env.configure(amqp_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/")
+        env.sink(["user.*"])
+        publisher = env.publisher()
+        publisher.publish("user.updated", {"n": 0}, exchange=env.exchange)  # connected: now hold replies
+        proxy.delay = 5.0
+        timeouts = [0.3, 1.2] * 10
+        results = publisher.publish_timed(timeouts, "user.updated", exchange=env.exchange)
+        for timeout, (result, took) in zip(timeouts, results, strict=True):
+            # no confirm in time (PublishTimeout), lost with a connection dropped for another's timeout and
+            # not sent again in time (PublishError), or a new thread's connection not open in time
+            assert isinstance(result, (svclink.PublishError, svclink.BrokerUnavailable)), result
+            assert timeout - 0.05 <= took < timeout + 0.6, (timeout, took)
+        if env.side == "aio":
+            assert any(isinstance(r, svclink.PublishTimeout) for r, _ in results)
+    finally:
+        proxy.close()
+
+
 def test_a_blocked_broker_fails_the_publish_at_its_timeout(memory_env: EventEnv) -> None:
     env = memory_env
     sink = env.sink(["user.*"])

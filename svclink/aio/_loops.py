@@ -10,7 +10,9 @@ the end of each run, instead of leaving it to the garbage collector (whose warni
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any
 
 
 async def _close_at_shutdown(close: Callable[[], Awaitable[object]]) -> AsyncGenerator[None, None]:
@@ -29,3 +31,24 @@ async def close_with_loop(close: Callable[[], Awaitable[object]]) -> AsyncGenera
     closer = _close_at_shutdown(close)
     await closer.__anext__()  # first iteration: the loop registers it; parked until shutdown
     return closer
+
+
+#: closes started by :func:`close_soon` and not yet done (a task is only weakly held by its loop)
+_closing: set[asyncio.Future[Any]] = set()
+
+
+def close_soon(close: Awaitable[object]) -> None:
+    """Run ``close`` on the running loop without waiting for it.
+
+    For a connection given up on (dead, or its broker not answering): aiormq waits up to
+    2 s for the broker's reply to a close, and the publish that gave up must not.
+    """
+    task = asyncio.ensure_future(close)
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+async def closes_done() -> None:
+    """Wait for the closes :func:`close_soon` started on the running loop."""
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*(task for task in list(_closing) if task.get_loop() is loop))

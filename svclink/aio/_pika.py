@@ -33,6 +33,8 @@ from ..core.consuming import Ack, Decision, QueueSpec, Topology, republish
 from ..core.errors import EventError
 from ..core.events import ACKED, LOST, NACKED, RETURNED, TIMED_OUT, Delivery, OutgoingMessage, Properties
 from ..core.settings import Settings
+from ._deadlines import Deadlines
+from ._loops import close_soon
 from ._transport import Lost, OnDelivery
 
 AMQP_LOST = (
@@ -60,11 +62,11 @@ async def _connect(settings: Settings, name: str) -> aio_pika.abc.AbstractConnec
         try:
             await connection.connect(timeout=settings.connect_timeout)
         except (TimeoutError, *AMQP_LOST) as exc:
-            await connection.close()
+            close_soon(connection.close())
             errors.append(f"{URL(url).with_password(None).with_user(None)}: {exc!r}")
             continue
         except BaseException:  # cancelled (the caller's deadline), or anything unexpected
-            await asyncio.shield(connection.close())
+            close_soon(connection.close())
             raise
         return connection
     raise Lost("; ".join(errors))
@@ -86,7 +88,7 @@ def _amqp_properties(properties: Properties) -> spec.Basic.Properties:
 
 
 def _publish(
-    channel: aiormq.abc.AbstractChannel, message: OutgoingMessage, timeout: float
+    channel: aiormq.abc.AbstractChannel, message: OutgoingMessage, timeout: float | None = None
 ) -> Awaitable[aiormq.abc.ConfirmationFrameType | None]:
     """Publish with a confirm (awaiting it raises aiormq's ``PublishError`` when returned,
     ``DeliveryError`` when nacked); aiormq's own coroutine, with no coroutine of ours around it."""
@@ -139,6 +141,7 @@ class PikaLink:
         self._underlay = underlay
         self._declared: set[str] = {""}  # the default exchange needs no declaring
         self._declaring = asyncio.Lock()  # 500 concurrent first publishes declare the exchange once
+        self._deadlines = Deadlines()
         self._used = time.monotonic()
 
     @classmethod
@@ -148,10 +151,10 @@ class PikaLink:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             underlay = await channel.get_underlay_channel()
         except AMQP_LOST as exc:
-            await connection.close()
+            close_soon(connection.close())
             raise Lost(repr(exc)) from None
         except asyncio.CancelledError:  # the publish's deadline passed: leave no open connection behind
-            await asyncio.shield(connection.close())
+            close_soon(connection.close())
             raise
         return cls(connection, channel, underlay)
 
@@ -165,10 +168,16 @@ class PikaLink:
                 self._declared.add(name)
 
     async def _one(self, message: OutgoingMessage, deadline: float) -> str:
+        timeout = asyncio.timeout(None)  # expired by self._deadlines: no loop timer per publish
         try:
-            if message.exchange not in self._declared:
-                await self._declare(message.exchange)
-            await _publish(self._underlay, message, max(0.001, deadline - time.monotonic()))
+            async with timeout:
+                self._deadlines.add(timeout, deadline)
+                try:
+                    if message.exchange not in self._declared:
+                        await self._declare(message.exchange)
+                    await _publish(self._underlay, message)
+                finally:
+                    self._deadlines.discard(timeout)
         except aiormq.exceptions.PublishError:
             return RETURNED
         except aiormq.exceptions.DeliveryError:
@@ -176,6 +185,13 @@ class PikaLink:
         except TimeoutError:
             return TIMED_OUT
         except AMQP_LOST:
+            return LOST
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this task is being cancelled
+            # not a cancellation: aiormq fails the confirms in flight with the CancelledError its
+            # connection closed with (another publish dropped it after a timeout, say)
             return LOST
         finally:
             self._used = time.monotonic()

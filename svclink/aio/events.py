@@ -29,7 +29,7 @@ from ..core.errors import BrokerUnavailable
 from ..core.events import Delivery, Event
 from ..core.publishing import BasePublisher, PublisherCache, Sending
 from ..core.settings import Settings
-from ._loops import close_with_loop
+from ._loops import close_soon, close_with_loop, closes_done
 from ._memory import MemoryLink, MemorySession
 from ._pika import PikaLink, PikaSession
 from ._transport import PublishLink, Session
@@ -98,12 +98,15 @@ class Publisher(BasePublisher):
             del self._links[loop]
         await link.close()
 
-    async def _drop(self, link: PublishLink) -> None:
-        entry = self._links.get(asyncio.get_running_loop())
+    def _drop(self, link: PublishLink) -> None:
+        """Forget ``link`` and close it without waiting: it is dead or has stopped answering."""
+        loop = asyncio.get_running_loop()
+        entry = self._links.get(loop)
         if entry is not None and entry[0] is link:
-            await entry[1].aclose()
+            del self._links[loop]
+            close_soon(entry[1].aclose())  # its close_with_loop generator
         else:
-            await link.close()
+            close_soon(link.close())
 
     async def publish(
         self,
@@ -154,17 +157,20 @@ class Publisher(BasePublisher):
                 outcomes = await link.publish(batch, sending.deadline)
             except (Lost, BrokerUnavailable) as exc:
                 if link is not None:
-                    await self._drop(link)
+                    self._drop(link)
                 sending.failed(exc)
                 continue
             if sending.sent(outcomes, now=time.monotonic()):
-                await self._drop(link)
+                self._drop(link)
 
     async def close(self) -> None:
-        """Close this loop's connection (the next publish opens a new one)."""
-        entry = self._links.get(asyncio.get_running_loop())
+        """Close this loop's connection (the next publish opens a new one), and wait for those
+        dropped earlier to finish closing."""
+        loop = asyncio.get_running_loop()
+        entry = self._links.get(loop)
         if entry is not None:
             await entry[1].aclose()
+        await closes_done()
 
 
 _publishers = PublisherCache(Publisher)

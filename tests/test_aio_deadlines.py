@@ -1,0 +1,87 @@
+"""The aio publisher's deadlines: many waits, one loop timer, each wait expired at its own time.
+
+The behaviour users see (a publish fails at its own timeout, however many are in flight)
+is tested on both sides against RabbitMQ in ``test_events_faults.py``; these tests pin the
+mechanism on a real event loop, with no sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from svclink.aio._deadlines import Deadlines
+
+
+async def _wait(deadlines: Deadlines, deadline: float, duration: float) -> tuple[str, float]:
+    """Sleep ``duration`` under ``deadline``; what happened and when (seconds from now)."""
+    started = time.monotonic()
+    timeout = asyncio.timeout(None)
+    try:
+        async with timeout:
+            deadlines.add(timeout, deadline)
+            try:
+                await asyncio.sleep(duration)
+            finally:
+                deadlines.discard(timeout)
+    except TimeoutError:
+        return "timed out", time.monotonic() - started
+    return "done", time.monotonic() - started
+
+
+def test_each_wait_expires_at_its_own_deadline_in_any_order_of_adding() -> None:
+    async def main() -> list[tuple[str, float]]:
+        deadlines = Deadlines()
+        now = time.monotonic()
+        # added latest-first, so every new deadline is earlier than the timer already set
+        spans = [0.6, 0.4, 0.2]
+        waits = [_wait(deadlines, now + span, 5.0) for span in spans]
+        waits.append(_wait(deadlines, now + 0.3, 0.05))  # ends well before its deadline
+        return await asyncio.gather(*waits)
+
+    results = asyncio.run(main())
+    for (what, took), span in zip(results[:3], [0.6, 0.4, 0.2], strict=True):
+        assert what == "timed out"
+        assert span - 0.01 <= took < span + 0.15, (span, took)
+    assert results[3][0] == "done" and results[3][1] < 0.2
+
+
+def test_a_deadline_already_past_expires_the_wait_at_once() -> None:
+    async def main() -> tuple[str, float]:
+        return await _wait(Deadlines(), time.monotonic() - 1.0, 5.0)
+
+    what, took = asyncio.run(main())
+    assert what == "timed out" and took < 0.1
+
+
+def test_cancelling_a_waiting_task_is_a_cancellation_not_a_timeout() -> None:
+    async def main() -> None:
+        deadlines = Deadlines()
+        task = asyncio.create_task(_wait(deadlines, time.monotonic() + 0.2, 5.0))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # the cancelled wait is gone: a later wait still gets its own deadline
+        what, took = await _wait(deadlines, time.monotonic() + 0.1, 5.0)
+        assert what == "timed out" and took < 0.25
+
+    asyncio.run(main())
+
+
+def test_many_waits_share_one_timer() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        deadlines = Deadlines()
+        now = time.monotonic()
+        waits = [asyncio.create_task(_wait(deadlines, now + 10 + i / 1000, 5.0)) for i in range(50)]
+        await asyncio.sleep(0.01)
+        timers = [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+        assert len([t for t in timers if t.when() > loop.time() + 9]) == 1  # one timer, not 50
+        for task in waits:
+            task.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+
+    asyncio.run(main())
