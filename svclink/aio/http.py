@@ -160,8 +160,8 @@ class Service(BaseService):
             raise NoResponse(TransportFailure.TIMEOUT, "response too slow") from None
         except httpx.RequestError as exc:  # not only TransportError: DecodingError too, as on the sync side
             raise NoResponse(_failure(exc), type(exc).__name__) from None
-        headers = {k.lower(): v for k, v in response.headers.items()}
-        return response.status_code, response.reason_phrase, headers, response.content
+        # httpx's items() are already lower-cased, with repeated headers joined as on the sync side
+        return response.status_code, response.reason_phrase, dict(response.headers.items()), response.content
 
 
 _services: ServiceCache[Service] = ServiceCache(Service)

@@ -69,12 +69,18 @@ class Publisher(BasePublisher):
                 self._threads[threading.current_thread()] = link
         return link
 
-    def _drop(self) -> None:
+    def _drop(self, *, wait: bool = True) -> None:
+        """Forget this thread's link and close it; with ``wait=False`` on a thread of its own:
+        a link is dropped when it is dead or has stopped answering, and a close waits up to a
+        second for the broker's reply, which must not hold up the publish that gave up on it."""
         link = getattr(self._local, "link", None)
         self._local.link = None
         with self._threads_lock:
             self._threads.pop(threading.current_thread(), None)
-        _close(link)
+        if wait or link is None:
+            _close(link)
+        else:
+            threading.Thread(target=_close, args=(link,), name="svclink-publisher-close", daemon=True).start()
 
     def _close_ended(self) -> None:
         """Close the links of threads that have ended (after a fork: every other thread's, untouched)."""
@@ -136,11 +142,11 @@ class Publisher(BasePublisher):
                 outcomes = self._link(sending.deadline).publish(batch, sending.deadline)
             except (Lost, BrokerUnavailable) as exc:
                 if isinstance(exc, Lost):
-                    self._drop()
+                    self._drop(wait=False)
                 sending.failed(exc)
                 continue
             if sending.sent(outcomes, now=time.monotonic()):
-                self._drop()
+                self._drop(wait=False)
 
     def close(self) -> None:
         """Close this thread's connection and those of ended threads (the next publish opens a new one)."""
