@@ -184,7 +184,8 @@ def test_no_confirm_in_time_raises_publish_timeout(rabbit_env: EventEnv) -> None
         started = time.monotonic()
         with pytest.raises(svclink.PublishTimeout):
             publisher.publish("user.updated", {"n": 2}, exchange=env.exchange, timeout=0.5)
-        assert time.monotonic() - started < 3.0  # fails at its deadline, not when the confirm comes
+        # at its deadline: not when the confirm comes (3 s), nor after closing the connection it gave up on
+        assert time.monotonic() - started < 0.9
         proxy.delay = 0.0
         eventually(lambda: env.broker.count(sink) == 2)  # it did land: "may or may not have"
     finally:
