@@ -1,20 +1,17 @@
 """Many deadlines on one event-loop timer.
 
-Every publish waits for its confirm, and every HTTP attempt for its response, under a
-deadline. ``asyncio.timeout(seconds)`` makes one loop timer per wait, scheduled and then
-cancelled; with 50 publishes in flight that timer work cost more than the rest of
-svclink's publishing (``bench/run.py``: 283 us a publish against 247 us without it).
-Here each wait enters ``asyncio.timeout(None)``, which sets no timer but keeps asyncio's
-own cancel-and-raise-``TimeoutError`` logic, and a single timer, set for the earliest
-deadline, expires the waits that are overdue.
+Every publish waits for its confirm under a deadline. ``asyncio.timeout(seconds)`` makes
+one loop timer per wait, scheduled and then cancelled; with 50 publishes in flight that
+timer work cost more than the rest of svclink's publishing (``bench/run.py``: 283 us a
+publish against 247 us without it). Here each wait enters ``asyncio.timeout(None)``,
+which sets no timer but keeps asyncio's own cancel-and-raise-``TimeoutError`` logic,
+and a single timer, set for the earliest deadline, expires the waits that are overdue.
 Deadlines are ``time.monotonic()`` values, as everywhere in svclink.
 
-The timer outlives the waits it was set for: a publisher connection being closed still
-has waits in flight until the close fails them (aiormq takes up to 2 s), and their
-deadlines must hold meanwhile, so a publisher link never stops it. A timer that finds
-nothing overdue and nothing waiting sets no other. An HTTP client's deadlines are
-stopped (:meth:`Deadlines.stop`) when the client closes with its loop, so that the
-pending timer, which refers to the loop, does not keep a finished loop alive.
+The timer outlives the waits it was set for, and is never cancelled from outside: a
+connection being closed still has waits in flight until the close fails them (aiormq
+takes up to 2 s), and their deadlines must hold meanwhile. A timer that finds nothing
+overdue and nothing waiting sets no other.
 """
 
 from __future__ import annotations
@@ -40,13 +37,6 @@ class Deadlines:
     def discard(self, timeout: asyncio.Timeout) -> None:
         """The wait under ``timeout`` is over; its deadline no longer matters."""
         self._waiting.pop(timeout, None)
-
-    def stop(self) -> None:
-        """Cancel the timer: for when nothing can be waiting any more (the loop is ending)."""
-        self._waiting.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
     def _schedule(self, deadline: float) -> None:
         if self._timer is not None:

@@ -16,7 +16,6 @@ from ..core.errors import TransportFailure
 from ..core.registry import ServiceCache, stubs
 from ..core.service import BaseService
 from ..core.settings import Settings
-from ._deadlines import Deadlines
 from ._loops import close_with_loop
 
 _POOL_MARGIN = 0.02
@@ -33,8 +32,7 @@ def _failure(exc: httpx.RequestError) -> TransportFailure:
     return TransportFailure.RESET
 
 
-#: a loop's client, the deadlines of its attempts, and the parked generator that closes both
-_LoopClient = tuple[httpx.AsyncClient, Deadlines, AsyncGenerator[None, None]]
+_LoopClient = tuple[httpx.AsyncClient, AsyncGenerator[None, None]]
 
 
 class Service(BaseService):
@@ -50,7 +48,7 @@ class Service(BaseService):
             weakref.WeakKeyDictionary()
         )
 
-    async def _client(self) -> tuple[httpx.AsyncClient, Deadlines]:
+    async def _client(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
         entry = self._clients.get(loop)
         if entry is None or entry[0].is_closed:
@@ -62,21 +60,16 @@ class Service(BaseService):
                 trust_env=self.settings.trust_env,
                 follow_redirects=False,
             )
-            deadlines = Deadlines()
-
-            async def close() -> None:
-                deadlines.stop()
-                await client.aclose()
-
-            closer = await close_with_loop(close)  # closed cleanly at the end of asyncio.run()
-            entry = self._clients[loop] = (client, deadlines, closer)
-        return entry[0], entry[1]
+            closer = await close_with_loop(client.aclose)  # closed cleanly at the end of asyncio.run()
+            self._clients[loop] = (client, closer)
+            return client
+        return entry[0]
 
     async def aclose(self) -> None:
         """Close this loop's pooled connections; the next call opens new ones."""
         entry = self._clients.pop(asyncio.get_running_loop(), None)
         if entry is not None:
-            await entry[2].aclose()
+            await entry[1].aclose()
 
     async def __aenter__(self) -> Service:
         return self
@@ -151,23 +144,18 @@ class Service(BaseService):
         # pooled connections is reported as such (not a timeout of the service)
         pool = max(0.0, request.timeout - _POOL_MARGIN)
         timeout = httpx.Timeout(request.timeout, connect=request.connect_timeout, pool=pool)
-        client, deadlines = await self._client()
-        attempt = asyncio.timeout(None)  # expired by the loop client's deadlines: no timer per call
         try:
-            async with attempt:
-                deadlines.add(attempt, time.monotonic() + request.timeout)
-                try:
-                    response = await client.request(
-                        request.method,
-                        request.url,
-                        headers=request.headers,
-                        content=request.content,
-                        data=request.form,
-                        files=request.files,
-                        timeout=timeout,
-                    )
-                finally:
-                    deadlines.discard(attempt)
+            async with asyncio.timeout(request.timeout):
+                client = await self._client()
+                response = await client.request(
+                    request.method,
+                    request.url,
+                    headers=request.headers,
+                    content=request.content,
+                    data=request.form,
+                    files=request.files,
+                    timeout=timeout,
+                )
         except TimeoutError:
             raise NoResponse(TransportFailure.TIMEOUT, "response too slow") from None
         except httpx.RequestError as exc:  # not only TransportError: DecodingError too, as on the sync side

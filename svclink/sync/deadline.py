@@ -5,7 +5,7 @@ inside it can hold a thread for hours. Every connection svclink's pool opens reg
 itself, while a request is in flight, with one reaper thread per process; at the
 attempt's deadline the reaper shuts the socket down, the blocked read returns, and the
 call fails with ``ServiceTimeout`` at its deadline. The aio side gets the same from
-``asyncio.timeout``, expired by one loop timer for all attempts (:mod:`svclink.aio._deadlines`).
+``asyncio.timeout``.
 """
 
 from __future__ import annotations
