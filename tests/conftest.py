@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -74,6 +75,40 @@ class Side:
             user = await svclink.aio.get_service(service)
             coros = [user.http_dispatch(method, endpoint, **kwargs) for _ in range(n)]
             return list(await asyncio.gather(*coros, return_exceptions=True))
+
+        return self.runner.run(calls(), context=contextvars.copy_context())
+
+    def call_timed(
+        self, timeouts: list[float], service: str, method: str, endpoint: str
+    ) -> list[tuple[Any, float]]:
+        """One call per ``response_timeout`` in ``timeouts``, all at once (threads or tasks); for
+        each, its result (or the exception it raised) and the seconds it took."""
+
+        def one(timeout: float) -> tuple[Any, float]:
+            started = time.monotonic()
+            try:
+                result = svclink.sync.get_service(service).http_dispatch(
+                    method, endpoint, response_timeout=timeout, retry_count=0
+                )
+            except Exception as exc:
+                result = exc
+            return result, time.monotonic() - started
+
+        if self.runner is None:
+            with concurrent.futures.ThreadPoolExecutor(len(timeouts)) as pool:
+                return list(pool.map(one, timeouts))
+
+        async def one_async(timeout: float) -> tuple[Any, float]:
+            started = time.monotonic()
+            try:
+                user = await svclink.aio.get_service(service)
+                result = await user.http_dispatch(method, endpoint, response_timeout=timeout, retry_count=0)
+            except Exception as exc:
+                result = exc
+            return result, time.monotonic() - started
+
+        async def calls() -> list[tuple[Any, float]]:
+            return list(await asyncio.gather(*(one_async(t) for t in timeouts)))
 
         return self.runner.run(calls(), context=contextvars.copy_context())
 

@@ -70,6 +70,19 @@ def test_a_slow_server_times_out_at_the_deadline(side: Side, server: TestServer)
     assert len(server.requests) == 1  # no time was left for a retry
 
 
+def test_calls_in_flight_together_each_time_out_at_their_own_deadline(
+    side: Side, user_service: TestServer
+) -> None:
+    """Twenty calls at once to a server that answers after 3 s, with four different
+    timeouts (aio: one loop timer for all of them): each fails at its own."""
+    user_service.route("GET", "/slow", Reply(200, {"late": True}, delay=3))
+    timeouts = [0.2, 0.5, 0.8, 1.1] * 5
+    results = side.call_timed(timeouts, "user", "GET", "/slow")
+    for timeout, (result, took) in zip(timeouts, results, strict=True):
+        assert type(result) is svclink.ServiceTimeout, result
+        assert timeout - 0.05 <= took < timeout + 0.4, (timeout, took)
+
+
 def test_a_per_call_response_timeout(side: Side, user_service: TestServer) -> None:
     user_service.route("GET", "/slow", Reply(200, {"late": True}, delay=3))
     err, took = timed(side, "user", "GET", "/slow", response_timeout=0.5)
