@@ -26,7 +26,6 @@ from .context import (
     TRACESTATE_HEADER,
     Incoming,
     RequestContext,
-    current,
     message_headers,
     read_incoming,
     uuid4_hex,
@@ -498,9 +497,8 @@ def prepare(
         fields["traceparent"] = traceparent
     if tracestate is not None:
         fields["tracestate"] = tracestate
-    if len(fields) > 1 or current() is not None:  # a fresh request id alone is fine as it is
-        for name, value in fields.items():
-            _check_context_value(name, value)
+    for name, value in fields.items():  # the bound context's own values (a fresh id is fine as it is)
+        _check_context_value(name, value)
     source = settings.service_name
     event = Event(
         event_type=event_type,

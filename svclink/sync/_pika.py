@@ -400,10 +400,9 @@ class PikaSession:
                 continue
             try:
                 self._serviced = True
-                with contextlib.suppress(*_PIKA_LOST):  # the loop below finds out
-                    self._send_acks(
-                        self._acks.take()
-                    )  # those messages are done: no slow handler holds their acks
+                # the messages handled so far are done: no slow handler holds their acks back
+                with contextlib.suppress(*_PIKA_LOST):  # (a lost connection: the loop below finds out)
+                    self._send_acks(self._acks.take())
                 while self._handler is handler and self._failure is None and not self._closing.is_set():
                     try:
                         self._connection.process_data_events(time_limit=1.0)
