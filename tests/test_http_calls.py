@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import re
 import uuid
+import zlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -205,6 +208,41 @@ def test_proxies_from_the_environment_are_ignored(
     with pytest.raises(svclink.ServiceUnavailable):
         side.call("user", "GET", "/x")
     assert len(server.requests) == 1
+
+
+def test_a_proxy_is_skipped_for_hosts_in_no_proxy(
+    side: Side, server: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead_proxy = f"http://127.0.0.1:{closed_port()}"
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, dead_proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(name, "localhost,127.0.0.1")
+    server.route("GET", "/x", Reply(200, {"direct": True}))
+    use_server(server, trust_env=True, retry=svclink.RetryPolicy(total=0))
+    assert side.call("user", "GET", "/x") == {"direct": True}
+
+
+@pytest.mark.parametrize(("encoding", "compress"), [("gzip", gzip.compress), ("deflate", zlib.compress)])
+def test_compressed_responses_are_asked_for_and_decoded(
+    side: Side, user_service: TestServer, encoding: str, compress: Any
+) -> None:
+    body = compress(b'{"name":"ada"}')
+    headers = {"Content-Encoding": encoding, "Content-Type": "application/json"}
+    user_service.route("GET", "/z", Reply(200, body=body, headers=headers))
+    assert side.call("user", "GET", "/z") == {"name": "ada"}
+    (req,) = user_service.calls("GET", "/z")
+    assert req.headers["accept-encoding"] == "gzip, deflate"
+
+
+def test_cookies_a_service_sets_are_not_sent_back(side: Side, user_service: TestServer) -> None:
+    """Calls between services are stateless: one caller's cookie must not reach the next call."""
+    user_service.route("GET", "/login", Reply(200, {}, headers={"Set-Cookie": "sessionid=s3; Path=/"}))
+    user_service.route("GET", "/me", Reply(200, {}))
+    side.call("user", "GET", "/login")
+    side.call("user", "GET", "/me")
+    (req,) = user_service.calls("GET", "/me")
+    assert "cookie" not in req.headers
 
 
 def test_check_reports_unreachable_required_services(server: TestServer) -> None:

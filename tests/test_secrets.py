@@ -160,7 +160,8 @@ def test_a_successful_call(side: Side, server: TestServer, logs: Capture) -> Non
     assert call(side, "/ok") == {"ok": True}
     (req,) = server.requests
     assert req.headers["authorization"] == f"Bearer {AUTH_TOKEN}" and req.query["token"] == [QUERY_TOKEN]
-    assert "[redacted]" in logs.text()  # the transport's request line had the query: masked
+    if side.name == "sync":  # urllib3's request line has the query (masked); httpx's pool logs no URL
+        assert "[redacted]" in logs.text()
     assert_clean(logs.text())
 
 

@@ -272,6 +272,7 @@ def outgoing_headers(
     headers = {
         "User-Agent": USER_AGENT,
         "Accept": "application/json",
+        "Accept-Encoding": "gzip, deflate",  # what both sides decode; the same on both
         REQUEST_ID_HEADER: context.request_id if context else new_request_id(),
     }
     if caller:
