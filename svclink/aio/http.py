@@ -41,7 +41,7 @@ def _failure(exc: httpx.RequestError) -> TransportFailure:
     return TransportFailure.RESET
 
 
-def env_proxy(url: str) -> str | None:
+def _env_proxy(url: str) -> str | None:
     """The proxy the environment names for ``url``, or None if ``NO_PROXY`` covers its host.
 
     Read with the standard library's rules, as requests reads them on the sync side.
@@ -83,7 +83,7 @@ class Service(BaseService):
         pool = httpx.AsyncHTTPTransport(
             limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
             trust_env=trust_env,  # SSL_CERT_FILE and SSL_CERT_DIR
-            proxy=env_proxy(self.base_url) if trust_env else None,
+            proxy=_env_proxy(self.base_url) if trust_env else None,
         )
         closer = await close_with_loop(pool.aclose)  # closed cleanly at the end of asyncio.run()
         self._pools[loop] = (pool, closer)
@@ -166,8 +166,8 @@ class Service(BaseService):
         """Perform one attempt, all of it (pool wait, connect, body) under its time budget."""
         # the pool wait ends a moment before the attempt's own deadline, so that running out of
         # pooled connections is reported as such (not a timeout of the service)
-        pool = max(0.0, request.timeout - _POOL_MARGIN)
-        timeout = httpx.Timeout(request.timeout, connect=request.connect_timeout, pool=pool)
+        pool_wait = max(0.0, request.timeout - _POOL_MARGIN)
+        timeout = httpx.Timeout(request.timeout, connect=request.connect_timeout, pool=pool_wait)
         outgoing = httpx.Request(
             request.method,
             request.url,
