@@ -78,6 +78,23 @@ def _core_properties(properties: pika.BasicProperties) -> Properties:
     )
 
 
+class _OneWriteConnection(pika.SelectConnection):  # type: ignore[misc]  # pika is untyped
+    """A ``SelectConnection`` that hands each message's frames to its socket as one write.
+
+    pika queues the method, header and body frames of a publish as separate buffers, and
+    its transport sends each with a ``send()`` of its own: three system calls per publish,
+    each waking the broker, where one does (on loopback, 50-60 us of an 800 us sequential
+    publish). pika's counters stay right; the rest is pika's. Should a pika release rename
+    the method, publishing still works, three writes again (``bench/`` would show it).
+    """
+
+    def _output_marshaled_frames(self, marshaled_frames: Sequence[bytes]) -> None:
+        data = b"".join(marshaled_frames)
+        self.bytes_sent += len(data)
+        self.frames_sent += len(marshaled_frames)
+        self._adapter_emit_data(data)
+
+
 #: a publisher connection unused for this long is checked for what arrived meanwhile before a publish
 IDLE = 0.25
 
