@@ -52,16 +52,21 @@ def _parameters(url: str, settings: Settings, name: str) -> pika.URLParameters:
     return params
 
 
+#: what ``pika.DeliveryMode.Persistent`` stands for, looked up once rather than on every publish
+_PERSISTENT = pika.DeliveryMode.Persistent.value
+
+
 def _pika_properties(properties: Properties) -> pika.BasicProperties:
+    # pika only reads the headers (to encode them): the read-only view goes as it is, uncopied
     return pika.BasicProperties(
-        headers=dict(properties.headers),
+        headers=properties.headers,
         message_id=properties.message_id,
         type=properties.type,
         app_id=properties.app_id,
         correlation_id=properties.correlation_id,
         timestamp=properties.timestamp,
         content_type=properties.content_type,
-        delivery_mode=pika.DeliveryMode.Persistent,
+        delivery_mode=_PERSISTENT,
     )
 
 
