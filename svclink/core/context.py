@@ -347,8 +347,8 @@ def message_headers(settings: Settings, *, audience: str, wall: float) -> dict[s
     Outside any bound context a fresh request id is made, so every message has one.
     No deadline travels: a message may be handled long after the request that sent it.
     """
-    context = _current.get()
-    request_id = context.request_id if context else uuid4_hex()
+    context = current()
+    request_id = context.request_id if context else new_request_id()
     headers = {REQUEST_ID_HEADER: request_id}
     if settings.service_name:
         headers[CALLER_HEADER] = settings.service_name
