@@ -170,7 +170,7 @@ class PikaLink:
 
     def _open(self, params: pika.URLParameters, deadline: float) -> None:
         self._state, self._channel = "connecting", None
-        self._connection = pika.SelectConnection(
+        self._connection = _OneWriteConnection(
             parameters=params,
             on_open_callback=self._on_open,
             on_open_error_callback=self._on_open_error,
