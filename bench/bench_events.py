@@ -35,7 +35,7 @@ from svclink.core.events import OutgoingMessage, prepare
 from svclink.core.settings import build
 from svclink.sync._pika import PikaLink
 
-from .harness import Result, Target, compare
+from .harness import Result, Target, compare, summarise
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 #: svclink's throughput at least 0.95x the raw library's, as a ratio of times
@@ -335,7 +335,7 @@ def compare_drains(
             started = time.perf_counter()
             drain()
             times[name].append(time.perf_counter() - started)
-    return [Result(benchmark, name, n, statistics.median(t)) for name, t in times.items()]
+    return summarise(benchmark, n, times)
 
 
 def _consumer(module: Any, settings: svclink.Settings, names: Names) -> Any:

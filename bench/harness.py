@@ -23,6 +23,8 @@ class Result:
     variant: str
     ops: int
     median_seconds: float  # for one batch of ``ops``
+    #: every round's time for the batch, in round order (round i of every variant ran together)
+    rounds: tuple[float, ...] = ()
 
     @property
     def per_op_us(self) -> float:
@@ -61,7 +63,12 @@ def compare(
             started = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - started)
-    return [Result(benchmark, name, ops, statistics.median(t)) for name, t in times.items()]
+    return summarise(benchmark, ops, times)
+
+
+def summarise(benchmark: str, ops: int, times: dict[str, list[float]]) -> list[Result]:
+    """One :class:`Result` per variant from its per-round times."""
+    return [Result(benchmark, name, ops, statistics.median(t), tuple(t)) for name, t in times.items()]
 
 
 @attrs.frozen
@@ -86,6 +93,19 @@ class Target:
         speedup = b.median_seconds / a.median_seconds
         return speedup, speedup >= self.limit
 
+    def spread(self, results: list[Result]) -> tuple[float, float] | None:
+        """The quartiles of the same ratio taken round by round (each round's variants ran
+        side by side): how far one round's figure strays, so a reader can tell a ratio
+        0.02 over its limit from one that is over it in most rounds."""
+        by = {(r.benchmark, r.variant): r for r in results}
+        a, b = by.get((self.benchmark, self.variant)), by.get((self.benchmark, self.baseline))
+        if a is None or b is None or len(a.rounds) < 4 or len(a.rounds) != len(b.rounds):
+            return None
+        pairs = zip(a.rounds, b.rounds, strict=True)
+        ratios = [x / y if self.op == "<=" else y / x for x, y in pairs]
+        q1, _, q3 = statistics.quantiles(ratios, n=4)
+        return q1, q3
+
 
 def report(results: list[Result], targets: list[Target], out: Callable[[str], None] = print) -> None:
     out(f"{'benchmark':<28} {'variant':<26} {'per op':>10} {'ops/s':>10}")
@@ -99,7 +119,9 @@ def report(results: list[Result], targets: list[Target], out: Callable[[str], No
             continue
         value, ok = checked
         what = "time ratio" if t.op == "<=" else "speed-up"
+        spread = t.spread(results)
+        rounds = "" if spread is None else f", middle half of rounds {spread[0]:.2f}-{spread[1]:.2f}"
         out(
             f"  {'MET ' if ok else 'MISS'} {t.benchmark}: {t.variant} vs {t.baseline}: "
-            f"{what} {value:.2f} (target {t.op} {t.limit})"
+            f"{what} {value:.2f} (target {t.op} {t.limit}{rounds})"
         )

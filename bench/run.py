@@ -56,10 +56,17 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="fewer operations and rounds (under two minutes)"
     )
     parser.add_argument("--json", metavar="FILE", help="write the figures to FILE")
+    parser.add_argument(
+        "--rounds", type=int, metavar="N", help="alternating rounds per variant (default 9, quick 5)"
+    )
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     args = parser.parse_args(argv)
     sections = args.only or SECTIONS
     ops, rounds = (300, 5) if args.quick else (1000, 9)
+    if args.rounds is not None:
+        if args.rounds < 1:
+            parser.error("--rounds must be at least 1")
+        rounds = args.rounds
     results: list[Result] = []
     targets: list[Target] = []
     extra: dict[str, object] = {}
@@ -104,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                     "variant": r.variant,
                     "per_op_us": round(r.per_op_us, 2),
                     "ops_per_second": round(r.ops_per_second),
+                    "rounds_per_op_us": [round(t / r.ops * 1e6, 2) for t in r.rounds],
                 }
                 for r in results
             ],

@@ -266,3 +266,50 @@ def test_check_reports_unreachable_required_services(server: TestServer) -> None
     )
     assert svclink.check() == []
     assert server.requests == []  # check() only connects
+
+
+@pytest.fixture
+def netrc_file(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A ``.netrc`` (named by ``$NETRC``) with credentials for 127.0.0.1, where the test server is."""
+    path = tmp_path / "netrc"
+    path.write_text("machine 127.0.0.1\nlogin alice\npassword s3cret\n")
+    path.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(path))
+    return path
+
+
+ALICE = "Basic YWxpY2U6czNjcmV0"  # alice:s3cret
+
+
+def test_netrc_credentials_are_sent_only_with_trust_env(
+    side: Side, server: TestServer, netrc_file: Any
+) -> None:
+    server.route("GET", "/x", Reply(200, {}))
+    use_server(server)
+    side.call("user", "GET", "/x")
+    side.close_pools()
+    use_server(server, trust_env=True)
+    side.call("user", "GET", "/x")
+    assert [r.headers.get("authorization") for r in server.requests] == [None, ALICE]
+
+
+def test_a_calls_own_authorization_wins_over_netrc(side: Side, server: TestServer, netrc_file: Any) -> None:
+    """requests alone would replace the caller's header with the .netrc credentials."""
+    server.route("GET", "/x", Reply(200, {}))
+    use_server(server, trust_env=True)
+    side.call("user", "GET", "/x", headers={"authorization": "Bearer t0ken"})
+    assert [r.headers.get("authorization") for r in server.requests] == ["Bearer t0ken"]
+
+
+def test_a_netrc_without_the_host_or_unreadable_sends_nothing(
+    side: Side, server: TestServer, netrc_file: Any
+) -> None:
+    server.route("GET", "/x", Reply(200, {}))
+    netrc_file.write_text("machine elsewhere.example\nlogin bob\npassword pw\n")
+    use_server(server, trust_env=True)
+    side.call("user", "GET", "/x")
+    side.close_pools()
+    netrc_file.write_text("bogus 127.0.0.1\n")  # malformed: the call goes out all the same
+    use_server(server, trust_env=True)
+    side.call("user", "GET", "/x")
+    assert [r.headers.get("authorization") for r in server.requests] == [None, None]

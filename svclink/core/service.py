@@ -23,6 +23,7 @@ from . import context
 from .breaker import CircuitBreaker, State
 from .budget import RetryBudget
 from .calls import CallPlan, FileSpec, Guard
+from .credentials import add_authorization, netrc_authorization
 from .errors import InvalidRequest
 from .observe import notify
 from .registry import base_url
@@ -133,6 +134,8 @@ class BaseService:
         self.name = name
         self.settings = settings
         self.base_url = base_url(settings, name)
+        #: the .netrc credentials for the service's host (read once, with ``trust_env`` only)
+        self.netrc_authorization = netrc_authorization(self.base_url) if settings.trust_env else None
         self.guard = Guard(
             breaker=CircuitBreaker(name, settings.breaker_policy(name), self._breaker_changed),
             budget=RetryBudget(settings.retry_budget),
@@ -179,6 +182,7 @@ class BaseService:
         hdrs = context.outgoing_headers(
             caller=settings.service_name, context=ctx, extra=headers, idempotency_key=idempotency_key
         )
+        add_authorization(hdrs, self.netrc_authorization)
         content, form, file_map = None, None, None
         if files is not None:
             form, file_map = _form(payload), _files(files)
