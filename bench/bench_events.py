@@ -35,7 +35,7 @@ from svclink.core.events import OutgoingMessage, prepare
 from svclink.core.settings import build
 from svclink.sync._pika import PikaLink
 
-from .harness import Result, Target, compare, summarise
+from .harness import Result, Target, compare, rotating, summarise
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 #: svclink's throughput at least 0.95x the raw library's, as a ratio of times
@@ -190,21 +190,27 @@ def publish_sync(settings: svclink.Settings, names: Names, ops: int, rounds: int
     channel: Any = None
     link: PikaLink | None = None
 
-    def reopen() -> None:
-        """New connections for every variant, untimed, each warmed up by one publish."""
-        nonlocal connection, channel, link
+    def renew_publisher() -> None:
         publisher.close()
         publisher.publish("bench.publish", DATA, exchange=names.exchange)
+
+    def renew_raw() -> None:
+        nonlocal connection, channel
         if connection is not None:
             connection.close()
         connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
         channel = connection.channel()
         channel.confirm_delivery()
         raw_one()
+
+    def renew_link() -> None:
+        nonlocal link
         if link is not None:
             link.close()
         link = PikaLink(settings, "bench-link", time.monotonic() + 10)
         link.publish([message], time.monotonic() + 30)
+
+    reopen = rotating(renew_publisher, renew_raw, renew_link)
 
     def raw_one() -> None:
         channel.basic_publish(
@@ -252,11 +258,12 @@ def publish_aio(settings: svclink.Settings, names: Names, ops: int, rounds: int)
     connection: Any = None
     exchange: Any = None
 
-    async def reconnect() -> None:
-        """New connections for both sides, untimed, each warmed up by one publish."""
-        nonlocal connection, exchange
+    async def renew_publisher() -> None:
         await publisher.close()
         await svclink_one()
+
+    async def renew_raw() -> None:
+        nonlocal connection, exchange
         if connection is not None:
             await connection.close()
         connection = await aio_pika.connect(RABBITMQ_URL)
@@ -264,8 +271,7 @@ def publish_aio(settings: svclink.Settings, names: Names, ops: int, rounds: int)
         exchange = await channel.declare_exchange(names.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
         await raw_one()
 
-    def reopen() -> None:
-        runner.run(reconnect())
+    reopen = rotating(lambda: runner.run(renew_publisher()), lambda: runner.run(renew_raw()))
 
     async def svclink_one() -> None:
         await publisher.publish("bench.publish", DATA, exchange=names.exchange)

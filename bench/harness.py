@@ -71,6 +71,25 @@ def summarise(benchmark: str, ops: int, times: dict[str, list[float]]) -> list[R
     return [Result(benchmark, name, ops, statistics.median(t), tuple(t)) for name, t in times.items()]
 
 
+def rotating(*steps: Callable[[], Any]) -> Callable[[], None]:
+    """A ``fresh`` for :func:`compare` that runs ``steps`` (one per variant: reopen its
+    connection, untimed) starting one step later at every call.
+
+    Where a connection lands in the broker may depend on when it was opened, relative
+    to the others; always opening one variant's first would give it the same place
+    round after round.
+    """
+    calls = 0
+
+    def run() -> None:
+        nonlocal calls
+        shift, calls = calls % len(steps), calls + 1
+        for step in steps[shift:] + steps[:shift]:
+            step()
+
+    return run
+
+
 @attrs.frozen
 class Target:
     """A stated target: ``variant`` time / ``baseline`` time compared with ``limit``."""
