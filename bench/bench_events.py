@@ -120,6 +120,21 @@ def _purge(names: Names) -> None:
         ch.queue_purge(names.sink)
 
 
+def _emptied(names: Names, reopen: Callable[[], None]) -> Callable[[], None]:
+    """A ``fresh`` for :func:`compare`: empty the queue the publishes go to, then ``reopen``.
+
+    Every round then publishes into the same empty queue: left to grow over the rounds
+    (by tens of thousands of persistent messages), it gives the broker more to do in
+    later rounds than in earlier ones.
+    """
+
+    def fresh() -> None:
+        _purge(names)
+        reopen()
+
+    return fresh
+
+
 def prepare_cost(n: int = 2000) -> dict[str, float]:
     """The work before each publish, in microseconds: svclink's preparation (envelope, checks,
     ids, context) and the raw loop's (a message id and pika properties), back to back and
@@ -211,6 +226,7 @@ def publish_sync(settings: svclink.Settings, names: Names, ops: int, rounds: int
         link.publish([message], time.monotonic() + 30)
 
     reopen = rotating(renew_publisher, renew_raw, renew_link)
+    fresh = _emptied(names, reopen)
 
     def raw_one() -> None:
         channel.basic_publish(
@@ -237,11 +253,9 @@ def publish_sync(settings: svclink.Settings, names: Names, ops: int, rounds: int
     try:
         reopen()
         variants = {"svclink": svclink_one_by_one, RAW_SYNC: raw, LINK_ONLY: link_only}
-        results = compare("events publish sync", ops, rounds, variants, fresh=reopen)
-        _purge(names)
+        results = compare("events publish sync", ops, rounds, variants, fresh=fresh)
         variants = {MANY: svclink_many, ONE_BY_ONE: svclink_one_by_one}
-        results += compare("events publish_many sync", ops, rounds, variants, fresh=reopen)
-        _purge(names)
+        results += compare("events publish_many sync", ops, rounds, variants, fresh=fresh)
     finally:
         publisher.close()
         if link is not None:
@@ -272,6 +286,7 @@ def publish_aio(settings: svclink.Settings, names: Names, ops: int, rounds: int)
         await raw_one()
 
     reopen = rotating(lambda: runner.run(renew_publisher()), lambda: runner.run(renew_raw()))
+    fresh = _emptied(names, reopen)
 
     async def svclink_one() -> None:
         await publisher.publish("bench.publish", DATA, exchange=names.exchange)
@@ -298,11 +313,9 @@ def publish_aio(settings: svclink.Settings, names: Names, ops: int, rounds: int)
         reopen()
         for concurrency in (1, 50):
             variants = {"svclink": batches(svclink_one, concurrency), RAW_AIO: batches(raw_one, concurrency)}
-            results += compare(f"events publish aio c={concurrency}", ops, rounds, variants, fresh=reopen)
-            _purge(names)
+            results += compare(f"events publish aio c={concurrency}", ops, rounds, variants, fresh=fresh)
         variants = {MANY: lambda: runner.run(svclink_many()), ONE_BY_ONE: batches(svclink_one, 1)}
-        results += compare("events publish_many aio", ops, rounds, variants, fresh=reopen)
-        _purge(names)
+        results += compare("events publish_many aio", ops, rounds, variants, fresh=fresh)
     finally:
         runner.run(publisher.close())
         if connection is not None:
