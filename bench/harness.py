@@ -1,10 +1,14 @@
 """Alternating-rounds comparison: every variant runs the same batch, round after round.
 
-Alternating (A, B, C, B, C, A, C, A, B, ...) rather than (A, A, A, B, B, B) spreads any
-drift of the machine (another process, CPU frequency) over all variants alike, and the
-rotation gives each variant each place in a round equally often: here the same raw
-loop measured 9 % apart in the first and third places of every round. Medians ignore
-the odd slow round.
+Alternating (A B C, B C A, C A B, C B A, B A C, A C B, ...) rather than (A, A, A, B, B, B)
+spreads any drift of the machine (another process, CPU frequency) over all variants
+alike. The orders (every order once, for the two or three variants of a benchmark here)
+give each variant each place in a round equally often (here the same
+raw loop measured 9 % apart in the first and third places of every round) and each
+other variant just before it equally often: rotations alone would always run A right
+after C, and a variant that leaves work behind (a new HTTP client per call leaves
+garbage and closing sockets) would slow the same variant every time. Medians ignore the
+odd slow round.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -53,17 +59,26 @@ def compare(
     for run in variants.values():  # warm-up: connections, imports, caches
         run()
     times: dict[str, list[float]] = {name: [] for name in variants}
-    order = list(variants.items())
-    rounds = -(-rounds // len(order)) * len(order)  # whole rotations: every place equally often
+    orders = _orders(list(variants.items()))
+    rounds = -(-rounds // len(orders)) * len(orders)  # whole cycles of the orders
     for round_ in range(rounds):
         if fresh is not None:
             fresh()
-        shift = round_ % len(order)  # each variant takes each place in the round in turn
-        for name, run in order[shift:] + order[:shift]:
+        for name, run in orders[round_ % len(orders)]:
             started = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - started)
     return summarise(benchmark, ops, times)
+
+
+def _orders(items: list[T]) -> list[list[T]]:
+    """The rotations of ``items`` and of ``items`` reversed: every item in every place equally
+    often; for two or three items that is every order once, so each also follows each other
+    item equally often."""
+    if len(items) < 3:
+        return [items[i:] + items[:i] for i in range(len(items))]
+    backwards = items[::-1]
+    return [seq[i:] + seq[:i] for seq in (items, backwards) for i in range(len(items))]
 
 
 def summarise(benchmark: str, ops: int, times: dict[str, list[float]]) -> list[Result]:
