@@ -37,7 +37,7 @@ def _failure(exc: requests.RequestException) -> TransportFailure:
 
 
 def _as_planned(request: requests.PreparedRequest) -> requests.PreparedRequest:
-    """An ``auth`` that leaves the request as it is: given any ``auth``, requests does not put
+    """A session ``auth`` that leaves the request as it is: with one set, requests does not put
     ``.netrc`` credentials over the ``Authorization`` header svclink's core decided on."""
     return request
 
@@ -45,6 +45,8 @@ def _as_planned(request: requests.PreparedRequest) -> requests.PreparedRequest:
 def _new_session(settings: Settings) -> requests.Session:
     session = requests.Session()
     session.trust_env = settings.trust_env  # no proxies or CA bundle variables unless asked
+    if settings.trust_env:  # only then would requests read .netrc itself, on every request
+        session.auth = _as_planned
     session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # stateless, thread-safe
     adapter = requests.adapters.HTTPAdapter(
         pool_connections=1, pool_maxsize=settings.pool_maxsize, pool_block=True, max_retries=0
@@ -160,7 +162,6 @@ class Service(BaseService):
                     files=request.files,
                     timeout=(request.connect_timeout, request.timeout),
                     allow_redirects=False,
-                    auth=_as_planned,
                 )
             except requests.RequestException as exc:
                 if not attempt.expired:
