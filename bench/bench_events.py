@@ -35,7 +35,7 @@ from svclink.core.events import OutgoingMessage, prepare
 from svclink.core.settings import build
 from svclink.sync._pika import PikaLink
 
-from .harness import Result, Target, compare, rotating, summarise
+from .harness import Result, Target, compare, rotating
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 #: svclink's throughput at least 0.95x the raw library's, as a ratio of times
@@ -340,23 +340,6 @@ def _fill(settings: svclink.Settings, names: Names, n: int) -> None:
             time.sleep(0.02)
 
 
-def compare_drains(
-    benchmark: str, n: int, rounds: int, fill: Callable[[], None], variants: dict[str, Callable[[], None]]
-) -> list[Result]:
-    """As :func:`~bench.harness.compare`, alternating, but ``fill()`` runs untimed before each drain."""
-    for drain in variants.values():  # warm-up
-        fill()
-        drain()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, drain in variants.items():
-            fill()
-            started = time.perf_counter()
-            drain()
-            times[name].append(time.perf_counter() - started)
-    return summarise(benchmark, n, times)
-
-
 def _consumer(module: Any, settings: svclink.Settings, names: Names) -> Any:
     return module.EventConsumer(
         names.queue,
@@ -408,7 +391,7 @@ def consume_sync(settings: svclink.Settings, names: Names, n: int, rounds: int) 
 
     fill = lambda: _fill(settings, names, n)  # noqa: E731
     variants = {"svclink EventConsumer": svclink_drain, "pika basic_consume": raw_drain}
-    return compare_drains("events consume sync", n, rounds, fill, variants)
+    return compare("events consume sync", n, rounds, variants, before=fill)
 
 
 def consume_aio(settings: svclink.Settings, names: Names, n: int, rounds: int) -> list[Result]:
@@ -457,4 +440,4 @@ def consume_aio(settings: svclink.Settings, names: Names, n: int, rounds: int) -
         "svclink EventConsumer": lambda: asyncio.run(svclink_drain()),
         "aio-pika consume": lambda: asyncio.run(raw_drain()),
     }
-    return compare_drains("events consume aio", n, rounds, fill, variants)
+    return compare("events consume aio", n, rounds, variants, before=fill)

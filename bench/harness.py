@@ -47,6 +47,7 @@ def compare(
     rounds: int,
     variants: dict[str, Callable[[], Any]],
     fresh: Callable[[], Any] | None = None,
+    before: Callable[[], Any] | None = None,
 ) -> list[Result]:
     """Run each variant (one call = one batch of ``ops`` operations) ``rounds`` times, alternating.
 
@@ -54,9 +55,12 @@ def compare(
     their connections there, because how fast one AMQP connection is depends on where
     the broker happens to run it (the same raw loop on four connections at once took
     1023-1358 us a publish here), and a new draw each round keeps that luck out of the
-    medians.
+    medians. ``before``, if given, runs untimed before every variant's batch (the consume
+    benchmarks fill the queue that the batch drains).
     """
     for run in variants.values():  # warm-up: connections, imports, caches
+        if before is not None:
+            before()
         run()
     times: dict[str, list[float]] = {name: [] for name in variants}
     orders = _orders(list(variants.items()))
@@ -65,10 +69,12 @@ def compare(
         if fresh is not None:
             fresh()
         for name, run in orders[round_ % len(orders)]:
+            if before is not None:
+                before()
             started = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - started)
-    return summarise(benchmark, ops, times)
+    return [Result(benchmark, name, ops, statistics.median(t), tuple(t)) for name, t in times.items()]
 
 
 def _orders(items: list[T]) -> list[list[T]]:
@@ -81,25 +87,21 @@ def _orders(items: list[T]) -> list[list[T]]:
     return [seq[i:] + seq[:i] for seq in (items, backwards) for i in range(len(items))]
 
 
-def summarise(benchmark: str, ops: int, times: dict[str, list[float]]) -> list[Result]:
-    """One :class:`Result` per variant from its per-round times."""
-    return [Result(benchmark, name, ops, statistics.median(t), tuple(t)) for name, t in times.items()]
-
-
 def rotating(*steps: Callable[[], Any]) -> Callable[[], None]:
     """A ``fresh`` for :func:`compare` that runs ``steps`` (one per variant: reopen its
-    connection, untimed) starting one step later at every call.
+    connection, untimed) in the next of :func:`_orders` at every call.
 
     Where a connection lands in the broker may depend on when it was opened, relative
     to the others; always opening one variant's first would give it the same place
     round after round.
     """
+    orders = _orders(list(steps))
     calls = 0
 
     def run() -> None:
         nonlocal calls
-        shift, calls = calls % len(steps), calls + 1
-        for step in steps[shift:] + steps[:shift]:
+        order, calls = orders[calls % len(orders)], calls + 1
+        for step in order:
             step()
 
     return run
@@ -116,11 +118,17 @@ class Target:
     op: str
     limit: float
 
-    def check(self, results: list[Result]) -> tuple[float, bool] | None:
+    def _pair(self, results: list[Result]) -> tuple[Result, Result] | None:
+        """The variant's result and the baseline's, if both ran."""
         by = {(r.benchmark, r.variant): r for r in results}
         a, b = by.get((self.benchmark, self.variant)), by.get((self.benchmark, self.baseline))
-        if a is None or b is None:
+        return None if a is None or b is None else (a, b)
+
+    def check(self, results: list[Result]) -> tuple[float, bool] | None:
+        pair = self._pair(results)
+        if pair is None:
             return None
+        a, b = pair
         if self.op == "<=":
             ratio = a.median_seconds / b.median_seconds
             return ratio, ratio <= self.limit
@@ -131,10 +139,10 @@ class Target:
         """The quartiles of the same ratio taken round by round (each round's variants ran
         side by side): how far one round's figure strays, so a reader can tell a ratio
         0.02 over its limit from one that is over it in most rounds."""
-        by = {(r.benchmark, r.variant): r for r in results}
-        a, b = by.get((self.benchmark, self.variant)), by.get((self.benchmark, self.baseline))
-        if a is None or b is None or len(a.rounds) < 4 or len(a.rounds) != len(b.rounds):
+        pair = self._pair(results)
+        if pair is None or len(pair[0].rounds) < 4 or len(pair[0].rounds) != len(pair[1].rounds):
             return None
+        a, b = pair
         pairs = zip(a.rounds, b.rounds, strict=True)
         ratios = [x / y if self.op == "<=" else y / x for x, y in pairs]
         q1, _, q3 = statistics.quantiles(ratios, n=4)
