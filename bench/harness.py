@@ -109,14 +109,15 @@ def rotating(*steps: Callable[[], Any]) -> Callable[[], None]:
 
 @attrs.frozen
 class Target:
-    """A stated target: ``variant`` time / ``baseline`` time compared with ``limit``."""
+    """A stated target: ``variant`` time / ``baseline`` time compared with ``limit``; with no
+    limit, a ratio reported for reference only."""
 
     benchmark: str
     variant: str
     baseline: str
     #: "<=" (the variant may be at most this many times the baseline's time) or ">=" (speed-up)
     op: str
-    limit: float
+    limit: float | None
 
     def _pair(self, results: list[Result]) -> tuple[Result, Result] | None:
         """The variant's result and the baseline's, if both ran."""
@@ -131,9 +132,9 @@ class Target:
         a, b = pair
         if self.op == "<=":
             ratio = a.median_seconds / b.median_seconds
-            return ratio, ratio <= self.limit
+            return ratio, self.limit is None or ratio <= self.limit
         speedup = b.median_seconds / a.median_seconds
-        return speedup, speedup >= self.limit
+        return speedup, self.limit is None or speedup >= self.limit
 
     def spread(self, results: list[Result]) -> tuple[float, float] | None:
         """The quartiles of the same ratio taken round by round (each round's variants ran
@@ -163,7 +164,8 @@ def report(results: list[Result], targets: list[Target], out: Callable[[str], No
         what = "time ratio" if t.op == "<=" else "speed-up"
         spread = t.spread(results)
         rounds = "" if spread is None else f", middle half of rounds {spread[0]:.2f}-{spread[1]:.2f}"
-        out(
-            f"  {'MET ' if ok else 'MISS'} {t.benchmark}: {t.variant} vs {t.baseline}: "
-            f"{what} {value:.2f} (target {t.op} {t.limit}{rounds})"
-        )
+        if t.limit is None:
+            verdict, note = "info", f"({rounds.removeprefix(', ')})" if rounds else ""
+        else:
+            verdict, note = "MET " if ok else "MISS", f"(target {t.op} {t.limit}{rounds})"
+        out(f"  {verdict} {t.benchmark}: {t.variant} vs {t.baseline}: {what} {value:.2f} {note}".rstrip())
