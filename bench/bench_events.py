@@ -144,8 +144,9 @@ def _emptied(names: Names, reopen: Callable[[], None]) -> Callable[[], None]:
 
 def prepare_cost(n: int = 2000) -> dict[str, float]:
     """The work before each publish, in microseconds: svclink's preparation (envelope, checks,
-    ids, context) and the raw loop's (a message id, its envelope encoded, pika properties), back to back and
-    right after sleeping as long as a sequential publisher waits for a confirm (0.8 ms).
+    ids, context) and the raw loop's (a message id, its envelope encoded, pika properties),
+    back to back and right after sleeping as long as a sequential publisher waits for a
+    confirm (0.8 ms).
     The difference is what a sleep costs code that runs after it on this machine (cold
     caches, a halted virtual CPU), paid once per publish."""
     settings = build({"service_name": "bench", "amqp_url": RABBITMQ_URL})
