@@ -16,6 +16,8 @@ import os
 import urllib.parse
 from collections.abc import MutableMapping
 
+from .context import header
+
 _FILES = ("~/.netrc", "~/_netrc")
 
 
@@ -44,5 +46,5 @@ def netrc_authorization(url: str) -> str | None:
 
 def add_authorization(headers: MutableMapping[str, str], value: str | None) -> None:
     """Give ``headers`` the ``Authorization`` ``value`` unless they already have one (any case)."""
-    if value is not None and not any(k.lower() == "authorization" for k in headers):
+    if value is not None and header(headers, "Authorization") is None:
         headers["Authorization"] = value
