@@ -162,10 +162,10 @@ def report(results: list[Result], targets: list[Target], out: Callable[[str], No
             continue
         value, ok = checked
         what = "time ratio" if t.op == "<=" else "speed-up"
+        verdict = "info" if t.limit is None else "MET " if ok else "MISS"
+        notes = [] if t.limit is None else [f"target {t.op} {t.limit}"]
         spread = t.spread(results)
-        rounds = "" if spread is None else f", middle half of rounds {spread[0]:.2f}-{spread[1]:.2f}"
-        if t.limit is None:
-            verdict, note = "info", f"({rounds.removeprefix(', ')})" if rounds else ""
-        else:
-            verdict, note = "MET " if ok else "MISS", f"(target {t.op} {t.limit}{rounds})"
-        out(f"  {verdict} {t.benchmark}: {t.variant} vs {t.baseline}: {what} {value:.2f} {note}".rstrip())
+        if spread is not None:
+            notes.append(f"middle half of rounds {spread[0]:.2f}-{spread[1]:.2f}")
+        note = f" ({', '.join(notes)})" if notes else ""
+        out(f"  {verdict} {t.benchmark}: {t.variant} vs {t.baseline}: {what} {value:.2f}{note}")
