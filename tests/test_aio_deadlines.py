@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from svclink.aio._deadlines import Deadlines
+from svclink.aio._confirm_deadlines import Deadlines
 
 
 async def _wait(deadlines: Deadlines, deadline: float, duration: float) -> tuple[str, float]:

@@ -33,7 +33,7 @@ from ..core.consuming import Ack, Decision, QueueSpec, Topology, republish
 from ..core.errors import EventError
 from ..core.events import ACKED, LOST, NACKED, RETURNED, TIMED_OUT, Delivery, OutgoingMessage, Properties
 from ..core.settings import Settings
-from ._deadlines import Deadlines
+from ._confirm_deadlines import Deadlines
 from ._loops import close_soon
 from ._transport import Lost, OnDelivery
 
