@@ -44,6 +44,11 @@ RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 RATIO = round(1 / 0.95, 3)
 PREFETCH = 10
 BATCH = 100  # events per publish_many call
+#: publishes per variant in a round of the one-at-a-time comparisons. Short rounds, and many
+#: of them (as many publishes in all as ``ops`` x ``rounds``), so that the broker's pauses
+#: (its disk writes, its own garbage collection) fall on every variant alike: with rounds
+#: of 1,000 publishes the middle half of the rounds' ratios spanned 0.15 to 0.4.
+SLICE = 50
 DATA = {"user_id": 5, "changes": {"name": "ada", "email": "ada@example.com"}}
 
 RAW_SYNC, RAW_AIO = "pika BlockingConnection", "aio-pika channel"
@@ -181,6 +186,21 @@ def prepare_cost(n: int = 2000) -> dict[str, float]:
 # -- publishing ---------------------------------------------------------------------------
 
 
+def _repeat(one: Callable[[], Any], n: int) -> Callable[[], None]:
+    """A batch: ``one()`` ``n`` times."""
+
+    def batch() -> None:
+        for _ in range(n):
+            one()
+
+    return batch
+
+
+def _sliced(ops: int, rounds: int) -> int:
+    """The rounds of :data:`SLICE` publishes that make ``rounds`` rounds of ``ops``."""
+    return max(1, rounds * ops // SLICE)
+
+
 def _raw_event(message: OutgoingMessage, encode: bool = True) -> tuple[bytes, str]:
     """The body and id a raw publisher sends for one event like ``message``.
 
@@ -268,32 +288,27 @@ def publish_sync(settings: svclink.Settings, names: Names, ops: int, rounds: int
         properties = _pika_properties(message, event_id)
         channel.basic_publish(names.exchange, "bench.publish", body, properties, mandatory=True)
 
-    def svclink_one_by_one() -> None:
-        for _ in range(ops):
-            publisher.publish("bench.publish", DATA, exchange=names.exchange)
-
-    def raw() -> None:
-        for _ in range(ops):
-            raw_one()
-
-    def pre_encoded() -> None:
-        for _ in range(ops):
-            raw_one(encode=False)
+    def svclink_one() -> None:
+        publisher.publish("bench.publish", DATA, exchange=names.exchange)
 
     def svclink_many() -> None:
         for _ in range(ops // BATCH):
             publisher.publish_many([("bench.publish", DATA)] * BATCH, exchange=names.exchange)
 
-    def link_only() -> None:  # svclink's connection with a message made beforehand: the I/O alone
+    def link_one() -> None:  # svclink's connection with a message made beforehand: the I/O alone
         assert link is not None
-        for _ in range(ops):
-            link.publish([message], time.monotonic() + 30)
+        link.publish([message], time.monotonic() + 30)
 
     try:
         reopen()
-        variants = {"svclink": svclink_one_by_one, RAW_SYNC: raw, PRE_SYNC: pre_encoded, LINK_ONLY: link_only}
-        results = compare("events publish sync", ops, rounds, variants, fresh=fresh)
-        variants = {MANY: svclink_many, ONE_BY_ONE: svclink_one_by_one}
+        variants = {
+            "svclink": _repeat(svclink_one, SLICE),
+            RAW_SYNC: _repeat(raw_one, SLICE),
+            PRE_SYNC: _repeat(lambda: raw_one(encode=False), SLICE),
+            LINK_ONLY: _repeat(link_one, SLICE),
+        }
+        results = compare("events publish sync", SLICE, _sliced(ops, rounds), variants, fresh=fresh)
+        variants = {MANY: svclink_many, ONE_BY_ONE: _repeat(svclink_one, ops)}
         results += compare("events publish_many sync", ops, rounds, variants, fresh=fresh)
     finally:
         publisher.close()
@@ -336,9 +351,11 @@ def publish_aio(settings: svclink.Settings, names: Names, ops: int, rounds: int)
     async def pre_encoded_one() -> None:
         await exchange.publish(_aio_message(message, encode=False), "bench.publish", mandatory=True)
 
-    def batches(one: Callable[[], Awaitable[None]], concurrency: int) -> Callable[[], None]:
+    def batches(one: Callable[[], Awaitable[None]], concurrency: int, n: int) -> Callable[[], None]:
+        """``n`` publishes (a multiple of ``concurrency``), ``concurrency`` at a time."""
+
         async def go() -> None:
-            for _ in range(ops // concurrency):  # ops is a multiple of 50
+            for _ in range(n // concurrency):
                 if concurrency == 1:
                     await one()
                 else:
@@ -355,12 +372,13 @@ def publish_aio(settings: svclink.Settings, names: Names, ops: int, rounds: int)
         reopen()
         for concurrency in (1, 50):
             variants = {
-                "svclink": batches(svclink_one, concurrency),
-                RAW_AIO: batches(raw_one, concurrency),
-                PRE_AIO: batches(pre_encoded_one, concurrency),
+                "svclink": batches(svclink_one, concurrency, SLICE),
+                RAW_AIO: batches(raw_one, concurrency, SLICE),
+                PRE_AIO: batches(pre_encoded_one, concurrency, SLICE),
             }
-            results += compare(f"events publish aio c={concurrency}", ops, rounds, variants, fresh=fresh)
-        variants = {MANY: lambda: runner.run(svclink_many()), ONE_BY_ONE: batches(svclink_one, 1)}
+            benchmark = f"events publish aio c={concurrency}"
+            results += compare(benchmark, SLICE, _sliced(ops, rounds), variants, fresh=fresh)
+        variants = {MANY: lambda: runner.run(svclink_many()), ONE_BY_ONE: batches(svclink_one, 1, ops)}
         results += compare("events publish_many aio", ops, rounds, variants, fresh=fresh)
     finally:
         runner.run(publisher.close())
@@ -398,7 +416,7 @@ def _consumer(module: Any, settings: svclink.Settings, names: Names) -> Any:
 
 def consume_sync(settings: svclink.Settings, names: Names, n: int, rounds: int) -> list[Result]:
     def svclink_drain() -> None:
-        consumer = _consumer(svclink.sync, settings, names)
+        consumer: svclink.sync.EventConsumer = _consumer(svclink.sync, settings, names)
         handled = 0
 
         @consumer.on("bench.consume")
@@ -442,7 +460,7 @@ def consume_sync(settings: svclink.Settings, names: Names, n: int, rounds: int) 
 
 def consume_aio(settings: svclink.Settings, names: Names, n: int, rounds: int) -> list[Result]:
     async def svclink_drain() -> None:
-        consumer = _consumer(svclink.aio, settings, names)
+        consumer: svclink.aio.EventConsumer = _consumer(svclink.aio, settings, names)
         handled = 0
 
         @consumer.on("bench.consume")
