@@ -5,11 +5,19 @@ a hand-written publisher does: a fresh id and time, the envelope encoded to JSON
 the same properties, exchange, routing key, size, persistence, ``mandatory`` and
 publisher confirms as svclink's (the raw consumers decode each body likewise). A
 stricter raw loop that re-sends one body encoded beforehand runs beside them, for
-reference. The consume comparisons drain the same pre-filled queue with the same
-prefetch. A drain includes opening its connection and channel, and the raw consumers
-declare what svclink's consumer declares (exchange, work, delay and dead-letter queues,
-bindings, a confirm channel for moving messages to them), so that both sides do the same
-fixed work and the ratio is the per-message one. The queues are durable and the messages
+reference.
+
+The aio publishers of a round share one connection, svclink's (the raw loops publish
+through an aio-pika exchange on its channel), so that the ratio compares code, not two
+connections' luck; the raw loop on a connection of its own runs beside them, and its
+ratio shows whether svclink's connection helps. (pika's ``BlockingConnection`` cannot
+share svclink's sync connection, so the sync sides have one each.)
+
+The consume comparisons drain the same pre-filled queue with the same prefetch. A drain
+includes opening its connection and channel, and the raw consumers declare what
+svclink's consumer declares (exchange, work, delay and dead-letter queues, bindings, a
+confirm channel for moving messages to them), so that both sides do the same fixed work
+and the ratio is the per-message one. The queues are durable and the messages
 persistent, as svclink's are in production, so the broker writes them to disk.
 Everything is declared under a unique prefix and deleted at the end.
 """
@@ -32,6 +40,7 @@ import pika
 import svclink
 import svclink.aio
 import svclink.sync
+from svclink.aio._pika import PikaLink as AioPikaLink
 from svclink.core.consuming import ConsumerConfig, topology
 from svclink.core.events import OutgoingMessage, prepare
 from svclink.core.settings import build
@@ -51,9 +60,11 @@ BATCH = 100  # events per publish_many call
 SLICE = 50
 DATA = {"user_id": 5, "changes": {"name": "ada", "email": "ada@example.com"}}
 
-RAW_SYNC, RAW_AIO = "pika BlockingConnection", "aio-pika channel"
+RAW_SYNC, RAW_AIO = "pika BlockingConnection", "aio-pika, shared connection"
 #: the raw loops re-sending one body encoded beforehand: less work than any real publisher
 PRE_SYNC, PRE_AIO = "pika, body pre-encoded", "aio-pika, body pre-encoded"
+#: the raw aio loop on a connection of its own (the others share svclink's connection)
+OWN_AIO = "aio-pika, own connection"
 ONE_BY_ONE, MANY = "publish one at a time", f"publish_many x{BATCH}"
 LINK_ONLY = "svclink connection only"
 TARGETS = [
@@ -61,8 +72,10 @@ TARGETS = [
     Target("events publish sync", "svclink", PRE_SYNC, "<=", None),
     Target("events publish aio c=1", "svclink", RAW_AIO, "<=", RATIO),
     Target("events publish aio c=1", "svclink", PRE_AIO, "<=", None),
+    Target("events publish aio c=1", "svclink", OWN_AIO, "<=", None),
     Target("events publish aio c=50", "svclink", RAW_AIO, "<=", RATIO),
     Target("events publish aio c=50", "svclink", PRE_AIO, "<=", None),
+    Target("events publish aio c=50", "svclink", OWN_AIO, "<=", None),
     Target("events publish_many sync", MANY, ONE_BY_ONE, ">=", 2.0),
     Target("events publish_many aio", MANY, ONE_BY_ONE, ">=", 2.0),
     Target("events consume sync", "svclink EventConsumer", "pika basic_consume", "<=", RATIO),
@@ -324,20 +337,29 @@ def publish_aio(settings: svclink.Settings, names: Names, ops: int, rounds: int)
     publisher = svclink.aio.Publisher(settings)
     message = _message(settings, names.exchange, "bench.publish")
     connection: Any = None
-    exchange: Any = None
+    exchange: Any = None  # on svclink's connection
+    own_exchange: Any = None  # on a connection of the raw side's own
 
     async def renew_publisher() -> None:
+        nonlocal exchange
         await publisher.close()
-        await svclink_one()
+        await svclink_one()  # opens this round's connection
+        link = publisher._link()
+        assert isinstance(link, AioPikaLink)
+        exchange = await link._channel.declare_exchange(
+            names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
 
     async def renew_raw() -> None:
-        nonlocal connection, exchange
+        nonlocal connection, own_exchange
         if connection is not None:
             await connection.close()
         connection = await aio_pika.connect(RABBITMQ_URL)
         channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.declare_exchange(names.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-        await raw_one()
+        own_exchange = await channel.declare_exchange(
+            names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        await own_connection_one()
 
     reopen = rotating(lambda: runner.run(renew_publisher()), lambda: runner.run(renew_raw()))
     fresh = _emptied(names, reopen)
@@ -347,6 +369,9 @@ def publish_aio(settings: svclink.Settings, names: Names, ops: int, rounds: int)
 
     async def raw_one() -> None:
         await exchange.publish(_aio_message(message), "bench.publish", mandatory=True)
+
+    async def own_connection_one() -> None:
+        await own_exchange.publish(_aio_message(message), "bench.publish", mandatory=True)
 
     async def pre_encoded_one() -> None:
         await exchange.publish(_aio_message(message, encode=False), "bench.publish", mandatory=True)
@@ -375,6 +400,7 @@ def publish_aio(settings: svclink.Settings, names: Names, ops: int, rounds: int)
                 "svclink": batches(svclink_one, concurrency, SLICE),
                 RAW_AIO: batches(raw_one, concurrency, SLICE),
                 PRE_AIO: batches(pre_encoded_one, concurrency, SLICE),
+                OWN_AIO: batches(own_connection_one, concurrency, SLICE),
             }
             benchmark = f"events publish aio c={concurrency}"
             results += compare(benchmark, SLICE, _sliced(ops, rounds), variants, fresh=fresh)
