@@ -60,13 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds",
         type=int,
         metavar="N",
-        help="alternating rounds per variant (default 9, quick 5); the one-at-a-time publish"
+        help="alternating rounds per variant (default 9, quick 3); the one-at-a-time publish"
         " comparisons run as many publishes in rounds of 50",
     )
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     args = parser.parse_args(argv)
     sections = args.only or SECTIONS
-    ops, rounds = (300, 5) if args.quick else (1000, 9)
+    ops, rounds = (100, 3) if args.quick else (1000, 9)
     if args.rounds is not None:
         if args.rounds < 1:
             parser.error("--rounds must be at least 1")
