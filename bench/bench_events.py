@@ -359,7 +359,7 @@ def publish_aio(settings: svclink.Settings, names: Names, ops: int, rounds: int)
         own_exchange = await channel.declare_exchange(
             names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
-        await own_connection_one()
+        await raw_one(own=True)
 
     reopen = rotating(lambda: runner.run(renew_publisher()), lambda: runner.run(renew_raw()))
     fresh = _emptied(names, reopen)
@@ -367,14 +367,9 @@ def publish_aio(settings: svclink.Settings, names: Names, ops: int, rounds: int)
     async def svclink_one() -> None:
         await publisher.publish("bench.publish", DATA, exchange=names.exchange)
 
-    async def raw_one() -> None:
-        await exchange.publish(_aio_message(message), "bench.publish", mandatory=True)
-
-    async def own_connection_one() -> None:
-        await own_exchange.publish(_aio_message(message), "bench.publish", mandatory=True)
-
-    async def pre_encoded_one() -> None:
-        await exchange.publish(_aio_message(message, encode=False), "bench.publish", mandatory=True)
+    async def raw_one(encode: bool = True, own: bool = False) -> None:
+        target = own_exchange if own else exchange
+        await target.publish(_aio_message(message, encode), "bench.publish", mandatory=True)
 
     def batches(one: Callable[[], Awaitable[None]], concurrency: int, n: int) -> Callable[[], None]:
         """``n`` publishes (a multiple of ``concurrency``), ``concurrency`` at a time."""
@@ -399,8 +394,8 @@ def publish_aio(settings: svclink.Settings, names: Names, ops: int, rounds: int)
             variants = {
                 "svclink": batches(svclink_one, concurrency, SLICE),
                 RAW_AIO: batches(raw_one, concurrency, SLICE),
-                PRE_AIO: batches(pre_encoded_one, concurrency, SLICE),
-                OWN_AIO: batches(own_connection_one, concurrency, SLICE),
+                PRE_AIO: batches(lambda: raw_one(encode=False), concurrency, SLICE),
+                OWN_AIO: batches(lambda: raw_one(own=True), concurrency, SLICE),
             }
             benchmark = f"events publish aio c={concurrency}"
             results += compare(benchmark, SLICE, _sliced(ops, rounds), variants, fresh=fresh)

@@ -2,13 +2,13 @@
 
 Alternating (A B C, B C A, C A B, C B A, B A C, A C B, ...) rather than (A, A, A, B, B, B)
 spreads any drift of the machine (another process, CPU frequency) over all variants
-alike. The orders (every order once, for the two or three variants of a benchmark here)
-give each variant each place in a round equally often (here the same
-raw loop measured 9 % apart in the first and third places of every round) and each
-other variant just before it equally often: rotations alone would always run A right
-after C, and a variant that leaves work behind (a new HTTP client per call leaves
-garbage and closing sockets) would slow the same variant every time. Medians ignore the
-odd slow round.
+alike. The orders (the rotations, forwards and backwards) give each variant each place
+in a round equally often (here the same raw loop measured 9 % apart in the first and
+third places of every round) and, for two or three variants, each other variant just
+before it equally often: rotations alone would always run A right after C, and a
+variant that leaves work behind (a new HTTP client per call leaves garbage and closing
+sockets) would slow the same variant every time. With four variants each follows two
+of the other three, in turn. Medians ignore the odd slow round.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def compare(
 def _orders(items: list[T]) -> list[list[T]]:
     """The rotations of ``items`` and of ``items`` reversed: every item in every place equally
     often; for two or three items that is every order once, so each also follows each other
-    item equally often."""
+    item equally often (for four, each follows two of the other three)."""
     if len(items) < 3:
         return [items[i:] + items[:i] for i in range(len(items))]
     backwards = items[::-1]

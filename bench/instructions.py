@@ -28,10 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aio_pika
-import pika
 
 import svclink.aio
-from bench.bench_events import DATA, RABBITMQ_URL, _aio_message, _message
+from bench.bench_events import DATA, RABBITMQ_URL, _aio_message, _message, admin
 from svclink.core.settings import build
 
 KINDS = ("svclink", "raw", "pre-encoded")
@@ -41,8 +40,7 @@ LOW, HIGH = 200, 1200  # publishes in the two runs of each publisher (multiples 
 def publish(kind: str, concurrency: int, n: int) -> None:
     """Publish ``n`` events the way ``kind`` does, ``concurrency`` at a time (the measured child)."""
     exchange_name = queue = f"svclink.bench.instructions.{uuid.uuid4().hex[:8]}"
-    with pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL)) as admin:
-        channel = admin.channel()
+    with admin() as channel:
         channel.exchange_declare(exchange_name, "topic", durable=True)
         channel.queue_declare(queue, durable=True)
         channel.queue_bind(queue, exchange_name, "#")
@@ -51,30 +49,32 @@ def publish(kind: str, concurrency: int, n: int) -> None:
 
     async def run() -> None:
         publisher = svclink.aio.Publisher(settings)
-        connection = await aio_pika.connect(RABBITMQ_URL)
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.declare_exchange(exchange_name, aio_pika.ExchangeType.TOPIC, durable=True)
+        connection = None if kind == "svclink" else await aio_pika.connect(RABBITMQ_URL)
+        if connection is not None:
+            channel = await connection.channel(publisher_confirms=True)
+            topic = aio_pika.ExchangeType.TOPIC
+            exchange = await channel.declare_exchange(exchange_name, topic, durable=True)
 
         async def one() -> None:
-            if kind == "svclink":
+            if connection is None:
                 await publisher.publish("bench.publish", DATA, exchange=exchange_name)
             else:
                 await exchange.publish(_aio_message(message, kind == "raw"), "bench.publish", mandatory=True)
 
-        await one()  # both connections are open and warm before the counted publishes
+        await one()  # the connection is open and warm before the counted publishes
         for _ in range(n // concurrency):
             if concurrency == 1:
                 await one()
             else:
                 await asyncio.gather(*(one() for _ in range(concurrency)))
         await publisher.close()
-        await connection.close()
+        if connection is not None:
+            await connection.close()
 
     try:
         asyncio.run(run())
     finally:
-        with pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL)) as admin:
-            channel = admin.channel()
+        with admin() as channel:
             channel.queue_delete(queue)
             channel.exchange_delete(exchange_name)
 
