@@ -18,15 +18,11 @@ from svclink.aio._confirm_deadlines import Deadlines
 async def _wait(deadlines: Deadlines, deadline: float, duration: float) -> tuple[str, float]:
     """Sleep ``duration`` under ``deadline``; what happened and when (seconds from now)."""
     started = time.monotonic()
-    timeout = asyncio.timeout(None)
     try:
-        async with timeout:
-            deadlines.add(timeout, deadline)
-            try:
-                await asyncio.sleep(duration)
-            finally:
-                deadlines.discard(timeout)
+        with deadlines.wait(deadline):
+            await asyncio.sleep(duration)
     except TimeoutError:
+        await asyncio.sleep(0.01)  # the task is not left cancelled: it goes on awaiting
         return "timed out", time.monotonic() - started
     return "done", time.monotonic() - started
 
@@ -83,5 +79,61 @@ def test_many_waits_share_one_timer() -> None:
         for task in waits:
             task.cancel()
         await asyncio.gather(*waits, return_exceptions=True)
+
+    asyncio.run(main())
+
+
+def test_a_cancellation_at_the_deadline_stays_a_cancellation() -> None:
+    """The task is cancelled from outside on the same pass of the loop as its deadline
+    expires: the caller asked for a cancellation, and gets one, not a TimeoutError."""
+
+    async def main() -> None:
+        deadlines = Deadlines()
+        task = asyncio.create_task(_wait(deadlines, time.monotonic() + 0.05, 5.0))
+        await asyncio.sleep(0.01)
+        timer = deadlines._timer
+        assert timer is not None
+        # due at the same time as the deadline's timer: both run before the task does
+        asyncio.get_running_loop().call_at(timer.when(), task.cancel)
+        await asyncio.sleep(0.2)
+        assert task.cancelled()
+
+    asyncio.run(main())
+
+
+def test_the_wait_of_a_task_that_is_already_being_cancelled_still_times_out() -> None:
+    """A wait inside cleanup after a cancellation (an ``except CancelledError`` that publishes,
+    say) times out at its deadline; the earlier cancellation is left for the task to finish."""
+
+    async def main() -> tuple[str, float]:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        try:
+            await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            return await _wait(Deadlines(), time.monotonic() + 0.05, 5.0)
+        raise AssertionError("not cancelled")
+
+    what, took = asyncio.run(main())
+    assert what == "timed out" and took < 0.2
+
+
+def test_a_wait_outside_a_task_is_refused() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        deadlines = Deadlines()
+        errors: list[BaseException] = []
+
+        def outside() -> None:
+            try:
+                with deadlines.wait(time.monotonic() + 1):
+                    pass
+            except RuntimeError as exc:
+                errors.append(exc)
+
+        loop.call_soon(outside)
+        await asyncio.sleep(0.01)
+        assert len(errors) == 1 and "inside a task" in str(errors[0])
 
     asyncio.run(main())

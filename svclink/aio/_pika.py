@@ -16,6 +16,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime
+from itertools import repeat
 from types import MappingProxyType
 from typing import Any
 
@@ -167,51 +168,58 @@ class PikaLink:
                     raise EventError(f"exchange {name!r} exists with other settings: {exc}") from None
                 self._declared.add(name)
 
-    async def _one(self, message: OutgoingMessage, deadline: float) -> str:
-        timeout = asyncio.timeout(None)  # expired by self._deadlines: no loop timer per publish
+    async def _one(self, message: OutgoingMessage, deadline: float) -> tuple[str]:
+        """Publish ``message``, wait for its confirm; the outcome, in a tuple of one (see :meth:`publish`)."""
         try:
-            async with timeout:
-                self._deadlines.add(timeout, deadline)
-                try:
-                    if message.exchange not in self._declared:
-                        await self._declare(message.exchange)
-                    await _publish(self._underlay, message)
-                finally:
-                    self._deadlines.discard(timeout)
+            with self._deadlines.wait(deadline):  # no loop timer per publish
+                if message.exchange not in self._declared:
+                    await self._declare(message.exchange)
+                await _publish(self._underlay, message)
         except aiormq.exceptions.PublishError:
-            return RETURNED
+            return (RETURNED,)
         except aiormq.exceptions.DeliveryError:
-            return NACKED
+            return (NACKED,)
         except TimeoutError:
-            return TIMED_OUT
+            return (TIMED_OUT,)
         except AMQP_LOST:
-            return LOST
+            return (LOST,)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # this task is being cancelled
             # not a cancellation: aiormq fails the confirms in flight with the CancelledError its
             # connection closed with (another publish dropped it after a timeout, say)
-            return LOST
+            return (LOST,)
         finally:
             self._used = time.monotonic()
-        return ACKED
+        return (ACKED,)
 
-    async def publish(self, messages: Sequence[OutgoingMessage], deadline: float) -> list[str]:
+    def publish(self, messages: Sequence[OutgoingMessage], deadline: float) -> Awaitable[Sequence[str]]:
         """Publish ``messages`` concurrently on the channel and wait for their confirms; one outcome each.
 
         After an idle spell the loop runs once first, so the reader task sees a close that
         arrived meanwhile (with the loop stopped between ``asyncio.run()`` calls, say) and
         :class:`Lost` says nothing was sent. A link in steady use skips that: the loop ran
-        moments ago, waiting for the last confirms.
+        moments ago, waiting for the last confirms. One message on a link in steady use,
+        the common case, is awaited with no coroutine of this method's around it (each
+        coroutine between a task and its wait is resumed at every step of the wait).
         """
+        if len(messages) == 1 and time.monotonic() - self._used <= IDLE:
+            self._check_open()
+            return self._one(messages[0], deadline)
+        return self._publish(messages, deadline)
+
+    async def _publish(self, messages: Sequence[OutgoingMessage], deadline: float) -> Sequence[str]:
         if time.monotonic() - self._used > IDLE:
             await asyncio.sleep(0)
+        self._check_open()
+        if len(messages) == 1:  # no task to wrap it in
+            return await self._one(messages[0], deadline)
+        return [outcome for (outcome,) in await asyncio.gather(*map(self._one, messages, repeat(deadline)))]
+
+    def _check_open(self) -> None:
         if self._connection.is_closed or self._channel.is_closed:
             raise Lost("connection closed while idle")
-        if len(messages) == 1:  # the common case: no task to wrap it in
-            return [await self._one(messages[0], deadline)]
-        return list(await asyncio.gather(*(self._one(m, deadline) for m in messages)))
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

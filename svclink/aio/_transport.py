@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from ..core.broker import Lost as Lost  # the one exception every transport raises
@@ -20,7 +20,7 @@ class PublishLink(Protocol):
     before use), so the caller may reopen and send without risking a duplicate.
     """
 
-    async def publish(self, messages: Sequence[OutgoingMessage], deadline: float) -> list[str]: ...
+    def publish(self, messages: Sequence[OutgoingMessage], deadline: float) -> Awaitable[Sequence[str]]: ...
 
     async def close(self) -> None: ...
 
