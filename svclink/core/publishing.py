@@ -70,7 +70,8 @@ class Sending:
         events, messages = zip(*prepared, strict=True) if prepared else ((), ())
         self._events: tuple[Event, ...] = events
         self._messages: tuple[OutgoingMessage, ...] = messages
-        self._errors: list[PublishError | None] = [None] * len(prepared)
+        #: the errors by position; empty in the usual case, and then not tracked by the garbage collector
+        self._errors: dict[int, PublishError | None] = {}
         self._todo: Sequence[int] = range(len(prepared))  # positions still waiting for a result
         self._attempt = 1
         self._resending = False  # the messages in _todo went out once and lost their confirms
@@ -116,7 +117,7 @@ class Sending:
 
     def event(self) -> Event:
         """The one event of :meth:`publish`, or its error raised."""
-        error = self._errors[0]
+        error = self._errors.get(0)
         if error is not None:
             raise error
         return self._events[0]
@@ -124,7 +125,7 @@ class Sending:
     def events(self) -> list[Event]:
         """The events of :meth:`publish_many`; on any failure the first error is raised, with
         ``published`` (the events confirmed) and ``failed`` (``(event, error)`` pairs) on it."""
-        outcomes = list(zip(self._events, self._errors, strict=True))
+        outcomes = [(event, self._errors.get(i)) for i, event in enumerate(self._events)]
         failed = [(event, error) for event, error in outcomes if error is not None]
         if failed:
             first = failed[0][1]
