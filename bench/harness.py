@@ -9,6 +9,11 @@ before it equally often: rotations alone would always run A right after C, and a
 variant that leaves work behind (a new HTTP client per call leaves garbage and closing
 sockets) would slow the same variant every time. With four variants each follows two
 of the other three, in turn. Medians ignore the odd slow round.
+
+Each batch's CPU time (this process's, user and system) is taken beside its wall time.
+The broker and the HTTP responder run in processes of their own, so it is the client's
+own cost, which their pauses and disk writes do not reach; where the client keeps the
+CPU busy (50 publishes in flight), it is what its throughput is made of.
 """
 
 from __future__ import annotations
@@ -31,10 +36,16 @@ class Result:
     median_seconds: float  # for one batch of ``ops``
     #: every round's time for the batch, in round order (round i of every variant ran together)
     rounds: tuple[float, ...] = ()
+    #: the median CPU time of this process (user and system) for one batch
+    cpu_seconds: float = 0.0
 
     @property
     def per_op_us(self) -> float:
         return self.median_seconds / self.ops * 1e6
+
+    @property
+    def cpu_per_op_us(self) -> float:
+        return self.cpu_seconds / self.ops * 1e6
 
     @property
     def ops_per_second(self) -> float:
@@ -63,6 +74,7 @@ def compare(
             before()
         run()
     times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     orders = _orders(list(variants.items()))
     rounds = -(-rounds // len(orders)) * len(orders)  # whole cycles of the orders
     for round_ in range(rounds):
@@ -71,10 +83,14 @@ def compare(
         for name, run in orders[round_ % len(orders)]:
             if before is not None:
                 before()
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             run()
             times[name].append(time.perf_counter() - started)
-    return [Result(benchmark, name, ops, statistics.median(t), tuple(t)) for name, t in times.items()]
+            cpu[name].append(time.process_time() - cpu_started)
+    return [
+        Result(benchmark, name, ops, statistics.median(t), tuple(t), statistics.median(cpu[name]))
+        for name, t in times.items()
+    ]
 
 
 def _orders(items: list[T]) -> list[list[T]]:
@@ -136,6 +152,14 @@ class Target:
         speedup = b.median_seconds / a.median_seconds
         return speedup, self.limit is None or speedup >= self.limit
 
+    def cpu_ratio(self, results: list[Result]) -> float | None:
+        """The variant's CPU time per batch over the baseline's: the client's own cost, which
+        the broker's or the server's pauses do not reach (they are wall time, not CPU)."""
+        pair = self._pair(results)
+        if pair is None or self.op != "<=" or not pair[0].cpu_seconds or not pair[1].cpu_seconds:
+            return None
+        return pair[0].cpu_seconds / pair[1].cpu_seconds
+
     def spread(self, results: list[Result]) -> tuple[float, float] | None:
         """The quartiles of the same ratio taken round by round (each round's variants ran
         side by side): how far one round's figure strays, so a reader can tell a ratio
@@ -151,9 +175,10 @@ class Target:
 
 
 def report(results: list[Result], targets: list[Target], out: Callable[[str], None] = print) -> None:
-    out(f"{'benchmark':<28} {'variant':<26} {'per op':>10} {'ops/s':>10}")
+    out(f"{'benchmark':<28} {'variant':<26} {'per op':>10} {'ops/s':>10} {'CPU/op':>10}")
     for r in results:
-        out(f"{r.benchmark:<28} {r.variant:<26} {r.per_op_us:>8.1f}us {r.ops_per_second:>10.0f}")
+        per_op, cpu = f"{r.per_op_us:>8.1f}us", f"{r.cpu_per_op_us:>8.1f}us"
+        out(f"{r.benchmark:<28} {r.variant:<26} {per_op} {r.ops_per_second:>10.0f} {cpu}")
     out("")
     out("targets:")
     for t in targets:
@@ -167,5 +192,8 @@ def report(results: list[Result], targets: list[Target], out: Callable[[str], No
         spread = t.spread(results)
         if spread is not None:
             notes.append(f"middle half of rounds {spread[0]:.2f}-{spread[1]:.2f}")
+        cpu_ratio = t.cpu_ratio(results)
+        if cpu_ratio is not None:
+            notes.append(f"CPU ratio {cpu_ratio:.2f}")
         note = f" ({', '.join(notes)})" if notes else ""
         out(f"  {verdict} {t.benchmark}: {t.variant} vs {t.baseline}: {what} {value:.2f}{note}")

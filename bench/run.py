@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                     "variant": r.variant,
                     "per_op_us": round(r.per_op_us, 2),
                     "ops_per_second": round(r.ops_per_second),
+                    "cpu_per_op_us": round(r.cpu_per_op_us, 2),
                     "rounds_per_op_us": [round(t / r.ops * 1e6, 2) for t in r.rounds],
                 }
                 for r in results

@@ -1,0 +1,56 @@
+"""The benchmark harness (``bench/harness.py``): what its figures mean, with no broker or server.
+
+The benchmarks themselves are never run by the suite (their figures are reported, not
+asserted); these tests pin the harness that turns rounds into the medians and ratios
+``docs/performance.rst`` quotes.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.harness import Result, Target, compare, report
+
+
+def _busy() -> None:
+    """CPU work, a few milliseconds of it."""
+    sum(i * i for i in range(100_000))
+
+
+def _idle() -> None:
+    """Waiting, as a client waits for a broker: wall time, no CPU."""
+    time.sleep(0.005)
+
+
+def test_every_variant_runs_every_round_in_turn_with_fresh_before_each_round() -> None:
+    calls: list[str] = []
+    variants = {name: (lambda name=name: calls.append(name)) for name in "ABC"}
+    results = compare("b", 1, 5, variants, fresh=lambda: calls.append("fresh"))
+    # 5 rounds become 6: whole cycles of the six orders of three variants
+    assert [len(r.rounds) for r in results] == [6, 6, 6]
+    rounds = "".join(calls[3:]).split("fresh")[1:]  # after the warm-up of each variant
+    assert len(rounds) == 6 and sorted(rounds) == sorted(["ABC", "BCA", "CAB", "CBA", "BAC", "ACB"])
+
+
+def test_the_cpu_column_tells_a_client_that_works_from_one_that_waits() -> None:
+    """Both variants take wall time; only one of them spends it on this process's CPU."""
+    results = compare("b", 1, 4, {"busy": _busy, "idle": _idle})
+    busy, idle = results
+    assert idle.median_seconds >= 0.005 and idle.cpu_seconds < idle.median_seconds / 2
+    assert busy.cpu_seconds > 0
+    ratio = Target("b", "busy", "idle", "<=", None).cpu_ratio(results)
+    assert ratio is not None and ratio > 2
+
+
+def test_a_target_line_gives_the_ratio_its_verdict_and_the_spread_of_the_rounds() -> None:
+    results = [
+        Result("b", "svclink", 10, 1.0, (1.0, 1.0, 1.1, 0.9), 0.8),
+        Result("b", "raw", 10, 1.0, (1.0, 1.0, 1.0, 1.0), 0.75),
+    ]
+    lines: list[str] = []
+    report(results, [Target("b", "svclink", "raw", "<=", 1.053)], out=lines.append)
+    verdict = lines[-1]
+    assert verdict.startswith("  MET  b: svclink vs raw: time ratio 1.00")
+    assert "CPU ratio 1.07" in verdict and "middle half of rounds" in verdict
+    missed = Target("b", "svclink", "raw", "<=", 0.95).check(results)
+    assert missed == (1.0, False)
