@@ -88,11 +88,28 @@ def _amqp_properties(properties: Properties) -> spec.Basic.Properties:
     )
 
 
+async def _underlay(channel: aio_pika.abc.AbstractChannel) -> aiormq.Channel:
+    """The aiormq channel beneath ``channel``, as its own type (``basic_publish`` takes ``wait``)."""
+    underlay = await channel.get_underlay_channel()
+    if not isinstance(underlay, aiormq.Channel):
+        raise TypeError(f"aio-pika gave a {type(underlay).__name__}, not an aiormq.Channel")
+    return underlay
+
+
 def _publish(
-    channel: aiormq.abc.AbstractChannel, message: OutgoingMessage, timeout: float | None = None
+    channel: aiormq.Channel, message: OutgoingMessage, timeout: float | None = None
 ) -> Awaitable[aiormq.abc.ConfirmationFrameType | None]:
     """Publish with a confirm (awaiting it raises aiormq's ``PublishError`` when returned,
-    ``DeliveryError`` when nacked); aiormq's own coroutine, with no coroutine of ours around it."""
+    ``DeliveryError`` when nacked); aiormq's own coroutine, with no coroutine of ours around it.
+
+    ``wait=False``: the publish waits for its confirm, not also, under the channel's lock, for
+    aiormq's writer task to hand its frames to the socket first. With the default, 50
+    publishes in flight took turns, one frame and two passes of the event loop each; this
+    way the writer sends what they queued together (``bench/run.py``: 0.91 of aio-pika's
+    ``Exchange.publish`` with 50 in flight, against 1.04 with the default). The confirm
+    cannot come before the frames are sent, and a connection lost first fails it, so a
+    publish still ends only with its outcome.
+    """
     return channel.basic_publish(
         message.body,
         exchange=message.exchange,
@@ -100,6 +117,7 @@ def _publish(
         properties=_amqp_properties(message.properties),
         mandatory=message.mandatory,
         timeout=timeout,
+        wait=False,
     )
 
 
@@ -135,7 +153,7 @@ class PikaLink:
         self,
         connection: aio_pika.abc.AbstractConnection,
         channel: aio_pika.abc.AbstractChannel,
-        underlay: aiormq.abc.AbstractChannel,
+        underlay: aiormq.Channel,
     ) -> None:
         self._connection = connection
         self._channel = channel
@@ -150,7 +168,7 @@ class PikaLink:
         connection = await _connect(settings, name)
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            underlay = await channel.get_underlay_channel()
+            underlay = await _underlay(channel)
         except AMQP_LOST as exc:
             close_soon(connection.close())
             raise Lost(repr(exc)) from None
@@ -246,7 +264,7 @@ class PikaSession:
         self._settings, self._name, self._topo, self._prefetch = settings, name, topo, prefetch
         self.lost = asyncio.Event()
         self._connection: aio_pika.abc.AbstractConnection | None = None
-        self._underlay: aiormq.abc.AbstractChannel | None = None
+        self._underlay: aiormq.Channel | None = None
         self._tag: str | None = None
         self._acks = Acks(prefetch)
         self._acking = False  # a task is sending the acks of this pass of the loop
@@ -261,7 +279,7 @@ class PikaSession:
         try:
             channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
             channel.close_callbacks.add(self._on_close)
-            underlay = self._underlay = await channel.get_underlay_channel()
+            underlay = self._underlay = await _underlay(channel)
             underlay.on_consumer_cancel_callbacks.add(self._on_close)  # the queue was deleted, say
             await channel.set_qos(prefetch_count=self._prefetch)
             exchange = await channel.declare_exchange(
@@ -324,7 +342,7 @@ class PikaSession:
             self.lost.set()
             raise
 
-    async def _send_acks(self, underlay: aiormq.abc.AbstractChannel) -> None:
+    async def _send_acks(self, underlay: aiormq.Channel) -> None:
         while frames := self._acks.take():  # and those that finished while this one was sent
             for frame in frames:
                 await underlay.basic_ack(frame.tag, multiple=frame.multiple)
