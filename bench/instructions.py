@@ -1,6 +1,6 @@
 """Instructions per aio publish, counted by valgrind: svclink against raw aio-pika.
 
-``python bench/instructions.py`` (needs ``valgrind``; about eight minutes here).
+``python bench/instructions.py`` (needs ``valgrind``; two to eight minutes here, as busy as the machine is).
 
 A wall-clock ratio on a small machine shared with the broker strays by several per cent
 from run to run (see ``docs/performance.rst``). The number of instructions the client
