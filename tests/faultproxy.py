@@ -39,6 +39,9 @@ class FaultProxy:
         self.delay = 0.0
         self.trickle = 1
         self.pause = 0.05
+        #: cleared, the proxy stops reading what clients send (their socket buffers fill up)
+        self.reading = threading.Event()
+        self.reading.set()
         self.accepted = 0
         self._listener = socket.create_server(("127.0.0.1", 0), backlog=256)
         self.port: int = self._listener.getsockname()[1]
@@ -97,12 +100,14 @@ class FaultProxy:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._track(client, upstream)
-        threading.Thread(target=self._pump, args=(client, upstream, "pass"), daemon=True).start()
+        threading.Thread(target=self._pump, args=(client, upstream, "request"), daemon=True).start()
         self._pump(upstream, client, mode)
 
     def _pump(self, src: socket.socket, dst: socket.socket, mode: str) -> None:
         try:
             while True:
+                if mode == "request":
+                    self.reading.wait()
                 data = src.recv(65536)
                 if not data:
                     break

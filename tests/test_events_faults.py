@@ -78,6 +78,31 @@ def test_publish_many_pipelines_and_reports_each_failure(env: EventEnv) -> None:
     assert env.broker.count(sink) == 52
 
 
+def test_a_batch_that_fills_the_socket_lands_whole_and_in_order(rabbit_env: EventEnv) -> None:
+    """A proxy stops reading what the publisher sends while it publishes 20 MB in one batch:
+    the socket takes what fits, the connection keeps the rest until the socket drains, and
+    every event lands, once, in the order published."""
+    env = rabbit_env
+    proxy = FaultProxy(5672)
+    try:
+        env.configure(amqp_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/", publish_timeout=30)
+        sink = env.sink(["bulk.*"])
+        publisher = env.publisher()
+        publisher.publish("bulk.item", {"i": -1}, exchange=env.exchange)  # connected
+        proxy.reading.clear()
+        threading.Timer(0.5, proxy.reading.set).start()
+        padding = "x" * 20_000
+        batch = [("bulk.item", {"i": i, "pad": padding}) for i in range(1000)]
+        events = publisher.publish_many(batch, exchange=env.exchange)
+        assert [e.data["i"] for e in events] == list(range(1000))
+        eventually(lambda: env.broker.count(sink) == 1001, what="1001 messages in the queue")
+        got = [env.broker.get(sink) for _ in range(1001)]
+        assert [json.loads(g.body)["data"]["i"] for g in got if g is not None] == list(range(-1, 1000))
+    finally:
+        proxy.reading.set()
+        proxy.close()
+
+
 def test_a_full_queue_that_rejects_publishes_raises_nacked(env: EventEnv) -> None:
     env.sink(["user.*"], arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
     env.publish("user.updated", {"n": 1})
