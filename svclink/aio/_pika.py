@@ -222,13 +222,16 @@ class PikaLink:
         the common case, is awaited with no coroutine of this method's around it (each
         coroutine between a task and its wait is resumed at every step of the wait).
         """
-        if len(messages) == 1 and time.monotonic() - self._used <= IDLE:
+        idle = time.monotonic() - self._used > IDLE
+        if len(messages) == 1 and not idle:
             self._check_open()
             return self._one(messages[0], deadline)
-        return self._publish_all(messages, deadline)
+        return self._publish_all(messages, deadline, idle)
 
-    async def _publish_all(self, messages: Sequence[OutgoingMessage], deadline: float) -> Sequence[str]:
-        if time.monotonic() - self._used > IDLE:
+    async def _publish_all(
+        self, messages: Sequence[OutgoingMessage], deadline: float, idle: bool
+    ) -> Sequence[str]:
+        if idle:
             await asyncio.sleep(0)
         self._check_open()
         if len(messages) == 1:  # no task to wrap it in
