@@ -41,8 +41,8 @@ import svclink
 import svclink.aio
 import svclink.sync
 from svclink.aio._pika import PikaLink as AioPikaLink
-from svclink.core.consuming import ConsumerConfig, topology
-from svclink.core.events import OutgoingMessage, prepare
+from svclink.core.events.message import OutgoingMessage, prepare
+from svclink.core.events.topology import ConsumerConfig, topology
 from svclink.core.settings import build
 from svclink.sync._pika import PikaLink
 

@@ -12,8 +12,8 @@ import requests
 import svclink
 import svclink.aio
 import svclink.sync
-from svclink.core.calls import Call
-from svclink.core.service import BaseService
+from svclink.core.http.calls import Call
+from svclink.core.http.service import BaseService
 
 from .harness import Result, Target, compare
 

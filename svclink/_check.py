@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from urllib.parse import urlsplit
 
-from .core.registry import base_url
+from .core.http.registry import base_url
 from .core.settings import Settings, get_settings
 
 

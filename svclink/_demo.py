@@ -23,10 +23,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import svclink
-from svclink import testing
-from svclink.core import context
-from svclink.core.consuming import DEAD_REASON_HEADER, ERROR_HEADER, topology
-from svclink.core.events import Event
+from svclink import context, testing
+from svclink.core.events.envelope import Event
+from svclink.core.events.handling import DEAD_REASON_HEADER, ERROR_HEADER
+from svclink.core.events.topology import topology
 
 _USER_RE = re.compile(r"^/api/v1/users/(\d+)$")
 

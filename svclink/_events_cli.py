@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .core.errors import SvclinkError
-from .core.events import Event, format_time
+from .core.events.envelope import Event, format_time
 from .core.settings import Settings, get_settings
 
 

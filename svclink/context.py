@@ -6,7 +6,8 @@ the Celery signals (:mod:`svclink.contrib.celery`) and the event consumers bind 
 you; :func:`incoming` is what they all use to read an incoming request.
 """
 
-from .core.context import (
+from .core.context.incoming import Incoming, incoming
+from .core.context.outgoing import (
     CALLER_HEADER,
     CONTEXT_HEADER,
     DEADLINE_HEADER,
@@ -14,16 +15,10 @@ from .core.context import (
     REQUEST_ID_HEADER,
     TRACEPARENT_HEADER,
     TRACESTATE_HEADER,
-    Caller,
-    Incoming,
-    RequestContext,
-    bind,
-    current,
-    incoming,
     message_headers,
-    new_request_id,
 )
-from .core.signing import Claims, SignatureError, sign, verify
+from .core.context.signing import Claims, SignatureError, sign, verify
+from .core.context.value import Caller, RequestContext, bind, current, new_request_id
 
 __all__ = [
     "CALLER_HEADER",

@@ -29,9 +29,9 @@ import svclink
 import svclink.aio
 import svclink.sync
 import svclink.testing
-from svclink.core.consuming import ConsumerConfig, topology
-from svclink.core.context import current
-from svclink.core.events import Event
+from svclink.core.context.value import current
+from svclink.core.events.envelope import Event
+from svclink.core.events.topology import ConsumerConfig, topology
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 WAIT = 8.0  # the longest any scenario waits for something that should happen
@@ -211,7 +211,7 @@ class MemoryView:
     def publish_raw(
         self, exchange: str, routing_key: str, body: bytes, headers: Mapping[str, Any] | None = None
     ) -> None:
-        from svclink.core.events import OutgoingMessage, Properties
+        from svclink.core.events.message import OutgoingMessage, Properties
 
         connection = self.broker.connect("svclink-test-admin")
         message = OutgoingMessage(

@@ -28,10 +28,11 @@ import svclink
 import svclink.aio
 import svclink.sync
 import svclink.testing
-from svclink.core import service as service_module
-from svclink.core import topics
-from svclink.core.consuming import HandlerTable
-from svclink.core.events import MAX_DEPTH, OutgoingMessage, Properties
+from svclink.core.events import topics
+from svclink.core.events.envelope import MAX_DEPTH
+from svclink.core.events.handling import HandlerTable
+from svclink.core.events.message import OutgoingMessage, Properties
+from svclink.core.http import service as service_module
 from svclink.core.settings import _NOT_FROM_ENV, FIELDS
 
 from .conftest import Side

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from svclink.context import EVENTS_AUDIENCE, RequestContext, bind, current, sign, verify
-from svclink.core.signing import Claims
+from svclink.core.context.signing import Claims
 
 from .events_support import EventEnv, Recorder, env_fixture
 

@@ -137,7 +137,7 @@ def test_without_opentelemetry_the_trace_passes_through_unchanged(
     for name in [m for m in sys.modules if m == "opentelemetry" or m.startswith("opentelemetry.")]:
         monkeypatch.setitem(sys.modules, name, None)  # what an environment without it looks like
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
-    from svclink.core import trace
+    from svclink.core.context import trace
 
     monkeypatch.setattr(trace, "_modules", trace._NOT_LOOKED_UP)  # look again, under the block
     assert not trace.available()

@@ -25,8 +25,8 @@ import requests
 
 import svclink
 from svclink.context import Claims, Incoming, incoming, sign
-from svclink.core.consuming import ConsumerConfig, topology
-from svclink.core.context import rejection
+from svclink.core.context.incoming import rejection
+from svclink.core.events.topology import ConsumerConfig, topology
 
 from . import celery_app
 from .django_project import setup

@@ -1,6 +1,6 @@
 """Batched acks against the real RabbitMQ, on both sides: nothing handled comes back, nothing stalls.
 
-The consumers ack finished messages in as few frames as is safe (:mod:`svclink.core.acks`);
+The consumers ack finished messages in as few frames as is safe (:mod:`svclink.core.events.acks`);
 what a user sees of that is only its failures: a message handled twice after a stop or a
 lost connection (an ack held back and never sent), a message lost (a ``multiple`` ack
 that covered one not handled), or a consumer that stalls behind a slow handler (acks
@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from svclink.core.events import Event
+from svclink.core.events.envelope import Event
 
 from .events_support import WAIT, EventEnv, Recorder, env_fixture
 

@@ -15,11 +15,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import svclink
-from svclink.core import consuming, topics
-from svclink.core.broker import Lost
-from svclink.core.consuming import (
+from svclink.core.context.value import bind
+from svclink.core.events import handling, topics
+from svclink.core.events.broker import Lost
+from svclink.core.events.envelope import decode, encode, envelope
+from svclink.core.events.handling import (
     Ack,
-    ConsumerConfig,
     DeadLetter,
     Handle,
     HandlerTable,
@@ -27,24 +28,11 @@ from svclink.core.consuming import (
     receive,
     republish,
     settle,
-    topology,
 )
-from svclink.core.context import bind
-from svclink.core.events import (
-    ACKED,
-    LOST,
-    NACKED,
-    RETURNED,
-    TIMED_OUT,
-    Delivery,
-    Properties,
-    decode,
-    encode,
-    envelope,
-    prepare,
-    publish_error,
-)
-from svclink.core.publishing import Sending, publish_deadline
+from svclink.core.events.message import Delivery, Properties, prepare
+from svclink.core.events.outcomes import ACKED, LOST, NACKED, RETURNED, TIMED_OUT, publish_error
+from svclink.core.events.publishing import Sending, publish_deadline
+from svclink.core.events.topology import ConsumerConfig, topology
 from svclink.core.settings import Settings, build
 
 WHEN = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
@@ -439,12 +427,12 @@ def test_bad_consumer_configs_are_refused(kwargs: dict[str, Any]) -> None:
 
 
 def test_reconnect_backoff_grows_and_is_capped() -> None:
-    delays = [consuming.reconnect_delay(n) for n in range(1, 10)]
+    delays = [handling.reconnect_delay(n) for n in range(1, 10)]
     assert delays[0] == 0.1 and delays == sorted(delays) and max(delays) == 5.0
 
 
 def test_lost_messages_are_resent_once_then_reported() -> None:
-    from svclink.core.events import resolve
+    from svclink.core.events.outcomes import resolve
 
     first = resolve([ACKED, LOST, RETURNED, LOST], attempt=1, late=False)
     assert first.drop and first.retry == (1, 3)
@@ -457,7 +445,7 @@ def test_lost_messages_are_resent_once_then_reported() -> None:
 
 
 def test_reconnect_backoff_starts_over_once_consuming_again() -> None:
-    backoff = consuming.Backoff()
+    backoff = handling.Backoff()
     assert [backoff.failed() for _ in range(3)] == [0.1, 0.2, 0.4]
     backoff.connected()
     assert backoff.failed() == 0.1  # a loss after a good session is retried quickly again

@@ -275,7 +275,7 @@ def test_a_sync_publisher_and_an_aio_consumer_share_the_memory_broker() -> None:
     import threading
 
     import svclink.aio
-    from svclink.core.context import bind, current
+    from svclink.core.context.value import bind, current
 
     svclink.configure(service_name="mixed", amqp_url="memory://")
     seen: list[tuple[object, str | None]] = []

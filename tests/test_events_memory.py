@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 import svclink.testing
-from svclink.core.events import OutgoingMessage, Properties
+from svclink.core.events.message import OutgoingMessage, Properties
 from svclink.testing import MemoryBroker, MemoryBrokerError, MemoryDelivery
 
 from .events_support import eventually

@@ -2,7 +2,7 @@
 
 One queue per binding pattern, one raw message per routing key (empty words and the empty
 key included, which svclink's own publisher refuses as event types): each queue must
-hold exactly the keys :func:`svclink.core.topics.matches` says it matches.
+hold exactly the keys :func:`svclink.core.events.topics.matches` says it matches.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from svclink.core import topics
+from svclink.core.events import topics
 
 from .events_support import BrokerView, MemoryView, RabbitView, eventually
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 import svclink
-from svclink.core.context import bind
+from svclink.core.context.value import bind
 
 from .events_support import EventEnv, Recorder, env_fixture, eventually
 

@@ -15,8 +15,8 @@ import pytest
 import svclink
 import svclink.aio
 import svclink.sync
-from svclink.core.context import bind
-from svclink.core.responses import Response
+from svclink.core.context.value import bind
+from svclink.core.http.responses import Response
 
 from .conftest import Side, use_server
 from .server import Reply, TestServer, closed_port

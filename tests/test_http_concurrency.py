@@ -131,7 +131,7 @@ def test_a_child_forked_while_another_thread_holds_svclink_locks_can_still_call(
     side: Side, user_service: TestServer
 ) -> None:
     """fork() copies locks as they are: one held by a parent thread must not hang the child."""
-    from svclink.core.registry import ServiceCache
+    from svclink.core.http.registry import ServiceCache
 
     user_service.route("GET", "/who", Reply(200, {"ok": True}))
     side.call("user", "GET", "/who")

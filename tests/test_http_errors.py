@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import svclink
-from svclink.core.context import bind
+from svclink.core.context.value import bind
 
 from .conftest import Side, use_server
 from .server import Reply, TestServer

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from svclink.core.breaker import BreakerPolicy, CircuitBreaker, State
-from svclink.core.budget import BudgetPolicy, RetryBudget
+from svclink.core.policy.breaker import BreakerPolicy, CircuitBreaker, State
+from svclink.core.policy.budget import BudgetPolicy, RetryBudget
 
 
 def breaker(**policy: object) -> tuple[CircuitBreaker, list[tuple[State, State]]]:

@@ -31,7 +31,7 @@ import svclink.sync
 import svclink.testing
 from svclink.context import EVENTS_AUDIENCE, Claims, sign
 from svclink.contrib.asgi import SvclinkMiddleware
-from svclink.core.responses import EXCERPT_CHARS
+from svclink.core.http.responses import EXCERPT_CHARS
 
 from .conftest import Side
 from .events_support import MemoryView, Recorder, Running, eventually

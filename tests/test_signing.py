@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from svclink.context import Claims, SignatureError, sign, verify
-from svclink.core.signing import CLOCK_SKEW
+from svclink.core.context.signing import CLOCK_SKEW
 
 KEY = "k" * 16 + "-current-signing-key"
 OLD_KEY = "o" * 16 + "-retired-signing-key"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 import svclink
-from svclink.core.context import bind
+from svclink.core.context.value import bind
 from svclink.testing.stubs import ServiceStub, StubReply, StubRequest
 
 from .conftest import Side

@@ -12,9 +12,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..core.consuming import Ack, Decision, Topology, republish
 from ..core.errors import EventError
-from ..core.events import ACKED, LOST, TIMED_OUT, Delivery, OutgoingMessage
+from ..core.events.handling import Ack, Decision, republish
+from ..core.events.message import Delivery, OutgoingMessage
+from ..core.events.outcomes import ACKED, LOST, TIMED_OUT
+from ..core.events.topology import Topology
 from ..core.settings import Settings
 from ..testing import memory
 from ._transport import Lost, OnDelivery

@@ -29,10 +29,12 @@ from aiormq import spec
 from pamqp.common import FieldTable
 from yarl import URL
 
-from ..core.acks import Acks
-from ..core.consuming import Ack, Decision, QueueSpec, Topology, republish
 from ..core.errors import EventError
-from ..core.events import ACKED, LOST, NACKED, RETURNED, TIMED_OUT, Delivery, OutgoingMessage, Properties
+from ..core.events.acks import Acks
+from ..core.events.handling import Ack, Decision, republish
+from ..core.events.message import Delivery, OutgoingMessage, Properties
+from ..core.events.outcomes import ACKED, LOST, NACKED, RETURNED, TIMED_OUT
+from ..core.events.topology import QueueSpec, Topology
 from ..core.settings import Settings
 from ._confirm_deadlines import Deadlines
 from ._loops import close_soon
@@ -260,7 +262,7 @@ class PikaSession:
 
     aiormq runs each delivery as a task, so up to ``prefetch`` handlers run at once. A
     finished message's ack waits one pass of the event loop, for the others finishing on
-    the same pass to join it in one frame (see :mod:`svclink.core.acks`).
+    the same pass to join it in one frame (see :mod:`svclink.core.events.acks`).
     """
 
     def __init__(self, settings: Settings, name: str, topo: Topology, prefetch: int) -> None:

@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
-from ..core.broker import Lost as Lost  # the one exception every transport raises
-from ..core.consuming import Decision
-from ..core.events import Delivery, OutgoingMessage
+from ..core.events.broker import Lost as Lost
+from ..core.events.handling import Decision
+from ..core.events.message import Delivery, OutgoingMessage
 
 OnDelivery = Callable[[Delivery, Any], Coroutine[Any, Any, None]]
 

@@ -21,13 +21,15 @@ import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from ..core.broker import Lost, is_memory
-from ..core.consumer import BaseConsumer
-from ..core.consuming import Backoff, ConsumerConfig, Decision, Handle, topology
-from ..core.context import bind
+from ..core.context.value import bind
 from ..core.errors import BrokerUnavailable
-from ..core.events import Delivery, Event
-from ..core.publishing import BasePublisher, PublisherCache, Sending
+from ..core.events.broker import Lost, is_memory
+from ..core.events.consumer import BaseConsumer
+from ..core.events.envelope import Event
+from ..core.events.handling import Backoff, Decision, Handle
+from ..core.events.message import Delivery
+from ..core.events.publishing import BasePublisher, PublisherCache, Sending
+from ..core.events.topology import ConsumerConfig, topology
 from ..core.settings import Settings
 from ._loops import close_soon, close_with_loop, closes_done
 from ._memory import MemoryLink, MemorySession

@@ -20,10 +20,10 @@ from typing import Any
 
 import httpx
 
-from ..core.calls import Answer, Call, Done, HTTPRequest, NoResponse, Retry
 from ..core.errors import TransportFailure
-from ..core.registry import ServiceCache, stubs
-from ..core.service import BaseService
+from ..core.http.calls import Answer, Call, Done, HTTPRequest, NoResponse, Retry
+from ..core.http.registry import ServiceCache, stubs
+from ..core.http.service import BaseService
 from ..core.settings import Settings
 from ._loops import close_with_loop
 

@@ -24,16 +24,9 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from ..core import logs
-from ..core.context import (
-    REQUEST_ID_HEADER,
-    Incoming,
-    as_user,
-    bind,
-    incoming,
-    log_incoming,
-    rejection,
-    with_user,
-)
+from ..core.context.incoming import Incoming, incoming, log_incoming, rejection
+from ..core.context.outgoing import REQUEST_ID_HEADER
+from ..core.context.value import as_user, bind, with_user
 from ..core.settings import get_settings
 
 Scope = MutableMapping[str, Any]

@@ -23,7 +23,9 @@ import time
 from typing import Any
 
 from ..core import logs
-from ..core.context import Caller, bind, incoming, log_incoming, message_headers
+from ..core.context.incoming import incoming, log_incoming
+from ..core.context.outgoing import message_headers
+from ..core.context.value import Caller, bind
 from ..core.settings import Settings, get_settings
 
 HEADER = "svclink_context"

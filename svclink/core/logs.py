@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import settings as _settings
-from .context import current
+from .context.value import current
 from .redact import redact
 
 _lock = threading.Lock()

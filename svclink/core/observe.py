@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from .breaker import State
+from .policy.breaker import State
 
 log = logging.getLogger("svclink.observe")
 

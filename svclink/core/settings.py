@@ -16,11 +16,11 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from .breaker import BreakerPolicy
-from .budget import BudgetPolicy
 from .errors import ConfigurationError
 from .observe import Observer
-from .retry import RetryPolicy
+from .policy.breaker import BreakerPolicy
+from .policy.budget import BudgetPolicy
+from .policy.retry import RetryPolicy
 
 ENV_PREFIX = "SVCLINK_"
 SERVICE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
@@ -403,37 +403,37 @@ def load(values: Mapping[str, Any], environ: Mapping[str, str] | None = None) ->
     return build(merged)
 
 
-_current: Settings | None = None
+CURRENT_CONTEXT: Settings | None = None
 
 
 def configure(**values: Any) -> Settings:
     """Build and install the process-wide settings (explicit values over the environment)."""
-    global _current
-    _current = load(values)
-    return _current
+    global CURRENT_CONTEXT
+    CURRENT_CONTEXT = load(values)
+    return CURRENT_CONTEXT
 
 
 def installed() -> Settings | None:
     """The installed settings, if any, without loading them (for log filters, which must not raise)."""
-    return _current
+    return CURRENT_CONTEXT
 
 
 def install(settings: Settings) -> Settings:
     """Install an already built :class:`Settings` value (e.g. an ``attrs.evolve`` of the current one)."""
-    global _current
-    _current = settings
+    global CURRENT_CONTEXT
+    CURRENT_CONTEXT = settings
     return settings
 
 
 def get_settings() -> Settings:
     """The installed settings; on first use without :func:`configure`, those of the environment."""
-    global _current
-    if _current is None:
-        _current = load({})
-    return _current
+    global CURRENT_CONTEXT
+    if CURRENT_CONTEXT is None:
+        CURRENT_CONTEXT = load({})
+    return CURRENT_CONTEXT
 
 
 def reset() -> None:
     """Forget the installed settings (tests use this between cases)."""
-    global _current
-    _current = None
+    global CURRENT_CONTEXT
+    CURRENT_CONTEXT = None

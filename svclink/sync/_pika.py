@@ -33,10 +33,12 @@ from pika.adapters.select_connection import IOLoop
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from .._version import __version__
-from ..core.acks import AckFrame, Acks
-from ..core.consuming import Ack, Decision, Topology, republish
 from ..core.errors import BrokerUnavailable, EventError
-from ..core.events import ACKED, LOST, NACKED, RETURNED, TIMED_OUT, Delivery, OutgoingMessage, Properties
+from ..core.events.acks import AckFrame, Acks
+from ..core.events.handling import Ack, Decision, republish
+from ..core.events.message import Delivery, OutgoingMessage, Properties
+from ..core.events.outcomes import ACKED, LOST, NACKED, RETURNED, TIMED_OUT
+from ..core.events.topology import Topology
 from ..core.settings import Settings
 from ._transport import Lost, Received
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from ..core.broker import Lost as Lost  # the one exception every transport raises
-from ..core.consuming import Decision
-from ..core.events import Delivery, OutgoingMessage
+from ..core.events.broker import Lost as Lost
+from ..core.events.handling import Decision
+from ..core.events.message import Delivery, OutgoingMessage
 
 
 class PublishLink(Protocol):

@@ -20,14 +20,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ..core.broker import Lost, is_memory
-from ..core.consumer import BaseConsumer
-from ..core.consuming import Backoff, ConsumerConfig, Decision, Handle, topology
-from ..core.context import bind
+from ..core.context.value import bind
 from ..core.errors import BrokerUnavailable
-from ..core.events import Event
+from ..core.events.broker import Lost, is_memory
+from ..core.events.consumer import BaseConsumer
+from ..core.events.envelope import Event
+from ..core.events.handling import Backoff, Decision, Handle
+from ..core.events.publishing import BasePublisher, PublisherCache, Sending
+from ..core.events.topology import ConsumerConfig, topology
 from ..core.locks import ForkSafeLock
-from ..core.publishing import BasePublisher, PublisherCache, Sending
 from ..core.settings import Settings
 from ._memory import MemoryLink, MemorySession
 from ._pika import PikaLink, PikaSession

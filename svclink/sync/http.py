@@ -13,11 +13,11 @@ import requests
 import requests.adapters
 from urllib3.exceptions import EmptyPoolError, NewConnectionError, ReadTimeoutError
 
-from ..core.calls import Answer, Call, Done, HTTPRequest, NoResponse, Retry
 from ..core.errors import TransportFailure
+from ..core.http.calls import Answer, Call, Done, HTTPRequest, NoResponse, Retry
+from ..core.http.registry import ServiceCache, stubs
+from ..core.http.service import BaseService
 from ..core.locks import ForkSafeLock
-from ..core.registry import ServiceCache, stubs
-from ..core.service import BaseService
 from ..core.settings import Settings
 from .deadline import POOL_CLASSES, attempt_deadline
 

@@ -7,7 +7,7 @@ every thread and event loop, so a sync publisher and an aio consumer in one proc
 to each other.
 
 What it models, because svclink relies on it: durable topic/direct/fanout exchanges and
-the default exchange; topic matching exactly as RabbitMQ (:mod:`svclink.core.topics`);
+the default exchange; topic matching exactly as RabbitMQ (:mod:`svclink.core.events.topics`);
 ``mandatory`` returns; publisher confirms (acks, and nacks from a full
 ``x-overflow=reject-publish`` queue); exclusive queues (deleted with the connection that
 declared them, locked to other connections); consumers with prefetch, ack, nack and requeue;
@@ -35,8 +35,8 @@ from typing import Any
 
 import attrs
 
-from ..core.events import OutgoingMessage, Properties
-from ..core.topics import matches
+from ..core.events.message import OutgoingMessage, Properties
+from ..core.events.topics import matches
 
 EXCHANGE_TYPES = ("topic", "direct", "fanout")
 

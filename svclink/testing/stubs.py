@@ -23,11 +23,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import attrs
 
-from ..core.calls import Answer, HTTPRequest, NoResponse
 from ..core.errors import TransportFailure
-from ..core.registry import base_url, stubs
+from ..core.http.calls import Answer, HTTPRequest, NoResponse
+from ..core.http.registry import base_url, stubs
+from ..core.http.urls import fill_path
 from ..core.settings import get_settings
-from ..core.urls import fill_path
 
 
 @attrs.frozen

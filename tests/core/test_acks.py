@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from svclink.core.acks import AckFrame, Acks
+from svclink.core.events.acks import AckFrame, Acks
 
 
 def delivered(*tags: int) -> Acks:

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 
 import svclink
-from svclink.core.calls import Call, Done, Retry
-from svclink.core.context import bind
+from svclink.core.context.value import bind
 from svclink.core.errors import TransportFailure
-from svclink.core.responses import Response
-from svclink.core.service import BaseService
+from svclink.core.http.calls import Call, Done, Retry
+from svclink.core.http.responses import Response
+from svclink.core.http.service import BaseService
 from svclink.core.settings import Settings
 
 BASE = "http://user.internal:8001"

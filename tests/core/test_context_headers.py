@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import svclink
-from svclink.core import context
-from svclink.core.context import bind, check_header, outgoing_headers
+from svclink.core.context import value as context
+from svclink.core.context.outgoing import check_header, outgoing_headers
+from svclink.core.context.value import bind
 
 
 def headers(**kwargs: Any) -> dict[str, str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from svclink.core.credentials import add_authorization, netrc_authorization
+from svclink.core.http.credentials import add_authorization, netrc_authorization
 
 
 def basic(pair: str) -> str:

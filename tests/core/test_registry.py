@@ -7,7 +7,7 @@ import threading
 import pytest
 
 import svclink
-from svclink.core.registry import ServiceCache, base_url
+from svclink.core.http.registry import ServiceCache, base_url
 from svclink.core.settings import Settings
 
 

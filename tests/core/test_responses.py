@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from svclink.core.responses import (
+from svclink.core.http.responses import (
     EXCERPT_CHARS,
     NotJSON,
     Response,

@@ -7,7 +7,7 @@ import email.utils
 import pytest
 
 from svclink.core.errors import TransportFailure
-from svclink.core.retry import Outcome, RetryPolicy, parse_retry_after
+from svclink.core.policy.retry import Outcome, RetryPolicy, parse_retry_after
 
 CONNECT = Outcome(failure=TransportFailure.CONNECT)
 RESET = Outcome(failure=TransportFailure.RESET)

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 import svclink
-from svclink.core import service as service_module
-from svclink.core.calls import CallPlan
-from svclink.core.context import bind
-from svclink.core.service import BaseService, encode_json
+from svclink.core.context.value import bind
+from svclink.core.http import service as service_module
+from svclink.core.http.calls import CallPlan
+from svclink.core.http.service import BaseService, encode_json
 from svclink.core.settings import Settings
 
 BASE = "http://user.internal:8001"
@@ -37,7 +37,7 @@ def plan(method: str = "GET", endpoint: str = "/users/", **kwargs: Any) -> CallP
 def test_service_repr_and_base_url() -> None:
     s = svc()
     assert s.base_url == BASE
-    assert repr(s) == f"<svclink.core.service.BaseService 'user' at {BASE}>"
+    assert repr(s) == f"<svclink.core.http.service.BaseService 'user' at {BASE}>"
 
 
 def test_an_undeclared_service_cannot_be_built() -> None:

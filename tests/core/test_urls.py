@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import svclink
-from svclink.core.urls import build_url, encode_query, fill_path, same_origin
+from svclink.core.http.urls import build_url, encode_query, fill_path, same_origin
 
 BASE = "http://user.internal:8001"
 
@@ -197,7 +197,7 @@ def test_property_a_path_param_stays_one_segment(value: Any) -> None:
 
 
 def test_same_origin_treats_the_default_port_as_written() -> None:
-    from svclink.core.urls import same_origin
+    from svclink.core.http.urls import same_origin
 
     assert same_origin("http://user/a", "http://user:80/b")
     assert same_origin("https://user/a", "https://user:443/b")

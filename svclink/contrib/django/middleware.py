@@ -22,16 +22,9 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
-from ...core.context import (
-    REQUEST_ID_HEADER,
-    Incoming,
-    as_user,
-    bind,
-    incoming,
-    log_incoming,
-    rejection,
-    with_user,
-)
+from ...core.context.incoming import Incoming, incoming, log_incoming, rejection
+from ...core.context.outgoing import REQUEST_ID_HEADER
+from ...core.context.value import as_user, bind, with_user
 from ...core.settings import get_settings
 from . import conf
 

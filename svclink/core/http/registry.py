@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from ..errors import ServiceNotDeclared
+from ..locks import ForkSafeLock
+from ..settings import Settings, get_settings
 from .calls import Answer, HTTPRequest
-from .errors import ServiceNotDeclared
-from .locks import ForkSafeLock
-from .settings import Settings, get_settings
 
 S = TypeVar("S")
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from .locks import ForkSafeLock
+from ..locks import ForkSafeLock
 
 
 class State(enum.Enum):

@@ -6,7 +6,7 @@ names, and the name a connection shows in the broker's tools.
 
 from __future__ import annotations
 
-from .settings import Settings
+from ..settings import Settings
 
 
 class Lost(Exception):

@@ -16,7 +16,7 @@ import os
 import urllib.parse
 from collections.abc import MutableMapping
 
-from .context import header
+from ..context.outgoing import header
 
 _FILES = ("~/.netrc", "~/_netrc")
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from .errors import TransportFailure
+from ..errors import TransportFailure
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 

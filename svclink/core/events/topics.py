@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import re
 
-from .errors import InvalidEvent
+from ..errors import InvalidEvent
 
 #: AMQP short strings (routing keys, queue and exchange names) hold at most 255 bytes
 MAX_SHORTSTR = 255

@@ -1,7 +1,7 @@
 """What a service object decides before any I/O; the sync and aio services only add the send loop.
 
 This is svclink's ``BaseClient``: turning ``http_dispatch`` arguments into a
-:class:`~svclink.core.calls.CallPlan` (URL, headers, body, timeouts, retry policy) is
+:class:`~svclink.core.http.calls.CallPlan` (URL, headers, body, timeouts, retry policy) is
 the same for both sides, so it lives here once.
 """
 
@@ -19,16 +19,17 @@ from typing import Any
 
 import attrs
 
-from . import context
-from .breaker import CircuitBreaker, State
-from .budget import RetryBudget
+from ..context.outgoing import check_header, outgoing_headers, sign_headers
+from ..context.value import current
+from ..errors import InvalidRequest
+from ..observe import notify
+from ..policy.breaker import CircuitBreaker, State
+from ..policy.budget import RetryBudget
+from ..policy.retry import RetryPolicy
+from ..settings import Settings
 from .calls import CallPlan, FileSpec, Guard
 from .credentials import add_authorization, netrc_authorization
-from .errors import InvalidRequest
-from .observe import notify
 from .registry import base_url
-from .retry import RetryPolicy
-from .settings import Settings
 from .urls import build_url
 
 log = logging.getLogger("svclink.http")
@@ -114,7 +115,7 @@ def _files(files: Any) -> dict[str, FileSpec]:
             raise InvalidRequest(
                 "each file must be bytes or (filename, bytes) or (filename, bytes, content_type)"
             )
-        context.check_header("Content-Type", spec[2] if len(spec) == 3 else "x")
+        check_header("Content-Type", spec[2] if len(spec) == 3 else "x")
         _check_part_name("file field name", name)
         _check_part_name("file name", spec[0])
         checked[name] = spec
@@ -178,8 +179,8 @@ class BaseService:
         url = build_url(self.base_url, endpoint, path_params, query_params)
         if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
             raise InvalidRequest("idempotency_key must be a non-empty str")
-        ctx = context.current()
-        hdrs = context.outgoing_headers(
+        ctx = current()
+        hdrs = outgoing_headers(
             caller=settings.service_name, context=ctx, extra=headers, idempotency_key=idempotency_key
         )
         add_authorization(hdrs, self.netrc_authorization)
@@ -198,7 +199,7 @@ class BaseService:
         timeout = settings.response_timeout if response_timeout is None else _timeout(response_timeout)
         if wall is not None:
             ttl = max(settings.context_ttl, timeout)
-            context.sign_headers(hdrs, settings, ctx, audience=self.name, wall=wall, ttl=ttl)
+            sign_headers(hdrs, settings, ctx, audience=self.name, wall=wall, ttl=ttl)
         return CallPlan(
             service=self.name,
             method=method,

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
-from .errors import InvalidRequest
+from ..errors import InvalidRequest
 
 # RFC 3986 pchar plus '/' and the braces of a template; '%' only as a valid escape.
 _ENDPOINT_RE = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/{}]|%[0-9A-Fa-f]{2})*$")

@@ -1,9 +1,9 @@
 """What an event consumer decides without I/O; the sync and aio consumers only add the consume loop.
 
 The consuming half of svclink's ``BaseClient``: the arguments of ``EventConsumer(...)``
-checked into a :class:`~svclink.core.consuming.ConsumerConfig`, the handler table that
+checked into a :class:`~svclink.core.events.topology.ConsumerConfig`, the handler table that
 ``on()``/``default()`` fill, the bindings a run declares, and the steps before and after
-a handler runs (:func:`~svclink.core.consuming.receive`, :func:`~svclink.core.consuming.settle`
+a handler runs (:func:`~svclink.core.events.handling.receive`, :func:`~svclink.core.events.handling.settle`
 and their log lines). How a handler is called (inline on the consumer's thread, or awaited) and how
 messages arrive is each side's own.
 """
@@ -17,23 +17,14 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import attrs
 
+from ..context.incoming import log_incoming
+from ..errors import EventError
+from ..settings import Settings, get_settings
 from .broker import default_name
-from .consuming import (
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_RETRY_DELAYS,
-    ConsumerConfig,
-    Decision,
-    Handle,
-    HandlerTable,
-    binding_patterns,
-    log_decision,
-    receive,
-    settle,
-)
-from .context import log_incoming
-from .errors import EventError
-from .events import Delivery, Event
-from .settings import Settings, get_settings
+from .envelope import Event
+from .handling import Decision, Handle, HandlerTable, log_decision, receive, settle
+from .message import Delivery
+from .topology import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_DELAYS, ConsumerConfig, binding_patterns
 
 H = TypeVar("H", bound=Callable[..., Any])
 F = TypeVar("F", bound=Callable[[Event], Any])

@@ -18,10 +18,8 @@ from urllib.parse import urljoin
 
 import attrs
 
-from .breaker import CircuitBreaker
-from .budget import RetryBudget
-from .context import DEADLINE_HEADER
-from .errors import (
+from ..context.outgoing import DEADLINE_HEADER
+from ..errors import (
     TRANSPORT_CLASSES,
     APIException,
     CircuitOpen,
@@ -31,10 +29,12 @@ from .errors import (
     TransportFailure,
     class_for_status,
 )
-from .observe import AttemptInfo, CallInfo, Observer, notify
-from .redact import given_secrets, redact
+from ..observe import AttemptInfo, CallInfo, Observer, notify
+from ..policy.breaker import CircuitBreaker
+from ..policy.budget import RetryBudget
+from ..policy.retry import STOP, Decision, Outcome, RetryPolicy, parse_retry_after
+from ..redact import given_secrets, redact
 from .responses import NotJSON, Response, decode_json, error_details, excerpt
-from .retry import STOP, Decision, Outcome, RetryPolicy, parse_retry_after
 from .urls import same_origin
 
 log = logging.getLogger("svclink.http")

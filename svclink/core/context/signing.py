@@ -25,7 +25,7 @@ from typing import Any
 
 import attrs
 
-from .errors import SvclinkError
+from ..errors import SvclinkError
 
 VERSION = "v1"
 _DOMAIN = b"svclink-context.v1."

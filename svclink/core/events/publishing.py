@@ -1,7 +1,7 @@
 """What a publisher decides without I/O; the sync and aio publishers only add the send loop.
 
 This is the publishing half of svclink's ``BaseClient``: checking a publish's arguments,
-building its messages (:func:`~svclink.core.events.prepare`), its deadline, and
+building its messages (:func:`~svclink.core.events.message.prepare`), its deadline, and
 :class:`Sending`, the state machine a driver feeds with what its connection reported.
 A driver's loop is then only::
 
@@ -24,11 +24,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from ..errors import BrokerUnavailable, InvalidEvent, PublishError
+from ..locks import ForkSafeLock
+from ..settings import Settings, get_settings
 from .broker import default_name
-from .errors import BrokerUnavailable, InvalidEvent, PublishError
-from .events import ACKED, LOST, SEND_ATTEMPTS, Event, OutgoingMessage, prepare, publish_error, resolve
-from .locks import ForkSafeLock
-from .settings import Settings, get_settings
+from .envelope import Event
+from .message import OutgoingMessage, prepare
+from .outcomes import ACKED, LOST, SEND_ATTEMPTS, publish_error, resolve
 
 
 def publish_deadline(settings: Settings, timeout: object, now: float) -> float:
@@ -58,7 +60,7 @@ def _pairs(events: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
 class Sending:
     """One publish call on its way: its messages, their results so far, and what to send next.
 
-    A batch goes out on at most :data:`~svclink.core.events.SEND_ATTEMPTS` connections: a
+    A batch goes out on at most :data:`~svclink.core.events.outcomes.SEND_ATTEMPTS` connections: a
     connection found dead before anything was sent is replaced and the batch sent again;
     messages lost with their connection after being sent are sent once more (with the
     same event ids) if there is time.

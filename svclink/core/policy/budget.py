@@ -13,7 +13,7 @@ import math
 
 import attrs
 
-from .locks import ForkSafeLock
+from ..locks import ForkSafeLock
 
 
 def _fraction(instance: object, attribute: attrs.Attribute[float], value: float) -> None:

@@ -1,0 +1,254 @@
+"""The event envelope, its encoding, and the AMQP message that carries it.
+
+An event travels as a JSON envelope (the body) plus AMQP properties and headers that copy
+its type, id, source and request context, so brokers' tools, shovels and non-Python
+consumers can see them without parsing the body. The body is the one source of truth
+when decoding; a body that is not a valid envelope raises :class:`InvalidEvent`, which a
+consumer turns into an immediate dead-letter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+from ..context.incoming import Incoming, read_incoming
+from ..context.outgoing import (
+    EVENTS_AUDIENCE,
+    REQUEST_ID_HEADER,
+    REQUEST_ID_LOWER,
+    TRACEPARENT_HEADER,
+    TRACESTATE_HEADER,
+    message_headers,
+)
+from ..context.value import RequestContext
+from ..errors import InvalidEvent
+from ..settings import Settings
+from .envelope import (
+    CONTENT_TYPE,
+    ENVELOPE_VERSION,
+    EVENT_ID_HEADER,
+    EVENT_TYPE_HEADER,
+    SOURCE_HEADER,
+    VERSION_HEADER,
+    Event,
+    check_context_value,
+    check_id,
+    check_json,
+    check_shape,
+    encode,
+    envelope_json,
+    format_utc,
+    frozen_map,
+    new_event_id,
+    utc,
+)
+from .topics import check_event_type, check_name
+
+
+@attrs.frozen
+class Properties:
+    """The AMQP basic properties svclink reads and writes (messages are always persistent)."""
+
+    headers: Mapping[str, Any] = attrs.field(factory=dict, converter=frozen_map)
+    message_id: str | None = None
+    type: str | None = None
+    app_id: str | None = None
+    correlation_id: str | None = None
+    #: seconds since the epoch, as AMQP carries it
+    timestamp: int | None = None
+    content_type: str | None = None
+
+
+@attrs.frozen
+class OutgoingMessage:
+    """One message to publish: where to, what, and with which properties."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: Properties
+    mandatory: bool = True
+
+
+@attrs.frozen
+class Delivery:
+    """A message as a consumer received it, in the driver-neutral form the core reads."""
+
+    body: bytes
+    properties: Properties
+    exchange: str
+    routing_key: str
+    redelivered: bool = False
+
+
+def event_headers(event: Event) -> dict[str, Any]:
+    """The AMQP headers that copy the envelope's type, id, version and source."""
+    headers: dict[str, Any] = {
+        EVENT_TYPE_HEADER: event.event_type,
+        EVENT_ID_HEADER: event.event_id,
+        VERSION_HEADER: event.version,
+    }
+    if event.source:
+        headers[SOURCE_HEADER] = event.source
+    return headers
+
+
+def _check_header_value(name: str, value: object, depth: int = 0) -> None:
+    """A header value AMQP can carry the same way from pika and aio-pika: JSON-like scalars and nesting."""
+    if value is None or isinstance(value, (str, bytes, bool, int)):
+        return
+    if isinstance(value, float) and math.isfinite(value):
+        return
+    if depth < 10 and isinstance(value, (list, tuple)):
+        for item in value:
+            _check_header_value(name, item, depth + 1)
+        return
+    if depth < 10 and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        for item in value.values():
+            _check_header_value(name, item, depth + 1)
+        return
+    raise InvalidEvent(
+        f"header {name!r} must be a str, bytes, number, bool, None, or a list or str-keyed dict of them"
+    )
+
+
+def _user_headers(extra_headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A copy of the caller's own headers, each checked."""
+    if extra_headers is None:
+        return {}
+    if not isinstance(extra_headers, Mapping):
+        raise InvalidEvent(f"headers must be a mapping, got {type(extra_headers).__name__}")
+    headers = dict(extra_headers)
+    for name, value in headers.items():
+        if not isinstance(name, str) or not name or len(name) > 128:
+            raise InvalidEvent("header names must be non-empty strings of at most 128 characters")
+        _check_header_value(name, value)
+    return headers
+
+
+def outgoing(
+    event: Event,
+    exchange: str,
+    context_headers: Mapping[str, str],
+    extra_headers: Mapping[str, Any] | None = None,
+) -> OutgoingMessage:
+    """The message that publishes ``event`` to ``exchange`` with its type as the routing key.
+
+    ``context_headers`` (request id, trace, signed caller context) and ``extra_headers``
+    are added; neither may replace svclink's own event headers.
+    """
+    headers = _user_headers(extra_headers)
+    headers.update(context_headers)
+    headers.update(event_headers(event))
+    return OutgoingMessage(
+        exchange=exchange,
+        routing_key=event.event_type,
+        body=encode(event),
+        properties=Properties(
+            headers=headers,
+            message_id=event.event_id,
+            type=event.event_type,
+            app_id=event.source,
+            correlation_id=event.context.request_id if event.context else None,
+            timestamp=int(event.occurred_at.timestamp()),
+            content_type=CONTENT_TYPE,
+        ),
+    )
+
+
+def prepare(
+    settings: Settings,
+    event_type: str,
+    data: Any,
+    *,
+    exchange: str | None,
+    event_id: str | None,
+    occurred_at: datetime,
+    wall: float,
+    headers: Mapping[str, Any] | None = None,
+) -> tuple[Event, OutgoingMessage]:
+    """The event and the message for one publish, checked before any I/O.
+
+    The request context bound now (or a fresh request id) travels in the envelope and,
+    with the signed caller context, in the headers. ``occurred_at`` and ``wall`` are the
+    driver's clock readings.
+
+    This is :func:`new_event` then :func:`outgoing`, less the work they repeat: every
+    argument is checked once (what svclink made itself, such as a fresh event id, is not
+    checked again) and the body is encoded once.
+    """
+    exchange = check_name("exchange", settings.event_exchange if exchange is None else exchange)
+    event_type = check_event_type(event_type)
+    event_id = new_event_id() if event_id is None else check_id("event_id", event_id)
+    moment = utc(occurred_at)
+    try:
+        check_shape(data)  # the encoder below refuses the rest of what is not JSON
+    except RecursionError:
+        check_json(data)
+    user_headers = _user_headers(headers)
+    ctx_headers = message_headers(settings, audience=EVENTS_AUDIENCE, wall=wall)
+    request_id = ctx_headers[REQUEST_ID_HEADER]
+    traceparent = ctx_headers.get(TRACEPARENT_HEADER)
+    tracestate = ctx_headers.get(TRACESTATE_HEADER)
+    fields = {"request_id": request_id}
+    if traceparent is not None:
+        fields["traceparent"] = traceparent
+    if tracestate is not None:
+        fields["tracestate"] = tracestate
+    for name, value in fields.items():  # the bound context's own values (a fresh id is fine as it is)
+        check_context_value(name, value)
+    source = settings.service_name
+    event = Event(
+        event_type=event_type,
+        data=data,
+        event_id=event_id,
+        occurred_at=moment,
+        source=source,
+        context=RequestContext(request_id=request_id, traceparent=traceparent, tracestate=tracestate),
+    )
+    body = envelope_json(event_id, event_type, format_utc(moment), source, fields, data)
+    user_headers.update(ctx_headers)
+    user_headers[EVENT_TYPE_HEADER] = event_type
+    user_headers[EVENT_ID_HEADER] = event_id
+    user_headers[VERSION_HEADER] = ENVELOPE_VERSION
+    if source:
+        user_headers[SOURCE_HEADER] = source
+    properties = Properties(
+        headers=MappingProxyType(user_headers),
+        message_id=event_id,
+        type=event_type,
+        app_id=source,
+        correlation_id=request_id,
+        timestamp=int(moment.timestamp()),
+        content_type=CONTENT_TYPE,
+    )
+    return event, OutgoingMessage(exchange=exchange, routing_key=event_type, body=body, properties=properties)
+
+
+def incoming_context(
+    delivery: Delivery, event: Event, settings: Settings, *, now: float, wall: float
+) -> Incoming:
+    """The context to bind while ``event`` is handled, read from the message headers.
+
+    The envelope's request id and trace fill in for a publisher that sent no headers; the
+    caller and user come only from a signed context that verifies for events. A header
+    replaces the envelope's value whatever the case of its name.
+    """
+    lower: dict[str, str] = {}
+    context = event.context
+    if context is not None:
+        lower[REQUEST_ID_LOWER] = context.request_id
+        if context.traceparent:
+            lower[TRACEPARENT_HEADER] = context.traceparent
+        if context.tracestate:
+            lower[TRACESTATE_HEADER] = context.tracestate
+    for name, value in delivery.properties.headers.items():
+        if isinstance(value, str):
+            lower[name.lower()] = value
+    return read_incoming(lower, settings=settings, now=now, wall=wall, audience=EVENTS_AUDIENCE)
