@@ -4,7 +4,6 @@ This module imports no transport library: ``svclink.sync`` brings requests and p
 ``svclink.aio`` brings httpx and aio-pika.
 """
 
-from ._check import check
 from ._version import __version__
 from .core.context.value import RequestContext
 from .core.logs import install as _install_log_context
@@ -15,6 +14,7 @@ from .core.policy.retry import RetryPolicy
 from .core.settings import Settings, configure, get_settings, reset
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors
+from .health import check
 
 _install_log_context()
 

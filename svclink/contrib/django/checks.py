@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core import checks
 
-from ..._check import check
+from ...health import check
 
 TAG = "svclink"
 

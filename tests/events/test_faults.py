@@ -20,8 +20,8 @@ import svclink.aio
 import svclink.sync
 import svclink.testing
 
-from .events_support import RABBITMQ_URL, WAIT, EventEnv, Recorder, env_fixture, eventually
-from .faultproxy import FaultProxy
+from ..events_support import RABBITMQ_URL, WAIT, EventEnv, Recorder, env_fixture, eventually
+from ..faultproxy import FaultProxy
 
 env = env_fixture()
 rabbit_env = env_fixture([("sync", "rabbitmq"), ("aio", "rabbitmq")])

@@ -10,7 +10,7 @@ from typing import Any
 from svclink.context import EVENTS_AUDIENCE, RequestContext, bind, current, sign, verify
 from svclink.core.context.signing import Claims
 
-from .events_support import EventEnv, Recorder, env_fixture
+from ..events_support import EventEnv, Recorder, env_fixture
 
 KEY = "events-test-signing-key-0123456789"
 

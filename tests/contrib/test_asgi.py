@@ -16,9 +16,9 @@ import requests
 import svclink
 from svclink.context import Claims, bind, sign, verify
 
-from .conftest import Side
-from .server import Recorded, Reply, TestServer
-from .services import Uvicorn, clean_env
+from ..conftest import Side
+from ..server import Recorded, Reply, TestServer
+from ..services import Uvicorn, clean_env
 
 KEY = "asgi-test-signing-key-0123456789"
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

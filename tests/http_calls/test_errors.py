@@ -10,8 +10,8 @@ import pytest
 import svclink
 from svclink.core.context.value import bind
 
-from .conftest import Side, use_server
-from .server import Reply, TestServer
+from ..conftest import Side, use_server
+from ..server import Reply, TestServer
 
 INSANIC = {
     "message": "User not found.",

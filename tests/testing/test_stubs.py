@@ -10,7 +10,7 @@ import svclink
 from svclink.core.context.value import bind
 from svclink.testing.stubs import ServiceStub, StubReply, StubRequest
 
-from .conftest import Side
+from ..conftest import Side
 
 Stub = Callable[[str], ServiceStub]
 

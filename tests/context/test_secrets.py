@@ -33,9 +33,9 @@ from svclink.context import EVENTS_AUDIENCE, Claims, sign
 from svclink.contrib.asgi import SvclinkMiddleware
 from svclink.core.http.responses import EXCERPT_CHARS
 
-from .conftest import Side
-from .events_support import MemoryView, Recorder, Running, eventually
-from .server import Recorded, Reply, TestServer, closed_port
+from ..conftest import Side
+from ..events_support import MemoryView, Recorder, Running, eventually
+from ..server import Recorded, Reply, TestServer, closed_port
 
 MARK = "CANARY"
 SIGNING_KEY = "CANARY-signing-key-7c1e4b90"
@@ -328,7 +328,7 @@ def test_the_asgi_middleware_with_a_forged_context(
 
 @pytest.fixture
 def django_client() -> Any:
-    from .django_project import setup
+    from ..django_project import setup
 
     setup()
     from django.test import AsyncClient, Client, override_settings

@@ -28,11 +28,11 @@ from svclink.context import Claims, Incoming, incoming, sign
 from svclink.core.context.incoming import rejection
 from svclink.core.events.topology import ConsumerConfig, topology
 
-from . import celery_app
-from .django_project import setup
-from .events_support import RabbitView, eventually
-from .server import Recorded, Reply, TestServer
-from .services import CeleryWorker, Uvicorn, clean_env
+from .. import celery_app
+from ..django_project import setup
+from ..events_support import RabbitView, eventually
+from ..server import Recorded, Reply, TestServer
+from ..services import CeleryWorker, Uvicorn, clean_env
 
 setup()
 

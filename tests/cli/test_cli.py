@@ -16,8 +16,8 @@ from typing import Any
 import pika
 import pytest
 
-from .events_support import eventually
-from .server import Reply, TestServer, closed_port
+from ..events_support import eventually
+from ..server import Reply, TestServer, closed_port
 
 
 def svclink_cli(

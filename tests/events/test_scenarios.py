@@ -12,7 +12,7 @@ import pytest
 import svclink
 from svclink.core.context.value import bind
 
-from .events_support import EventEnv, Recorder, env_fixture, eventually
+from ..events_support import EventEnv, Recorder, env_fixture, eventually
 
 env = env_fixture()
 

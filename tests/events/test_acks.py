@@ -17,7 +17,7 @@ from typing import Any
 
 from svclink.core.events.envelope import Event
 
-from .events_support import WAIT, EventEnv, Recorder, env_fixture
+from ..events_support import WAIT, EventEnv, Recorder, env_fixture
 
 env = env_fixture([("sync", "rabbitmq"), ("aio", "rabbitmq")])
 aio_env = env_fixture([("aio", "rabbitmq")])

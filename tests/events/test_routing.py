@@ -15,7 +15,7 @@ import pytest
 
 from svclink.core.events import topics
 
-from .events_support import BrokerView, MemoryView, RabbitView, eventually
+from ..events_support import BrokerView, MemoryView, RabbitView, eventually
 
 PATTERNS = [
     "#",

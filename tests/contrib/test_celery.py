@@ -20,10 +20,10 @@ import pytest
 import svclink
 from svclink.context import bind, verify
 
-from . import celery_app
-from .conftest import Side
-from .server import Recorded, Reply, TestServer
-from .services import CeleryWorker, clean_env
+from .. import celery_app
+from ..conftest import Side
+from ..server import Recorded, Reply, TestServer
+from ..services import CeleryWorker, clean_env
 
 KEY = "celery-test-signing-key-0123456789"
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
@@ -128,7 +128,7 @@ def test_a_task_signed_with_another_key_is_not_trusted(side: Side, api: str, c: 
 def test_a_task_publishes_events_with_its_senders_context(side: Side, api: str) -> None:
     from svclink.context import EVENTS_AUDIENCE
 
-    from .events_support import RabbitView, eventually
+    from ..events_support import RabbitView, eventually
 
     broker = RabbitView()
     exchange, queue = f"test.celery.{uuid.uuid4().hex[:10]}", f"test.celery.sink.{uuid.uuid4().hex[:10]}"

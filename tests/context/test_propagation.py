@@ -10,8 +10,8 @@ import pytest
 import svclink
 from svclink.context import bind, verify
 
-from .conftest import Side, use_server
-from .server import Reply, TestServer
+from ..conftest import Side, use_server
+from ..server import Reply, TestServer
 
 KEY = "shared-signing-key-0123456789"
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

@@ -18,8 +18,8 @@ import svclink.sync
 from svclink.core.context.value import bind
 from svclink.core.http.responses import Response
 
-from .conftest import Side, use_server
-from .server import Reply, TestServer, closed_port
+from ..conftest import Side, use_server
+from ..server import Reply, TestServer, closed_port
 
 
 def test_get_with_query_and_path_params(side: Side, user_service: TestServer) -> None:

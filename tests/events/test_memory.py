@@ -12,7 +12,7 @@ import svclink.testing
 from svclink.core.events.message import OutgoingMessage, Properties
 from svclink.testing import MemoryBroker, MemoryBrokerError, MemoryDelivery
 
-from .events_support import eventually
+from ..events_support import eventually
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
-from .core.errors import SvclinkError
-from .core.events.envelope import Event, format_time
-from .core.settings import Settings, get_settings
+from ..core.errors import SvclinkError
+from ..core.events.envelope import Event, format_time
+from ..core.settings import Settings, get_settings
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,7 +54,7 @@ def _name(settings: Settings, role: str) -> str:
 
 def publish(event_type: str, data: Any, exchange: str | None) -> int:
     """Publish one event with confirms; print its id on standard output."""
-    from .sync import Publisher
+    from ..sync import Publisher
 
     settings = _real_broker(get_settings())
     publisher = Publisher(settings, connection_name=_name(settings, "publish"))
@@ -104,7 +104,7 @@ def _log_to_stderr() -> None:
 
 def listen(patterns: list[str], exchange: str | None) -> int:
     """Print every event bound by ``patterns`` as one JSON line, until SIGINT or SIGTERM."""
-    from .sync import EventConsumer
+    from ..sync import EventConsumer
 
     settings = _real_broker(get_settings())
     queue = _queue_name()

@@ -10,8 +10,8 @@ import svclink
 from svclink.context import bind
 from svclink.logs import ContextFilter, redact, redact_headers
 
-from .conftest import Side, use_server
-from .server import Reply, TestServer
+from ..conftest import Side, use_server
+from ..server import Reply, TestServer
 
 KEY = "shared-signing-key-0123456789"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .django_project import setup
+from ..django_project import setup
 
 setup()
 
@@ -24,9 +24,9 @@ from django.test import AsyncClient, Client, override_settings  # noqa: E402
 import svclink  # noqa: E402
 from svclink.context import Claims, sign, verify  # noqa: E402
 
-from .conftest import Side  # noqa: E402
-from .django_project.settings import SIGNING_KEY  # noqa: E402
-from .server import Reply, TestServer, closed_port  # noqa: E402
+from ..conftest import Side  # noqa: E402
+from ..django_project.settings import SIGNING_KEY  # noqa: E402
+from ..server import Reply, TestServer, closed_port  # noqa: E402
 
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

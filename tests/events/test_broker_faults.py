@@ -22,8 +22,8 @@ import pytest
 
 import svclink
 
-from .events_support import RABBITMQ_URL, WAIT, EventEnv, Recorder, SidePublisher, env_fixture, eventually
-from .faultproxy import FaultProxy
+from ..events_support import RABBITMQ_URL, WAIT, EventEnv, Recorder, SidePublisher, env_fixture, eventually
+from ..faultproxy import FaultProxy
 
 rabbit_env = env_fixture([("sync", "rabbitmq"), ("aio", "rabbitmq")])
 

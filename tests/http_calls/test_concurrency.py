@@ -14,8 +14,8 @@ import svclink
 import svclink.aio
 import svclink.sync
 
-from .conftest import Side, use_server
-from .server import Reply, TestServer
+from ..conftest import Side, use_server
+from ..server import Reply, TestServer
 
 
 def test_concurrent_calls_share_one_bounded_pool(side: Side, server: TestServer) -> None:

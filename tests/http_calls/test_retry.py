@@ -8,8 +8,8 @@ import pytest
 
 import svclink
 
-from .conftest import Side, use_server
-from .server import Reply, TestServer
+from ..conftest import Side, use_server
+from ..server import Reply, TestServer
 
 
 def test_get_is_retried_after_a_503_then_succeeds(side: Side, user_service: TestServer) -> None:
