@@ -1,0 +1,159 @@
+"""A private RabbitMQ node for tests that stop, kill, pause or reconfigure a broker.
+
+The shared broker on 127.0.0.1:5672 is never restarted by a test; a test that needs a
+broker fault starts its own node with :func:`private_node` on free ports, with its own
+data directory under a temporary folder, and the node is stopped after the test. Extra
+``rabbitmq.conf`` lines (a TLS listener, say) and plugins can be given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import attrs
+
+START_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _answers(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+    return False
+
+
+@attrs.define
+class RabbitNode:
+    """A running private node: its AMQP port, its name, and ways to cause faults to it."""
+
+    name: str
+    port: int
+    dist_port: int
+    base: Path
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def ctl(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """``rabbitmqctl -n NODE ARGS`` against this node."""
+        return subprocess.run(
+            ["rabbitmqctl", "-n", self.name, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start(self) -> None:
+        """Start the node and wait until it accepts AMQP connections."""
+        log = open(self.base / "server.out", "ab")  # noqa: SIM115 - closed with the process
+        self.process = subprocess.Popen(
+            ["rabbitmq-server"], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"private RabbitMQ node exited: {self.log_tail()}")
+            if _answers(self.port) and self.ctl("await_startup", timeout=15).returncode == 0:
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"private RabbitMQ node did not start in {START_TIMEOUT}s: {self.log_tail()}")
+
+    def stop(self) -> None:
+        """Stop the node (gracefully, then by force) and wait for it to be gone."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.ctl("stop", timeout=30)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """``kill -9`` the whole node (the Erlang VM and its helpers)."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
+
+    def pause(self) -> None:
+        """Freeze the node (SIGSTOP): it keeps its sockets open but answers nothing."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGCONT)
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = ""
+        for path in [*sorted(self.base.rglob("*.log")), self.base / "server.out"]:
+            with contextlib.suppress(OSError):
+                text += path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def make_node(config: Sequence[str] = (), plugins: Sequence[str] = ()) -> RabbitNode:
+    """A node (not yet started) on free ports, with ``config`` lines in its rabbitmq.conf."""
+    base = Path(tempfile.mkdtemp(prefix="svclink-rabbit-"))
+    base.chmod(0o777)  # run as root, rabbitmq-server drops to the rabbitmq user
+    port, dist_port = free_port(), free_port()
+    name = f"svclinktest{uuid.uuid4().hex[:8]}@localhost"
+    conf = base / "rabbitmq.conf"
+    conf.write_text("\n".join(["loopback_users = none", f"listeners.tcp.default = {port}", *config]) + "\n")
+    (base / "enabled_plugins").write_text(f"[{','.join(plugins)}].\n")
+    env = {
+        **os.environ,
+        "RABBITMQ_NODENAME": name,
+        "RABBITMQ_NODE_PORT": str(port),
+        "RABBITMQ_DIST_PORT": str(dist_port),
+        "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(base / "log"),
+        "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
+        "RABBITMQ_PID_FILE": str(base / "node.pid"),
+        "RABBITMQ_FEATURE_FLAGS_FILE": str(base / "feature_flags"),
+        "RABBITMQ_QUORUM_DIR": str(base / "quorum"),
+        "RABBITMQ_STREAM_DIR": str(base / "stream"),
+        "ERL_CRASH_DUMP": str(base / "erl_crash.dump"),
+    }
+    return RabbitNode(name=name, port=port, dist_port=dist_port, base=base, env=env)
+
+
+@contextlib.contextmanager
+def private_node(config: Sequence[str] = (), plugins: Sequence[str] = ()) -> Iterator[RabbitNode]:
+    """A started private node, stopped and removed after the block."""
+    node = make_node(config, plugins)
+    try:
+        node.start()
+        yield node
+    finally:
+        try:
+            if node.process is not None and node.process.poll() is None:
+                node.resume()
+            node.stop()
+        finally:
+            node.kill()
+            shutil.rmtree(node.base, ignore_errors=True)
