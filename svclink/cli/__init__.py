@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -52,6 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("service")
     call.add_argument("method")
     call.add_argument("endpoint", help="a path such as /api/v1/users/")
+    call.add_argument(
+        "-p",
+        "--path-param",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="NAME=VALUE",
+        help="fills {NAME} in the endpoint template",
+    )
     call.add_argument("-q", "--query", action="append", type=_key_value, default=[], metavar="NAME=VALUE")
     call.add_argument("-H", "--header", action="append", type=_header, default=[], metavar="'Name: value'")
     call.add_argument("--json", type=_json, metavar="BODY", help="a JSON request body")
@@ -78,6 +88,9 @@ def _load_settings(module: str | None) -> None:
     if module is None:
         configure()
         return
+    # as `python -m svclink` does: the current directory holds the user's project
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     values = getattr(importlib.import_module(module), "SVCLINK", None)
     if not isinstance(values, dict):
         raise SvclinkError(f"settings module {module!r} has no SVCLINK dict")
@@ -98,6 +111,7 @@ def _call(args: argparse.Namespace) -> int:
     body, status = sync.get_service(args.service).http_dispatch(
         args.method,
         args.endpoint,
+        path_params=dict(args.path_param) or None,
         query_params=query,
         headers=dict(args.header),
         payload=args.json,

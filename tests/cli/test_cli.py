@@ -11,6 +11,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pika
@@ -252,3 +253,28 @@ def test_check_without_the_broker_for_a_service_that_sends_no_events() -> None:
     result = svclink_cli("check", "--no-broker", env={"SVCLINK_AMQP_URL": f"amqp://127.0.0.1:{port}/"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "broker: not checked (--no-broker)" in result.stdout and "problem" not in result.stdout
+
+
+def test_the_console_script_finds_a_settings_module_in_the_current_directory(tmp_path: Path) -> None:
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "__init__.py").write_text("")
+    (tmp_path / "proj" / "settings.py").write_text('SVCLINK = {"service_name": "projsvc"}\n')
+    script = Path(sys.executable).parent / "svclink"  # the console script, not python -m
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SVCLINK_") and k != "PYTHONPATH"}
+    result = subprocess.run(
+        [str(script), "--settings", "proj.settings", "check", "--no-broker"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=clean,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "settings: ok (service projsvc" in result.stdout
+
+
+def test_call_fills_path_templates(server: TestServer) -> None:
+    server.route("GET", "/api/v1/users/5", Reply(200, {"id": 5}))
+    result = svclink_cli(
+        "call", "user", "GET", "/api/v1/users/{id}", "--path-param", "id=5", "--url", server.url
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"id": 5}
+    result = svclink_cli("call", "user", "GET", "/api/v1/users/{id}", "--url", server.url)
+    assert result.returncode == 1 and "id" in result.stderr and "Traceback" not in result.stderr
