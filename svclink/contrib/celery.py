@@ -11,8 +11,9 @@
 
 So a task started from a Django view calls services and publishes events with the
 view's request id and user, in any worker pool (prefork, threads, solo). The signals are
-process-wide; ``install`` is idempotent. A task run eagerly (``task.apply()``) simply
-keeps the caller's context.
+process-wide; ``install`` is idempotent. A task run in the caller's process
+(``task.apply()``, ``task_always_eager`` or ``task.run()``) keeps the caller's context, and
+its ``request.svclink`` says it came from this service, for the context's user.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import time
 from typing import Any
 
 from ..core import logs
-from ..core.context.incoming import incoming, log_incoming
+from ..core.context.incoming import incoming, local_caller, log_incoming
 from ..core.context.outgoing import message_headers
-from ..core.context.value import Caller, bind
+from ..core.context.value import Caller, bind, current
 from ..core.settings import Settings, get_settings
 
 HEADER = "svclink_context"
@@ -84,6 +85,16 @@ def _postrun(task_id: str | None = None, **kwargs: Any) -> None:
         stack.close()
 
 
+def _request_caller(request: Any) -> Caller:
+    """``task.request.svclink``: the verdict set by ``task_prerun``, else the local one."""
+    caller = request.__dict__.get("svclink")
+    return caller if isinstance(caller, Caller) else local_caller(get_settings(), current())
+
+
+def _set_request_caller(request: Any, caller: Caller) -> None:
+    request.__dict__["svclink"] = caller
+
+
 def install(app: Any = None) -> None:
     """Carry svclink's context with every task published and bind it while tasks run.
 
@@ -91,6 +102,11 @@ def install(app: Any = None) -> None:
     signals Celery offers apply to every app in the process).
     """
     from celery import signals
+    from celery.app.task import Context
+
+    # a property on Celery's request class, so a task run without a message (.run(),
+    # .apply(), eager mode) sees a verdict too
+    Context.svclink = property(_request_caller, _set_request_caller)
 
     signals.before_task_publish.connect(_publish, weak=False, dispatch_uid="svclink.celery.publish")
     signals.task_prerun.connect(_prerun, weak=False, dispatch_uid="svclink.celery.prerun")

@@ -146,3 +146,26 @@ def test_a_task_publishes_events_with_its_senders_context(side: Side, api: str) 
     finally:
         broker.delete([queue], [exchange])
         broker.close()
+
+
+@pytest.mark.parametrize("how", ["apply", "run", "always_eager"])
+def test_a_task_run_in_the_callers_process_sees_request_svclink(how: str, c: TestServer) -> None:
+    svclink.configure(
+        service_name="api", signing_key=KEY, service_connections=["c"], service_hosts={"c": c.url}
+    )
+    rid = f"local-{how}"
+    with bind(request_id=rid, user_id="7", user_claims={"tier": "gold"}):
+        if how == "apply":
+            report = celery_app.call_c.apply(("/from-task", "sync")).get()
+        elif how == "run":
+            report = celery_app.call_c.run("/from-task", "sync")
+        else:
+            celery_app.app.conf.task_always_eager = True
+            try:
+                report = celery_app.call_c.delay("/from-task", "sync").get()
+            finally:
+                celery_app.app.conf.task_always_eager = False
+    assert report["pid"] == os.getpid()
+    assert report["verified"] and report["reason"] is None
+    assert (report["request_id"], report["user_id"]) == (rid, "7")
+    assert report["body"] == {"c": "ok"} and len(seen_by_c(c, rid)) == 1

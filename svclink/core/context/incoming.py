@@ -198,3 +198,20 @@ def log_incoming(result: Incoming, what: str = "request") -> None:
         log.log(level, "%s %s %s%s: %s", what, caller.request_id, action, claimed, caller.reason)
     finally:
         CURRENT_CONTEXT.reset(token)
+
+
+def local_caller(settings: Settings, context: RequestContext | None) -> Caller:
+    """The verdict for work this process started itself (a task run eagerly or by ``.run()``).
+
+    Nothing crossed a process boundary, so nothing needs proving: the sender is this
+    service, acting for the user of the context it already trusted when it bound it.
+    """
+    if context is None:
+        return Caller(verified=True, request_id=new_request_id(), service=settings.service_name)
+    return Caller(
+        verified=True,
+        request_id=context.request_id,
+        service=settings.service_name,
+        user_id=context.user_id,
+        user_claims=context.user_claims,
+    )
