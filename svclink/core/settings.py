@@ -191,6 +191,25 @@ def _seconds(field: str, value: object) -> float:
     return float(value)
 
 
+def _seconds_or_zero(field: str, value: object) -> float:
+    """A number of seconds where 0 means "not at all" (kept for no time, say)."""
+    if value == 0 or value == "0":
+        return 0.0
+    return _seconds(field, value)
+
+
+def _outbox_poll_interval(value: object) -> float:
+    return _seconds("outbox_poll_interval", value)
+
+
+def _outbox_retention(value: object) -> float:
+    return _seconds_or_zero("outbox_retention", value)
+
+
+def _inbox_retention(value: object) -> float:
+    return _seconds("inbox_retention", value)
+
+
 def _count(field: str, value: object, minimum: int = 0, maximum: int | None = None) -> int:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value)
@@ -331,6 +350,12 @@ class Settings:
     retry_budget: BudgetPolicy = attrs.field(factory=BudgetPolicy, converter=_budget)
     #: metrics hooks (see :mod:`svclink.core.observe`)
     observers: tuple[Observer, ...] = attrs.field(default=(), converter=_observers)
+    #: seconds between the outbox relay's looks at its table when no wake-up comes
+    outbox_poll_interval: float = attrs.field(default=1.0, converter=_outbox_poll_interval)
+    #: seconds a sent outbox row is kept (0: deleted as soon as its confirm is in)
+    outbox_retention: float = attrs.field(default=0.0, converter=_outbox_retention)
+    #: seconds an inbox row (an event id a deduplicating handler has handled) is kept before pruning
+    inbox_retention: float = attrs.field(default=7 * 86400.0, converter=_inbox_retention)
 
     def breaker_policy(self, service: str) -> BreakerPolicy:
         """The circuit breaker policy of ``service``."""

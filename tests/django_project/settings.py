@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 
 SIGNING_KEY = "django-test-signing-key-0123456789"
 
@@ -16,6 +17,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "svclink.contrib.django",
+    "tests.django_project.shop",
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -28,7 +30,15 @@ DATABASES = {
         "ENGINE": "django.db.backends.sqlite3",
         # a file, not :memory:, so the threads of async views see the same tables
         "NAME": os.path.join(tempfile.gettempdir(), f"svclink-django-tests-{os.getpid()}.sqlite3"),
-    }
+    },
+    # the outbox and inbox tests' PostgreSQL database (created and dropped by tests/outbox_support.py)
+    "pg": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": os.environ.get("SHOP_PG_DB") or f"svclink_test_{uuid.uuid4().hex[:12]}",
+        "USER": "postgres",
+        "HOST": "127.0.0.1",
+        "PORT": "5432",
+    },
 }
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 SVCLINK = {

@@ -78,6 +78,18 @@ class Sending:
         self._attempt = 1
         self._resending = False  # the messages in _todo went out once and lost their confirms
 
+    @classmethod
+    def of_messages(cls, messages: Sequence[OutgoingMessage], deadline: float) -> Sending:
+        """A send of messages built earlier (an outbox's rows): its results are read with :meth:`errors`."""
+        sending = cls((), deadline)
+        sending._messages = tuple(messages)
+        sending._todo = range(len(sending._messages))
+        return sending
+
+    def errors(self) -> Mapping[int, PublishError]:
+        """The errors of the messages that did not land, by position (empty when all did)."""
+        return {i: error for i, error in self._errors.items() if error is not None}
+
     def batch(self) -> Sequence[OutgoingMessage] | None:
         """The messages to send now, or None when every message has its result."""
         if not self._todo:

@@ -1,0 +1,127 @@
+"""The transactional outbox for Django: ``publish_on_commit`` and the store the relay reads.
+
+.. code-block:: python
+
+    from django.db import transaction
+    from svclink.contrib.django import publish_on_commit
+
+    with transaction.atomic():
+        order = Order.objects.create(...)
+        publish_on_commit("order.created", {"order_id": order.pk})
+    # committed: the event is sent now (best effort) and by the relay for sure;
+    # rolled back: it is never sent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import attrs
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import Count
+
+from ...core.events.envelope import Event
+from ...core.events.outbox import FAILED, PENDING, SENT, RelayCounts, RowUpdate, StoredRow, outbox_row
+from ...core.settings import get_settings
+from ...sync.relay import Send, send_after_commit
+from .._postgres import NOTIFY_SQL, Listener
+from .models import OutboxMessage
+
+
+def publish_on_commit(
+    event_type: str,
+    data: Any,
+    *,
+    exchange: str | None = None,
+    event_id: str | None = None,
+    headers: Mapping[str, Any] | None = None,
+    using: str = DEFAULT_DB_ALIAS,
+) -> Event:
+    """Publish an event if, and only if, the current transaction on ``using`` commits.
+
+    The event is written to the outbox table in the caller's transaction (in its own one in
+    autocommit), with the request context bound now. After the commit it is sent at once
+    (best effort, without waiting for the relay); the relay (``manage.py svclink_relay``)
+    sends it for sure. Bad arguments raise :class:`~svclink.InvalidEvent` before anything is
+    written, as :meth:`publish` does. Returns the event as it will be sent.
+    """
+    event, row = outbox_row(
+        get_settings(), event_type, data, exchange=exchange, event_id=event_id, headers=headers,
+        wall=time.time(),
+    )  # fmt: skip
+    with transaction.atomic(using=using):
+        saved = OutboxMessage.objects.using(using).create(**attrs.asdict(row))
+        connection = connections[using]
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(NOTIFY_SQL)
+    transaction.on_commit(partial(send_after_commit, DjangoOutbox(using), [saved.pk]), using=using)
+    return event
+
+
+_COLUMNS = ("id", "event_id", "exchange", "routing_key", "body", "properties")
+
+
+class DjangoOutbox:
+    """The outbox table of database ``using``, for the relay (``manage.py svclink_relay``)."""
+
+    def __init__(self, using: str = DEFAULT_DB_ALIAS) -> None:
+        self.using = using
+        self._listener: Listener | None = None
+
+    def _rows(self) -> Any:
+        return OutboxMessage.objects.using(self.using)
+
+    def relay_batch(
+        self, limit: int, send: Send, *, ids: Sequence[int] | None = None, keep_sent: bool
+    ) -> int:
+        with transaction.atomic(using=self.using):
+            pending = self._rows().filter(state=PENDING).order_by("id")
+            if ids is not None:
+                pending = pending.filter(pk__in=list(ids))
+            if connections[self.using].features.has_select_for_update_skip_locked:
+                pending = pending.select_for_update(skip_locked=True)
+            rows = [StoredRow(*values) for values in pending.values_list(*_COLUMNS)[:limit]]
+            if rows:
+                self._record(send(rows), keep_sent)
+        return len(rows)
+
+    def _record(self, updates: Sequence[RowUpdate], keep_sent: bool) -> None:
+        sent = [u.id for u in updates if u.state == SENT]
+        if sent and keep_sent:
+            self._rows().filter(pk__in=sent).update(state=SENT, sent_at=datetime.now(UTC))
+        elif sent:
+            self._rows().filter(pk__in=sent).delete()
+        for update in updates:
+            if update.state != SENT:
+                self._rows().filter(pk=update.id).update(state=update.state, reason=update.reason)
+
+    def wait(self, timeout: float) -> None:
+        connection = connections[self.using]
+        if connection.vendor != "postgresql":
+            time.sleep(timeout)
+            return
+        if self._listener is None:
+            self._listener = Listener(
+                lambda: connection.get_new_connection(connection.get_connection_params())
+            )
+        self._listener.wait(timeout)
+
+    def status(self) -> RelayCounts:
+        by_state = dict(self._rows().values_list("state").annotate(n=Count("id")).order_by())
+        return RelayCounts(
+            sent=by_state.get(SENT, 0), failed=by_state.get(FAILED, 0), pending=by_state.get(PENDING, 0)
+        )
+
+    def prune_sent(self, before: datetime) -> int:
+        deleted, _ = self._rows().filter(state=SENT, sent_at__lt=before).delete()
+        return int(deleted)
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+        connections[self.using].close()

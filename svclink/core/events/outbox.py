@@ -1,0 +1,241 @@
+"""The transactional outbox, as decisions: what a row holds, and what becomes of it once sent.
+
+``publish_on_commit`` (Django, SQLAlchemy) builds the message at call time, with the request
+context bound then (request id, trace, signed caller), and stores it as a row in the caller's
+transaction: :func:`outbox_row`. The relay reads pending rows in order of creation, turns each
+back into the same message (:func:`stored_message`), publishes them with confirms, and writes
+what :func:`verdict` says: sent, failed for good (with the reason), or still pending (it may
+not have landed: sent again later, with the same event id). Nothing here touches a database
+or a socket; the stores and the relay drivers do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+from ..errors import InvalidEvent, PublishError, PublishNacked, UnroutableError
+from ..settings import Settings
+from .envelope import Event
+from .handling import reconnect_delay
+from .message import OutgoingMessage, Properties, prepare
+
+#: the tables of svclink's outbox and inbox (the Django models and the SQLAlchemy tables alike)
+OUTBOX_TABLE = "svclink_outbox"
+INBOX_TABLE = "svclink_inbox"
+#: the PostgreSQL channel a new row is announced on (NOTIFY is sent when its transaction commits)
+NOTIFY_CHANNEL = "svclink_outbox"
+
+#: the states of an outbox row
+PENDING, SENT, FAILED = "pending", "sent", "failed"
+STATES = (PENDING, SENT, FAILED)
+
+#: the longest event id, type, exchange or queue name a row holds
+MAX_NAME = 255
+
+
+@attrs.frozen
+class OutboxRow:
+    """The columns of one outbox row as ``publish_on_commit`` writes it."""
+
+    event_id: str
+    event_type: str
+    exchange: str
+    routing_key: str
+    body: bytes
+    #: the message's AMQP properties (headers included) as JSON
+    properties: str
+    created_at: datetime
+    state: str = PENDING
+
+
+@attrs.frozen
+class StoredRow:
+    """An outbox row as a store read it back for the relay."""
+
+    id: int
+    event_id: str
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: str
+
+
+@attrs.frozen
+class RowUpdate:
+    """What the relay writes back for one row once its publish has an outcome."""
+
+    id: int
+    state: str
+    #: why a row failed for good, or why it is still pending (for ``svclink relay --status``)
+    reason: str = ""
+
+
+def _json_header(value: object) -> object:
+    raise InvalidEvent(
+        f"an outbox event's headers must be JSON values (str, number, bool, None, lists, dicts), "
+        f"not {type(value).__name__}"
+    )
+
+
+def outbox_row(
+    settings: Settings,
+    event_type: str,
+    data: Any,
+    *,
+    exchange: str | None,
+    event_id: str | None,
+    headers: Mapping[str, Any] | None,
+    wall: float,
+) -> tuple[Event, OutboxRow]:
+    """The event and the row for one ``publish_on_commit``, checked before any I/O (as ``publish`` checks).
+
+    The message is built now, so the request context bound now travels with it; ``wall``
+    is the caller's epoch clock.
+    """
+    occurred = datetime.fromtimestamp(wall, UTC)
+    event, message = prepare(
+        settings, event_type, data, exchange=exchange, event_id=event_id, occurred_at=occurred,
+        wall=wall, headers=headers,
+    )  # fmt: skip
+    props = message.properties
+    fields = {
+        "headers": dict(props.headers),
+        "message_id": props.message_id,
+        "type": props.type,
+        "app_id": props.app_id,
+        "correlation_id": props.correlation_id,
+        "timestamp": props.timestamp,
+        "content_type": props.content_type,
+    }
+    for name in ("exchange", "routing_key"):
+        if len(getattr(message, name)) > MAX_NAME:
+            raise InvalidEvent(f"an outbox event's {name} must be at most {MAX_NAME} characters")
+    assert props.message_id is not None  # prepare always sets it
+    return event, OutboxRow(
+        event_id=props.message_id,
+        event_type=message.routing_key,
+        exchange=message.exchange,
+        routing_key=message.routing_key,
+        body=message.body,
+        properties=json.dumps(fields, default=_json_header, separators=(",", ":")),
+        created_at=occurred,
+    )
+
+
+def stored_message(row: StoredRow) -> OutgoingMessage:
+    """The message a row stands for, as ``publish_on_commit`` built it; :class:`InvalidEvent`
+    when the row was changed into something that is not one."""
+    try:
+        fields = json.loads(row.properties)
+        headers = fields.pop("headers")
+        properties = Properties(headers=MappingProxyType(dict(headers)), **fields)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise InvalidEvent(f"outbox row {row.id} has garbled message properties: {exc}") from None
+    return OutgoingMessage(
+        exchange=row.exchange, routing_key=row.routing_key, body=bytes(row.body), properties=properties
+    )
+
+
+def verdict(row_id: int, error: PublishError | None) -> RowUpdate:
+    """What a publish's outcome makes of its row.
+
+    Confirmed: sent. Refused for good (unroutable, nacked): failed, with the reason, and not
+    retried hot. Anything else (no confirm in time, the connection lost after the send) may
+    or may not have landed: the row stays pending and is sent again, with the same event id.
+    """
+    if error is None:
+        return RowUpdate(row_id, SENT)
+    if isinstance(error, (UnroutableError, PublishNacked)):
+        return RowUpdate(row_id, FAILED, str(error))
+    return RowUpdate(row_id, PENDING, str(error))
+
+
+def invalid(row_id: int, error: InvalidEvent) -> RowUpdate:
+    """A row that is not a message any more fails at once: sending it again cannot help."""
+    return RowUpdate(row_id, FAILED, str(error))
+
+
+DEFAULT_BATCH_SIZE = 200
+
+
+@attrs.frozen
+class RelayPolicy:
+    """How a relay paces itself."""
+
+    #: rows claimed and published (pipelined, one wait for their confirms) at a time
+    batch_size: int = DEFAULT_BATCH_SIZE
+    #: seconds between looks at the table when no wake-up comes (PostgreSQL wakes it on commit)
+    poll_interval: float = 1.0
+    #: seconds a sent row is kept (0: deleted once confirmed)
+    retention: float = 0.0
+
+
+def relay_policy(settings: Settings, batch_size: int | None = None) -> RelayPolicy:
+    """The relay's pacing from the settings (``outbox_poll_interval``, ``outbox_retention``)."""
+    return RelayPolicy(
+        batch_size=batch_size or DEFAULT_BATCH_SIZE,
+        poll_interval=settings.outbox_poll_interval,
+        retention=settings.outbox_retention,
+    )
+
+
+@attrs.define
+class RelayPace:
+    """The relay's next wait after each batch: none while a full batch came back all sent,
+    the poll interval when the table ran dry, a growing backoff while the broker refuses."""
+
+    policy: RelayPolicy
+    failures: int = 0
+
+    def after(self, claimed: int, updates: Sequence[RowUpdate]) -> float:
+        if any(u.state == PENDING for u in updates):
+            return self.unavailable()
+        self.failures = 0
+        return 0.0 if claimed >= self.policy.batch_size else self.policy.poll_interval
+
+    def unavailable(self) -> float:
+        """Nothing could be sent (no broker, or confirms missing): wait longer each time in a row."""
+        self.failures += 1
+        return reconnect_delay(self.failures)
+
+
+@attrs.frozen
+class RelayCounts:
+    """What a relay did, or (``svclink relay --status``) what a table holds, by state."""
+
+    sent: int = 0
+    failed: int = 0
+    pending: int = 0
+
+    def add(self, updates: Sequence[RowUpdate]) -> RelayCounts:
+        return RelayCounts(
+            sent=self.sent + sum(u.state == SENT for u in updates),
+            failed=self.failed + sum(u.state == FAILED for u in updates),
+            pending=self.pending + sum(u.state == PENDING for u in updates),
+        )
+
+
+#: seconds the send right after a commit waits for its confirm before leaving the row to the relay
+SEND_NOW_TIMEOUT = 2.0
+
+
+@attrs.define
+class SendNowGate:
+    """Whether to try the send right after a commit: not for ``pause`` seconds after one failed,
+    so that while the broker is down each commit is not held up by a send that will fail too
+    (the relay sends those rows when the broker is back)."""
+
+    pause: float = 5.0
+    closed_until: float = -1.0
+
+    def open(self, now: float) -> bool:
+        return now >= self.closed_until
+
+    def failed(self, now: float) -> None:
+        self.closed_until = now + self.pause

@@ -1,0 +1,175 @@
+"""The outbox relay: sends the rows ``publish_on_commit`` wrote, with confirms, then records the outcome.
+
+The decisions (what a row holds, what an outcome makes of it, how long to wait) are in
+:mod:`svclink.core.events.outbox`; a store (:mod:`svclink.contrib.django.outbox`,
+:mod:`svclink.contrib.sqlalchemy`) claims rows in a transaction and writes the updates in the
+same one, so a row is marked only after its confirm, and rows another relay holds are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from ..core.errors import BrokerUnavailable, InvalidEvent
+from ..core.events.outbox import (
+    PENDING,
+    SEND_NOW_TIMEOUT,
+    RelayCounts,
+    RelayPace,
+    RelayPolicy,
+    RowUpdate,
+    SendNowGate,
+    StoredRow,
+    invalid,
+    relay_policy,
+    stored_message,
+    verdict,
+)
+from ..core.events.publishing import Sending, publish_deadline
+from ..core.settings import get_settings
+from .events import Publisher, get_publisher
+
+log = logging.getLogger("svclink.outbox")
+
+Send = Callable[[Sequence[StoredRow]], list[RowUpdate]]
+
+
+class OutboxStore(Protocol):
+    """An outbox table the relay reads: Django's model or a SQLAlchemy table."""
+
+    def relay_batch(
+        self, limit: int, send: Send, *, ids: Sequence[int] | None = None, keep_sent: bool
+    ) -> int:
+        """In one transaction: claim up to ``limit`` pending rows in order of creation (skipping rows
+        another relay holds), ``send`` them, write the updates; answers how many were claimed."""
+        ...
+
+    def wait(self, timeout: float) -> None:
+        """Return when a row may have been added (a wake-up) or after ``timeout`` seconds."""
+        ...
+
+    def status(self) -> RelayCounts: ...
+
+    def prune_sent(self, before: datetime) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class Relay:
+    """Sends an outbox's pending rows: :meth:`run_once` until none is left, :meth:`run` until :meth:`stop`.
+
+    Several relays may run on one table at once (PostgreSQL: each claims rows the others do
+    not hold). A row is published at least once: a relay that dies after the confirm and
+    before its commit leaves the row pending, and it is sent again with the same event id.
+    """
+
+    def __init__(
+        self, store: OutboxStore, *, publisher: Publisher | None = None, policy: RelayPolicy | None = None
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.policy = policy or relay_policy(get_settings())
+        self._stop = threading.Event()
+
+    def send(self, rows: Sequence[StoredRow], timeout: float | None = None) -> list[RowUpdate]:
+        """Publish ``rows`` pipelined, waiting once for their confirms (``timeout`` seconds, None for
+        the ``publish_timeout`` setting); one update per row."""
+        publisher = self.publisher or get_publisher()
+        updates: list[RowUpdate] = []
+        messages, sent = [], []
+        for row in rows:
+            try:
+                messages.append(stored_message(row))
+                sent.append(row)
+            except InvalidEvent as exc:
+                updates.append(invalid(row.id, exc))
+        sending = Sending.of_messages(
+            messages, publish_deadline(publisher.settings, timeout, time.monotonic())
+        )
+        try:
+            publisher._send(sending)
+        except BrokerUnavailable as exc:
+            return updates + [RowUpdate(row.id, PENDING, str(exc)) for row in sent]
+        errors = sending.errors()
+        updates += [verdict(row.id, errors.get(i)) for i, row in enumerate(sent)]
+        return updates
+
+    def _batch(
+        self,
+        pace: RelayPace,
+        counts: list[RelayCounts],
+        ids: Sequence[int] | None = None,
+        timeout: float | None = None,
+    ) -> float:
+        updates: list[RowUpdate] = []
+
+        def send(rows: Sequence[StoredRow]) -> list[RowUpdate]:
+            result = self.send(rows, timeout)
+            updates.extend(result)
+            return result
+
+        claimed = self.store.relay_batch(
+            self.policy.batch_size, send, ids=ids, keep_sent=self.policy.retention > 0
+        )
+        counts[0] = counts[0].add(updates)
+        for update in updates:
+            if update.state != "sent":
+                log.warning("outbox row %d %s: %s", update.id, update.state, update.reason)
+        return pace.after(claimed, updates)
+
+    def run_once(self) -> RelayCounts:
+        """Send what is pending now and return (for cron and tests); rows still pending stay."""
+        pace, counts = RelayPace(self.policy), [RelayCounts()]
+        while self._batch(pace, counts) == 0.0:
+            pass
+        return counts[0]
+
+    def send_now(self, ids: Sequence[int]) -> RelayCounts:
+        """Send these rows right away if they are still pending (after their commit: best effort)."""
+        counts = [RelayCounts()]
+        self._batch(RelayPace(self.policy), counts, ids, SEND_NOW_TIMEOUT)
+        return counts[0]
+
+    def run(self) -> None:
+        """Relay until :meth:`stop`: a batch at a time, waiting for a wake-up when none is pending."""
+        pace, counts = RelayPace(self.policy), [RelayCounts()]
+        try:
+            while not self._stop.is_set():
+                try:
+                    wait = self._batch(pace, counts)
+                except Exception:
+                    log.exception("outbox relay: a batch failed; retrying")
+                    wait = pace.unavailable()
+                if wait and self.policy.retention > 0:
+                    self.store.prune_sent(datetime.now(UTC) - timedelta(seconds=self.policy.retention))
+                if wait and not self._stop.is_set():
+                    self.store.wait(wait)
+        finally:
+            self._stop.clear()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the batch in hand (from any thread or a signal handler)."""
+        self._stop.set()
+
+
+_gate = SendNowGate()
+
+
+def send_after_commit(store: OutboxStore, ids: Sequence[int]) -> None:
+    """``publish_on_commit``'s send right after the commit: best effort, never raises (the relay
+    sends what this does not), and skipped for a while after one failed."""
+    if not _gate.open(time.monotonic()):
+        return
+    try:
+        counts = Relay(store).send_now(ids)
+    except Exception as exc:
+        log.warning("outbox: send after commit failed (%s); the relay will send it", exc)
+        _gate.failed(time.monotonic())
+        return
+    if counts.pending:
+        _gate.failed(time.monotonic())

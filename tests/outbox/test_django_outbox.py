@@ -1,0 +1,112 @@
+"""The Django outbox on real PostgreSQL and RabbitMQ: an event is published if, and only if, its
+transaction commits; the relay (``manage.py svclink_relay``) sends what the send after the commit
+could not."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from ..django_project import setup
+
+setup()
+
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+from django.db import connections, transaction  # noqa: E402
+
+import svclink  # noqa: E402
+from svclink.context import bind  # noqa: E402
+from svclink.contrib.django import publish_on_commit  # noqa: E402
+
+from ..django_project.shop.models import Order  # noqa: E402
+from ..events_support import RABBITMQ_URL, RabbitView, eventually  # noqa: E402
+from ..outbox_support import create_database, drop_database, query  # noqa: E402
+from ..server import closed_port  # noqa: E402
+
+pytestmark = pytest.mark.rabbitmq
+
+
+class Refused(Exception):
+    """The view's own failure, after publish_on_commit: the transaction rolls back."""
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[str]:
+    """The project's PostgreSQL database ("pg"), migrated; dropped after the module."""
+    name = settings.DATABASES["pg"]["NAME"]
+    create_database(name)
+    try:
+        call_command("migrate", database="pg", verbosity=0, interactive=False)
+        yield name
+    finally:
+        connections["pg"].close()
+        drop_database(name)
+
+
+@pytest.fixture
+def sink() -> Iterator[tuple[RabbitView, str, str]]:
+    """An exchange of the test's own with a queue bound to ``order.*``: (broker view, exchange, queue)."""
+    view = RabbitView()
+    tag = uuid.uuid4().hex[:8]
+    exchange, queue = f"test.outbox.{tag}", f"test.outbox.{tag}.sink"
+    view.sink(queue, exchange, ["order.*"])
+    yield view, exchange, queue
+    view.delete([queue], [exchange])
+
+
+def drain(view: RabbitView, queue: str) -> list[dict[str, object]]:
+    got = []
+    while (message := view.get(queue)) is not None:
+        got.append(json.loads(message.body))
+    return got
+
+
+def relay_once() -> str:
+    out = io.StringIO()
+    call_command("svclink_relay", "--once", "--database", "pg", stdout=out)
+    return out.getvalue()
+
+
+def test_a_rolled_back_transaction_publishes_nothing(pg: str, sink: tuple[RabbitView, str, str]) -> None:
+    view, exchange, queue = sink
+    svclink.configure(service_name="shop", amqp_url=RABBITMQ_URL)
+    with pytest.raises(Refused), transaction.atomic(using="pg"):
+        Order.objects.using("pg").create(number=1)
+        publish_on_commit("order.created", {"number": 1}, exchange=exchange, using="pg")
+        raise Refused
+    with transaction.atomic(using="pg"):
+        Order.objects.using("pg").create(number=2)
+        event = publish_on_commit("order.created", {"number": 2}, exchange=exchange, using="pg")
+    assert "sent 0" in relay_once()
+    (got,) = eventually(lambda: drain(view, queue), what="the committed event")
+    assert got["event_id"] == event.event_id and got["data"] == {"number": 2}
+    assert relay_once().startswith("sent 0")
+    assert drain(view, queue) == []
+    assert query(pg, "SELECT count(*) FROM svclink_outbox") == [(0,)]
+
+
+def test_the_relay_sends_what_the_send_after_commit_could_not(
+    pg: str, sink: tuple[RabbitView, str, str]
+) -> None:
+    view, exchange, queue = sink
+    svclink.configure(service_name="shop", amqp_url=f"amqp://guest:guest@127.0.0.1:{closed_port()}/")
+    with bind(request_id="req-outbox-1"):
+        events = []
+        for number in (10, 11, 12):
+            with transaction.atomic(using="pg"):
+                Order.objects.using("pg").create(number=number)
+                events.append(
+                    publish_on_commit("order.created", {"number": number}, exchange=exchange, using="pg")
+                )
+    assert query(pg, "SELECT count(*) FROM svclink_outbox WHERE state = 'pending'") == [(3,)]
+    svclink.configure(service_name="shop", amqp_url=RABBITMQ_URL)
+    assert relay_once().startswith("sent 3, failed 0, pending 0")
+    got = eventually(lambda: drain(view, queue), what="the relayed events")
+    assert [g["event_id"] for g in got] == [e.event_id for e in events]  # in order of creation
+    assert all(g["context"]["request_id"] == "req-outbox-1" for g in got)  # captured at the call
+    assert query(pg, "SELECT count(*) FROM svclink_outbox") == [(0,)]
