@@ -197,7 +197,7 @@ class PikaLink:
     # opening
 
     def _open(self, params: pika.URLParameters, deadline: float) -> None:
-        self._state, self._channel = "connecting", None
+        self._state, self._channel, self._error = "connecting", None, ""
         self._connection = _OneWriteConnection(
             parameters=params,
             on_open_callback=self._on_open,
@@ -222,10 +222,22 @@ class PikaLink:
         self._state = "open"
 
     def _on_open_error(self, _connection: Any, error: BaseException | str) -> None:
-        self._state, self._error = "failed", str(error) or type(error).__name__
+        self._state = "failed"
+        self._keep_reason(str(error) or type(error).__name__)
 
     def _on_closed(self, _connection: Any, reason: BaseException) -> None:
-        self._state, self._error = "closed", str(reason) or type(reason).__name__
+        self._state = "closed"
+        self._keep_reason(str(reason) or type(reason).__name__)
+
+    def _keep_reason(self, reason: str) -> None:
+        """Remember why the link failed; the first reason stands.
+
+        A channel the broker closed (``PRECONDITION_FAILED``, say) makes the link close its
+        connection, and pika may read the broker's Close-Ok in the same pass: the
+        connection's "Normal shutdown" that follows must not hide the broker's reason.
+        """
+        if not self._error:
+            self._error = reason
 
     def _on_channel_open(self, channel: Any) -> None:
         self._channel = channel
@@ -233,8 +245,9 @@ class PikaLink:
     def _on_channel_closed(self, _channel: Any, reason: BaseException) -> None:
         if self._connection is None:  # _discard() is closing it: wait for the connection's own close
             return
-        self._state, self._error = "closed", f"channel closed: {reason}"
-        if self._connection is not None and self._connection.is_open:
+        self._state = "closed"
+        self._keep_reason(f"channel closed: {reason}")
+        if self._connection.is_open:
             self._connection.close()
 
     def _on_confirm(self, frame: Any) -> None:
@@ -298,7 +311,8 @@ class PikaLink:
                     mandatory=message.mandatory,
                 )
             except pika.exceptions.AMQPError as exc:  # the channel closed under us: the rest are unsent
-                self._state, self._error = "closed", repr(exc)
+                self._state = "closed"
+                self._keep_reason(repr(exc))
                 break
             self._next_tag += 1
             self._tag_ids[tag] = message.properties.message_id or ""

@@ -1,0 +1,45 @@
+"""Configuration errors the broker reports are raised as EventError at once, on both sides.
+
+Retrying does not cure them, so none may look like an outage (BrokerUnavailable) to a
+caller that retries on outages.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import svclink
+
+from ..events_support import EventEnv, env_fixture
+
+env = env_fixture()
+
+
+@pytest.fixture
+def busy_thread() -> Iterator[None]:
+    """Another thread of the process kept busy: the publisher's reads and writes interleave with it."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join()
+
+
+def test_an_exchange_of_another_type_is_an_event_error_every_time(env: EventEnv, busy_thread: None) -> None:
+    name = env.other_exchange("fanout")
+    errors = []
+    for _ in range(30):
+        with pytest.raises(svclink.EventError) as raised:
+            env.publish("user.updated", {}, exchange=name)
+        errors.append(raised.value)
+    assert all(name in str(e) for e in errors)
+    assert not any(isinstance(e, svclink.BrokerUnavailable) for e in errors)
