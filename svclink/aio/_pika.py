@@ -31,6 +31,7 @@ from yarl import URL
 
 from ..core.errors import EventError
 from ..core.events.acks import Acks
+from ..core.events.broker import broker_address
 from ..core.events.handling import Ack, Decision, republish
 from ..core.events.message import Delivery, OutgoingMessage, Properties
 from ..core.events.outcomes import ACKED, LOST, NACKED, RETURNED, TIMED_OUT
@@ -60,13 +61,14 @@ async def _connect(settings: Settings, name: str) -> aio_pika.abc.AbstractConnec
     errors = []
     properties: FieldTable = {"connection_name": name, "product": "svclink"}
     for url in settings.amqp_url:
-        target = URL(url).update_query(heartbeat=str(settings.amqp_heartbeat))
+        address = broker_address(url)
+        target = URL(address.url).update_query(heartbeat=str(settings.amqp_heartbeat))
         connection = aio_pika.Connection(target, client_properties=properties)
         try:
             await connection.connect(timeout=settings.connect_timeout)
         except (TimeoutError, *AMQP_LOST) as exc:
             close_soon(connection.close())
-            errors.append(f"{URL(url).with_password(None).with_user(None)}: {exc!r}")
+            errors.append(f"{address.safe}: {exc!r}")
             continue
         except BaseException:  # cancelled (the caller's deadline), or anything unexpected
             close_soon(connection.close())

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..core.errors import SvclinkError
+from ..core.events.broker import broker_address
 from ..core.events.envelope import Event, format_time
 from ..core.settings import Settings, get_settings
 
@@ -192,7 +193,7 @@ def _handshake(url: str, settings: Settings, timeout: float) -> None:
         port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
         socket.create_connection((parts.hostname, port), timeout=timeout).close()
         return
-    params = pika.URLParameters(url)
+    params = pika.URLParameters(broker_address(url).url)
     params.connection_attempts = 1
     params.socket_timeout = timeout
     params.stack_timeout = timeout * 2

@@ -35,6 +35,7 @@ from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from .._version import __version__
 from ..core.errors import BrokerUnavailable, EventError
 from ..core.events.acks import AckFrame, Acks
+from ..core.events.broker import broker_address
 from ..core.events.handling import Ack, Decision, republish
 from ..core.events.message import Delivery, OutgoingMessage, Properties
 from ..core.events.outcomes import ACKED, LOST, NACKED, RETURNED, TIMED_OUT
@@ -49,7 +50,7 @@ except ImportError:  # a pika that renamed it: no transport is an instance of ()
 
 
 def _parameters(url: str, settings: Settings, name: str) -> pika.URLParameters:
-    params = pika.URLParameters(url)
+    params = pika.URLParameters(broker_address(url).url)
     params.heartbeat = settings.amqp_heartbeat
     params.blocked_connection_timeout = settings.publish_timeout
     params.socket_timeout = settings.connect_timeout

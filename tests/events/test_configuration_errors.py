@@ -13,7 +13,7 @@ import pytest
 
 import svclink
 
-from ..events_support import EventEnv, env_fixture
+from ..events_support import EventEnv, Recorder, env_fixture
 
 env = env_fixture()
 
@@ -43,3 +43,19 @@ def test_an_exchange_of_another_type_is_an_event_error_every_time(env: EventEnv,
         errors.append(raised.value)
     assert all(name in str(e) for e in errors)
     assert not any(isinstance(e, svclink.BrokerUnavailable) for e in errors)
+
+
+rabbit = env_fixture([("sync", "rabbitmq"), ("aio", "rabbitmq")])
+
+
+@pytest.mark.parametrize("path", ["//", "/%2F", "/", ""])
+def test_every_spelling_of_the_default_vhost_reaches_it(rabbit: EventEnv, path: str) -> None:
+    """``amqp://host//`` is how Celery and kombu users write vhost ``/``; both sides read it so."""
+    rabbit.configure(amqp_url=f"amqp://guest:guest@127.0.0.1:5672{path}")
+    sink = rabbit.sink(["user.*"])
+    rabbit.publisher().publish("user.updated", {"path": path}, exchange=rabbit.exchange)
+    rec = Recorder()
+    rabbit.consume(rabbit.queue(), {"user.updated": rec})
+    rabbit.publisher().publish("user.updated", {"path": path}, exchange=rabbit.exchange)
+    assert rec.wait(1)[0].data == {"path": path}
+    assert rabbit.broker.count(sink) == 2

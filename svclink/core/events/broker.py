@@ -1,10 +1,16 @@
 """What the sync and aio event drivers agree on about a broker, before any connection exists.
 
 The one exception both transports raise when a connection is gone, which broker a URL
-names, and the name a connection shows in the broker's tools.
+names (and which virtual host: :func:`broker_address`), and the name a connection shows
+in the broker's tools.
 """
 
 from __future__ import annotations
+
+import functools
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import attrs
 
 from ..settings import Settings
 
@@ -26,3 +32,36 @@ def is_memory(settings: Settings) -> bool:
 def default_name(settings: Settings, role: str) -> str:
     """The connection name the broker shows (``rabbitmqctl list_connections``, the management UI)."""
     return f"svclink:{settings.service_name or 'app'}:{role}"
+
+
+@attrs.frozen
+class BrokerAddress:
+    """One node of ``amqp_url`` as both drivers read it."""
+
+    #: the URL with its virtual host spelled the one way pika and aio-pika both read alike
+    url: str = attrs.field(repr=False)
+    #: the virtual host it names
+    vhost: str
+    #: the URL without credentials, for messages and logs
+    safe: str
+
+
+@functools.lru_cache(maxsize=64)
+def broker_address(url: str) -> BrokerAddress:
+    """The node ``url`` names, with its virtual host decided once for both drivers.
+
+    The path after the host's ``/`` is the virtual host, percent-decoded; no path, or an
+    empty one, means ``/``. So ``amqp://host//`` (the form Celery and kombu users write),
+    ``amqp://host/%2F`` and ``amqp://host/`` all name vhost ``/``, as in kombu and aio-pika
+    (pika alone read ``//`` as the empty vhost). The vhost travels quoted as one path
+    segment, which pika and aio-pika decode to the same name.
+    """
+    parts = urlsplit(url)
+    vhost = unquote(parts.path[1:]) or "/"
+    canonical = urlunsplit((parts.scheme, parts.netloc, "/" + quote(vhost, safe=""), parts.query, ""))
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address keeps its brackets
+        host = f"[{host}]"
+    port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+    safe = f"{parts.scheme}://{host}:{port}/{quote(vhost, safe='')}"
+    return BrokerAddress(url=canonical, vhost=vhost, safe=safe)
