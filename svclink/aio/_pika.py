@@ -29,9 +29,9 @@ from aiormq import spec
 from pamqp.common import FieldTable
 from yarl import URL
 
-from ..core.errors import EventError
+from ..core.errors import BrokerUnavailable, EventError
 from ..core.events.acks import Acks
-from ..core.events.broker import broker_address
+from ..core.events.broker import ConnectFailure, Refusal, broker_address, connect_error
 from ..core.events.handling import Ack, Decision, republish
 from ..core.events.message import Delivery, OutgoingMessage, Properties
 from ..core.events.outcomes import ACKED, LOST, NACKED, RETURNED, TIMED_OUT
@@ -58,7 +58,7 @@ async def _connect(settings: Settings, name: str) -> aio_pika.abc.AbstractConnec
     connecting fails: left unclosed, its ``__del__`` makes a ``close()`` coroutine that,
     outside a running loop, is never awaited (a RuntimeWarning, and a task never run).
     """
-    errors = []
+    failures = []
     properties: FieldTable = {"connection_name": name, "product": "svclink"}
     for url in settings.amqp_url:
         address = broker_address(url)
@@ -66,15 +66,31 @@ async def _connect(settings: Settings, name: str) -> aio_pika.abc.AbstractConnec
         connection = aio_pika.Connection(target, client_properties=properties)
         try:
             await connection.connect(timeout=settings.connect_timeout)
-        except (TimeoutError, *AMQP_LOST) as exc:
+        except (TimeoutError, aiormq.exceptions.InvalidFrameError, *AMQP_LOST) as exc:
             close_soon(connection.close())
-            errors.append(f"{address.safe}: {exc!r}")
+            failures.append(ConnectFailure(address.safe, repr(exc), _refusal(exc)))
             continue
         except BaseException:  # cancelled (the caller's deadline), or anything unexpected
             close_soon(connection.close())
             raise
         return connection
-    raise Lost("; ".join(errors))
+    error = connect_error(failures)
+    if isinstance(error, BrokerUnavailable):
+        raise Lost(str(error))
+    raise error
+
+
+def _refusal(error: BaseException) -> Refusal | None:
+    """What aiormq's error on opening a connection says the broker refused, if anything.
+
+    aiormq reports a refused vhost as an unexpected frame: the broker's ``Connection.Close``
+    where ``Connection.OpenOk`` was due.
+    """
+    if isinstance(error, aiormq.exceptions.ProbableAuthenticationError):
+        return Refusal.LOGIN
+    if isinstance(error, aiormq.exceptions.InvalidFrameError) and "Connection.Close" in str(error):
+        return Refusal.VHOST
+    return None
 
 
 def _amqp_properties(properties: Properties) -> spec.Basic.Properties:
@@ -175,7 +191,7 @@ class PikaLink:
             underlay = await _underlay(channel)
         except AMQP_LOST as exc:
             close_soon(connection.close())
-            raise Lost(repr(exc)) from None
+            raise Lost(f"cannot connect to the broker: no channel: {exc!r}") from None
         except asyncio.CancelledError:  # the publish's deadline passed: leave no open connection behind
             close_soon(connection.close())
             raise

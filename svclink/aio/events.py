@@ -91,7 +91,7 @@ class Publisher(BasePublisher):
         try:
             return await PikaLink.open(self.settings, self.connection_name)
         except Lost as exc:
-            raise BrokerUnavailable(f"cannot connect to the broker: {exc}") from None
+            raise BrokerUnavailable(str(exc)) from None
 
     async def _closed(self, loop: asyncio.AbstractEventLoop, link: PublishLink) -> None:
         """Forget ``link`` (if still this loop's) and close it: on drop, close, or loop shutdown."""

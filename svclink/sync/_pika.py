@@ -35,7 +35,7 @@ from pika.adapters.utils.connection_workflow import AMQPConnectorException
 from .._version import __version__
 from ..core.errors import BrokerUnavailable, EventError
 from ..core.events.acks import AckFrame, Acks
-from ..core.events.broker import broker_address
+from ..core.events.broker import ConnectFailure, Refusal, broker_address, connect_error
 from ..core.events.handling import Ack, Decision, republish
 from ..core.events.message import Delivery, OutgoingMessage, Properties
 from ..core.events.outcomes import ACKED, LOST, NACKED, RETURNED, TIMED_OUT
@@ -62,6 +62,17 @@ def _parameters(url: str, settings: Settings, name: str) -> pika.URLParameters:
 
 #: what ``pika.DeliveryMode.Persistent`` stands for, looked up once rather than on every publish
 _PERSISTENT = pika.DeliveryMode.Persistent.value
+
+
+def _refusal(error: object) -> Refusal | None:
+    """What pika's error on opening a connection says the broker refused, if anything."""
+    if isinstance(error, (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError)):
+        return Refusal.LOGIN
+    if isinstance(error, pika.exceptions.ProbableAccessDeniedError):
+        return Refusal.VHOST
+    if isinstance(error, pika.exceptions.ConnectionClosedByBroker) and error.reply_code in (403, 530):
+        return Refusal.LOGIN if error.reply_code == 403 else Refusal.VHOST
+    return None
 
 
 def _pika_properties(properties: Properties) -> pika.BasicProperties:
@@ -151,16 +162,17 @@ class PikaLink:
         self._returned: set[str] = set()
         self._tag_ids: dict[int, str] = {}
         self._used = time.monotonic()
-        errors = []
+        self._refusal: Refusal | None = None
+        failures = []
         for url in settings.amqp_url:
             try:
                 self._open(_parameters(url, settings, name), deadline)
                 return
             except Lost as exc:
-                errors.append(str(exc))
+                failures.append(ConnectFailure(broker_address(url).safe, str(exc), self._refusal))
                 self._discard()
         self._ioloop.close()
-        raise BrokerUnavailable(f"cannot connect to the broker: {'; '.join(errors)}")
+        raise connect_error(failures)
 
     # driving the loop
 
@@ -198,7 +210,7 @@ class PikaLink:
     # opening
 
     def _open(self, params: pika.URLParameters, deadline: float) -> None:
-        self._state, self._channel, self._error = "connecting", None, ""
+        self._state, self._channel, self._error, self._refusal = "connecting", None, "", None
         self._connection = _OneWriteConnection(
             parameters=params,
             on_open_callback=self._on_open,
@@ -223,7 +235,7 @@ class PikaLink:
         self._state = "open"
 
     def _on_open_error(self, _connection: Any, error: BaseException | str) -> None:
-        self._state = "failed"
+        self._state, self._refusal = "failed", _refusal(error)
         self._keep_reason(str(error) or type(error).__name__)
 
     def _on_closed(self, _connection: Any, reason: BaseException) -> None:
@@ -348,6 +360,24 @@ _PIKA_LOST = (
 _CONNECT_FAILED = (*_PIKA_LOST, AMQPConnectorException, OSError)
 
 
+def _blocking_connection(settings: Settings, name: str) -> pika.BlockingConnection:
+    """A consumer's connection to the first node of ``amqp_url`` that takes one.
+
+    Raises :class:`~svclink.EventError` when a node refused the login or the vhost (see
+    :func:`~svclink.core.events.broker.connect_error`), :class:`Lost` when none answered.
+    """
+    failures = []
+    for url in settings.amqp_url:
+        try:
+            return pika.BlockingConnection(_parameters(url, settings, name))
+        except _CONNECT_FAILED as exc:
+            failures.append(ConnectFailure(broker_address(url).safe, repr(exc), _refusal(exc)))
+    error = connect_error(failures)
+    if isinstance(error, BrokerUnavailable):
+        raise Lost(str(error))
+    raise error
+
+
 #: a handler running longer than this has the connection serviced by the keeper thread meanwhile
 QUIET = 0.2
 
@@ -363,11 +393,7 @@ class PikaSession:
     """
 
     def __init__(self, settings: Settings, name: str, topo: Topology, prefetch: int) -> None:
-        params = [_parameters(u, settings, name) for u in settings.amqp_url]
-        try:
-            self._connection = pika.BlockingConnection(params)
-        except _CONNECT_FAILED as exc:
-            raise Lost(f"cannot connect: {exc!r}") from None
+        self._connection = _blocking_connection(settings, name)
         self._deliveries: deque[Received] = deque()
         self._acks = Acks(prefetch)
         self._cancelled = False

@@ -7,11 +7,14 @@ in the broker's tools.
 
 from __future__ import annotations
 
+import enum
 import functools
+from collections.abc import Sequence
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import attrs
 
+from ..errors import BrokerUnavailable, EventError
 from ..settings import Settings
 
 
@@ -22,6 +25,46 @@ class Lost(Exception):
     svclink: a publisher reopens and sends once more, a consumer reconnects. It never
     reaches a caller, who sees :class:`~svclink.BrokerUnavailable` or a publish error.
     """
+
+
+class Refusal(enum.Enum):
+    """Why a broker that answered refused a connection: configuration, which retrying does not cure."""
+
+    LOGIN = "the login (ACCESS_REFUSED): check the user and password in amqp_url"
+    VHOST = "the virtual host (NOT_ALLOWED): check that it exists and that the user may use it"
+
+
+class Refused(Exception):
+    """A driver's report that a node refused the connection, with the core's :class:`Refusal`."""
+
+    def __init__(self, refusal: Refusal, detail: str) -> None:
+        super().__init__(detail)
+        self.refusal = refusal
+
+
+@attrs.frozen
+class ConnectFailure:
+    """How connecting to one node of ``amqp_url`` failed."""
+
+    #: the node, without credentials
+    where: str
+    detail: str
+    refusal: Refusal | None = None
+
+
+def connect_error(failures: Sequence[ConnectFailure]) -> EventError:
+    """The error when no node of ``amqp_url`` took a connection.
+
+    A node that refused the login or the virtual host makes it an :class:`EventError`,
+    raised at once by a publish and by a consumer's ``run()``: nodes of one cluster share
+    their users, so the others are no cure. Otherwise it is :class:`BrokerUnavailable`,
+    which a consumer waits out and a caller may retry.
+    """
+    text = "; ".join(f"{f.where}: {f.detail}" for f in failures)
+    refused = [f.refusal for f in failures if f.refusal is not None]
+    if refused:
+        return EventError(f"the broker refused {refused[0].value} ({text})")
+    return BrokerUnavailable(f"cannot connect to the broker: {text}")
 
 
 def is_memory(settings: Settings) -> bool:
