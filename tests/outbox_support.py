@@ -46,4 +46,5 @@ def scratch_database(prefix: str = "svclink_test") -> Iterator[str]:
 def query(name: str, sql: str) -> list[tuple[object, ...]]:
     """Rows of ``sql`` run on database ``name`` from outside svclink."""
     with psycopg.connect(pg_url(name)) as conn:
-        return list(conn.execute(sql).fetchall())
+        cursor = conn.execute(sql)
+        return list(cursor.fetchall()) if cursor.description else []

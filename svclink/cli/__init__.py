@@ -20,6 +20,7 @@ import attrs
 
 from ..core.errors import APIException, SvclinkError
 from ..core.settings import configure, get_settings, install
+from . import relay
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -81,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--no-broker", action="store_true", help="skip the broker (for a service that sends no events)"
     )
+    relay.add_parser(commands)
     return parser
 
 
@@ -171,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _call(args)
         if args.command == "check":
             return _check(args)
+        if args.command == "relay":
+            return relay.run(args)
         from . import events
 
         return events.run(args)

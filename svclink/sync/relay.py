@@ -15,9 +15,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from ..core.errors import BrokerUnavailable, InvalidEvent
+from ..core.errors import BrokerUnavailable
 from ..core.events.outbox import (
-    PENDING,
     SEND_NOW_TIMEOUT,
     RelayCounts,
     RelayPace,
@@ -25,10 +24,9 @@ from ..core.events.outbox import (
     RowUpdate,
     SendNowGate,
     StoredRow,
-    invalid,
+    batch,
+    log_updates,
     relay_policy,
-    stored_message,
-    verdict,
 )
 from ..core.events.publishing import Sending, publish_deadline
 from ..core.settings import get_settings
@@ -80,68 +78,53 @@ class Relay:
         """Publish ``rows`` pipelined, waiting once for their confirms (``timeout`` seconds, None for
         the ``publish_timeout`` setting); one update per row."""
         publisher = self.publisher or get_publisher()
-        updates: list[RowUpdate] = []
-        messages, sent = [], []
-        for row in rows:
-            try:
-                messages.append(stored_message(row))
-                sent.append(row)
-            except InvalidEvent as exc:
-                updates.append(invalid(row.id, exc))
+        claimed = batch(rows)
         sending = Sending.of_messages(
-            messages, publish_deadline(publisher.settings, timeout, time.monotonic())
+            claimed.messages, publish_deadline(publisher.settings, timeout, time.monotonic())
         )
         try:
             publisher._send(sending)
         except BrokerUnavailable as exc:
-            return updates + [RowUpdate(row.id, PENDING, str(exc)) for row in sent]
-        errors = sending.errors()
-        updates += [verdict(row.id, errors.get(i)) for i, row in enumerate(sent)]
-        return updates
+            return claimed.unsent(exc)
+        return claimed.outcomes(sending.errors())
 
     def _batch(
-        self,
-        pace: RelayPace,
-        counts: list[RelayCounts],
-        ids: Sequence[int] | None = None,
-        timeout: float | None = None,
-    ) -> float:
+        self, pace: RelayPace, ids: Sequence[int] | None = None, timeout: float | None = None
+    ) -> tuple[float, list[RowUpdate]]:
+        """One batch claimed, sent and recorded: the wait before the next, and the rows' updates."""
         updates: list[RowUpdate] = []
 
         def send(rows: Sequence[StoredRow]) -> list[RowUpdate]:
-            result = self.send(rows, timeout)
-            updates.extend(result)
-            return result
+            updates.extend(self.send(rows, timeout))
+            return updates
 
         claimed = self.store.relay_batch(
             self.policy.batch_size, send, ids=ids, keep_sent=self.policy.retention > 0
         )
-        counts[0] = counts[0].add(updates)
-        for update in updates:
-            if update.state != "sent":
-                log.warning("outbox row %d %s: %s", update.id, update.state, update.reason)
-        return pace.after(claimed, updates)
+        log_updates(updates)
+        return pace.after(claimed, updates), updates
 
     def run_once(self) -> RelayCounts:
         """Send what is pending now and return (for cron and tests); rows still pending stay."""
-        pace, counts = RelayPace(self.policy), [RelayCounts()]
-        while self._batch(pace, counts) == 0.0:
-            pass
-        return counts[0]
+        pace, counts = RelayPace(self.policy), RelayCounts()
+        while True:
+            wait, updates = self._batch(pace)
+            counts = counts.add(updates)
+            if wait:
+                return counts
 
     def send_now(self, ids: Sequence[int]) -> RelayCounts:
         """Send these rows right away if they are still pending (after their commit: best effort)."""
-        counts = [RelayCounts()]
-        self._batch(RelayPace(self.policy), counts, ids, SEND_NOW_TIMEOUT)
-        return counts[0]
+        _, updates = self._batch(RelayPace(self.policy), ids, SEND_NOW_TIMEOUT)
+        return RelayCounts().add(updates)
 
     def run(self) -> None:
         """Relay until :meth:`stop`: a batch at a time, waiting for a wake-up when none is pending."""
-        pace, counts = RelayPace(self.policy), [RelayCounts()]
+        pace = RelayPace(self.policy)
         try:
             while not self._stop.is_set():
                 try:
-                    wait = self._batch(pace, counts)
+                    wait, _ = self._batch(pace)
                 except Exception:
                     log.exception("outbox relay: a batch failed; retrying")
                     wait = pace.unavailable()
@@ -163,13 +146,14 @@ _gate = SendNowGate()
 def send_after_commit(store: OutboxStore, ids: Sequence[int]) -> None:
     """``publish_on_commit``'s send right after the commit: best effort, never raises (the relay
     sends what this does not), and skipped for a while after one failed."""
-    if not _gate.open(time.monotonic()):
+    settings = get_settings()
+    if not _gate.open(time.monotonic(), settings):
         return
     try:
         counts = Relay(store).send_now(ids)
     except Exception as exc:
         log.warning("outbox: send after commit failed (%s); the relay will send it", exc)
-        _gate.failed(time.monotonic())
+        _gate.failed(time.monotonic(), settings)
         return
     if counts.pending:
-        _gate.failed(time.monotonic())
+        _gate.failed(time.monotonic(), settings)

@@ -25,7 +25,17 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.models import Count
 
 from ...core.events.envelope import Event
-from ...core.events.outbox import FAILED, PENDING, SENT, RelayCounts, RowUpdate, StoredRow, outbox_row
+from ...core.events.outbox import (
+    FAILED,
+    PENDING,
+    SENT,
+    STATUS_FAILURES,
+    FailedRow,
+    RelayCounts,
+    RowUpdate,
+    StoredRow,
+    outbox_row,
+)
 from ...core.settings import get_settings
 from ...sync.relay import Send, send_after_commit
 from .._postgres import NOTIFY_SQL, Listener
@@ -116,6 +126,10 @@ class DjangoOutbox:
         return RelayCounts(
             sent=by_state.get(SENT, 0), failed=by_state.get(FAILED, 0), pending=by_state.get(PENDING, 0)
         )
+
+    def failures(self, limit: int = STATUS_FAILURES) -> list[FailedRow]:
+        failed = self._rows().filter(state=FAILED).order_by("id")
+        return [FailedRow(*v) for v in failed.values_list("id", "event_type", "event_id", "reason")[:limit]]
 
     def prune_sent(self, before: datetime) -> int:
         deleted, _ = self._rows().filter(state=SENT, sent_at__lt=before).delete()

@@ -12,6 +12,7 @@ or a socket; the stores and the relay drivers do.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -24,6 +25,8 @@ from ..settings import Settings
 from .envelope import Event
 from .handling import reconnect_delay
 from .message import OutgoingMessage, Properties, prepare
+
+log = logging.getLogger("svclink.outbox")
 
 #: the tables of svclink's outbox and inbox (the Django models and the SQLAlchemy tables alike)
 OUTBOX_TABLE = "svclink_outbox"
@@ -156,9 +159,41 @@ def verdict(row_id: int, error: PublishError | None) -> RowUpdate:
     return RowUpdate(row_id, PENDING, str(error))
 
 
-def invalid(row_id: int, error: InvalidEvent) -> RowUpdate:
-    """A row that is not a message any more fails at once: sending it again cannot help."""
-    return RowUpdate(row_id, FAILED, str(error))
+@attrs.frozen
+class Batch:
+    """Claimed rows split into the messages to send and the rows that failed already."""
+
+    rows: tuple[StoredRow, ...]
+    messages: tuple[OutgoingMessage, ...]
+    #: rows that are not a message any more fail at once: sending them again cannot help
+    invalid: tuple[RowUpdate, ...]
+
+    def outcomes(self, errors: Mapping[int, PublishError]) -> list[RowUpdate]:
+        """The updates once the messages were sent; ``errors`` by position, as ``Sending.errors`` has them."""
+        return [*self.invalid, *(verdict(row.id, errors.get(i)) for i, row in enumerate(self.rows))]
+
+    def unsent(self, error: Exception) -> list[RowUpdate]:
+        """The updates when nothing could be sent (no broker): every row stays pending."""
+        return [*self.invalid, *(RowUpdate(row.id, PENDING, str(error)) for row in self.rows)]
+
+
+def batch(rows: Sequence[StoredRow]) -> Batch:
+    """The messages of claimed ``rows``, in their order."""
+    sendable, messages, invalid = [], [], []
+    for row in rows:
+        try:
+            messages.append(stored_message(row))
+            sendable.append(row)
+        except InvalidEvent as exc:
+            invalid.append(RowUpdate(row.id, FAILED, str(exc)))
+    return Batch(tuple(sendable), tuple(messages), tuple(invalid))
+
+
+def log_updates(updates: Sequence[RowUpdate]) -> None:
+    """A warning for each row that was not sent, the same from both relays."""
+    for update in updates:
+        if update.state != SENT:
+            log.warning("outbox row %d %s: %s", update.id, update.state, update.reason)
 
 
 DEFAULT_BATCH_SIZE = 200
@@ -227,15 +262,38 @@ SEND_NOW_TIMEOUT = 2.0
 
 @attrs.define
 class SendNowGate:
-    """Whether to try the send right after a commit: not for ``pause`` seconds after one failed,
-    so that while the broker is down each commit is not held up by a send that will fail too
-    (the relay sends those rows when the broker is back)."""
+    """Whether to try the send right after a commit: not for ``pause`` seconds after one failed
+    under the same settings, so that while the broker is down each commit is not held up by a
+    send that will fail too (the relay sends those rows when the broker is back)."""
 
     pause: float = 5.0
     closed_until: float = -1.0
+    closed_for: Settings | None = None
 
-    def open(self, now: float) -> bool:
-        return now >= self.closed_until
+    def open(self, now: float, settings: Settings) -> bool:
+        return settings is not self.closed_for or now >= self.closed_until
 
-    def failed(self, now: float) -> None:
+    def failed(self, now: float, settings: Settings) -> None:
         self.closed_until = now + self.pause
+        self.closed_for = settings
+
+
+@attrs.frozen
+class FailedRow:
+    """An outbox row refused for good, as ``--status`` reports it."""
+
+    id: int
+    event_type: str
+    event_id: str
+    reason: str
+
+
+#: failed rows ``--status`` lists (the counts cover them all)
+STATUS_FAILURES = 20
+
+
+def status_lines(counts: RelayCounts, failures: Sequence[FailedRow]) -> list[str]:
+    """What ``svclink relay --status`` and ``manage.py svclink_relay --status`` print."""
+    lines = [f"pending {counts.pending}", f"sent {counts.sent}", f"failed {counts.failed}"]
+    lines += [f"failed row {f.id}: {f.event_type} {f.event_id}: {f.reason}" for f in failures]
+    return lines

@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand
 from django.db import DEFAULT_DB_ALIAS
 
 from svclink.contrib.django.outbox import DjangoOutbox
-from svclink.core.events.outbox import relay_policy
+from svclink.core.events.outbox import relay_policy, status_lines
 from svclink.core.settings import get_settings
 from svclink.sync.relay import Relay
 
@@ -31,8 +31,7 @@ class Command(BaseCommand):  # type: ignore[misc]  # Django is untyped
     def handle(self, *args: Any, **options: Any) -> None:
         store = DjangoOutbox(options["database"])
         if options["status"]:
-            counts = store.status()
-            self.stdout.write(f"pending {counts.pending}\nsent {counts.sent}\nfailed {counts.failed}")
+            self.stdout.write("\n".join(status_lines(store.status(), store.failures())))
             return
         relay = Relay(store, policy=relay_policy(get_settings(), options["batch_size"]))
         try:

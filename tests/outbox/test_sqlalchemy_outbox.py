@@ -1,0 +1,192 @@
+"""The SQLAlchemy outbox, with a Session (sync) and an AsyncSession (aio), on real PostgreSQL and
+RabbitMQ: published if, and only if, the transaction commits; the relay sends the rest; a row the
+broker refuses for good is marked failed with the reason and listed by ``svclink relay --status``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, create_engine, insert
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
+
+import svclink
+import svclink.aio.relay
+import svclink.sync.relay
+from svclink.cli import main
+from svclink.context import bind
+from svclink.contrib.sqlalchemy import AsyncSqlOutbox, SqlOutbox, outbox_table, publish_on_commit
+
+from ..conftest import Side
+from ..events_support import RABBITMQ_URL, RabbitView, eventually
+from ..outbox_support import pg_url, query, scratch_database
+from ..server import closed_port
+
+pytestmark = pytest.mark.rabbitmq
+
+metadata = MetaData()
+orders = Table("orders", metadata, Column("number", Integer, primary_key=True, autoincrement=False))
+outbox_table(metadata)
+
+
+class Refused(Exception):
+    """The application's own failure, after publish_on_commit: the transaction rolls back."""
+
+
+@pytest.fixture(scope="module")
+def database() -> Iterator[str]:
+    with scratch_database() as name:
+        engine = create_engine(pg_url(name, "+psycopg"))
+        metadata.create_all(engine)
+        engine.dispose()
+        yield name
+
+
+@pytest.fixture
+def sink(database: str) -> Iterator[tuple[RabbitView, str, str]]:
+    view = RabbitView()
+    tag = uuid.uuid4().hex[:8]
+    exchange, queue = f"test.outbox.{tag}", f"test.outbox.{tag}.sink"
+    view.sink(queue, exchange, ["order.*"])
+    yield view, exchange, queue
+    view.delete([queue], [exchange])
+    query(database, "DELETE FROM svclink_outbox")
+
+
+def drain(view: RabbitView, queue: str) -> list[dict[str, Any]]:
+    got = []
+    while (message := view.get(queue)) is not None:
+        got.append(json.loads(message.body))
+    return got
+
+
+def write_orders(side: Side, database: str, exchange: str, plan: list[tuple[int, bool]]) -> list[str]:
+    """Each ``(number, commit)``: an order and its event in one transaction, committed or rolled back.
+
+    Returns the event ids of the committed ones. On the aio side the loop runs on until the
+    sends after commit have finished, as an application's loop would.
+    """
+    url = pg_url(database, "+psycopg")
+    if side.runner is None:
+        engine = create_engine(url)
+        committed = []
+        for number, commit in plan:
+            try:
+                with Session(engine) as session, session.begin():
+                    session.execute(insert(orders).values(number=number))
+                    event = publish_on_commit(session, "order.created", {"number": number}, exchange=exchange)
+                    if not commit:
+                        raise Refused
+                committed.append(event.event_id)
+            except Refused:
+                pass
+        engine.dispose()
+        return committed
+
+    async def go() -> list[str]:
+        engine = create_async_engine(url)
+        committed = []
+        for number, commit in plan:
+            try:
+                async with AsyncSession(engine) as session, session.begin():
+                    await session.execute(insert(orders).values(number=number))
+                    event = await publish_on_commit(
+                        session, "order.created", {"number": number}, exchange=exchange
+                    )
+                    if not commit:
+                        raise Refused
+                committed.append(event.event_id)
+            except Refused:
+                pass
+        while svclink.contrib.sqlalchemy.outbox._sending:
+            await asyncio.sleep(0.01)
+        await engine.dispose()
+        return committed
+
+    return side.runner.run(go())
+
+
+def relay_once(side: Side, database: str) -> svclink.sync.relay.RelayCounts:
+    url = pg_url(database)
+    if side.runner is None:
+        store = SqlOutbox(url)
+        try:
+            return svclink.sync.relay.Relay(store).run_once()
+        finally:
+            store.close()
+
+    async def go() -> svclink.sync.relay.RelayCounts:
+        store = AsyncSqlOutbox(url)
+        try:
+            return await svclink.aio.relay.Relay(store).run_once()
+        finally:
+            await store.aclose()
+            await store.engine.dispose()
+
+    return side.runner.run(go())
+
+
+def test_a_rolled_back_transaction_publishes_nothing(
+    side: Side, database: str, sink: tuple[RabbitView, str, str]
+) -> None:
+    view, exchange, queue = sink
+    svclink.configure(service_name="shop", amqp_url=RABBITMQ_URL)
+    base = 1000 if side.name == "sync" else 2000
+    committed = write_orders(
+        side, database, exchange, [(base + 1, False), (base + 2, True), (base + 3, False)]
+    )
+    got = eventually(lambda: drain(view, queue), what="the committed event")
+    assert [g["event_id"] for g in got] == committed
+    assert [g["data"] for g in got] == [{"number": base + 2}]
+    assert relay_once(side, database).sent == 0
+    assert drain(view, queue) == []
+    assert query(database, f"SELECT count(*) FROM orders WHERE number > {base}") == [(1,)]
+    assert query(database, "SELECT count(*) FROM svclink_outbox") == [(0,)]
+
+
+def test_the_relay_sends_what_the_send_after_commit_could_not(
+    side: Side, database: str, sink: tuple[RabbitView, str, str]
+) -> None:
+    view, exchange, queue = sink
+    svclink.configure(service_name="shop", amqp_url=f"amqp://guest:guest@127.0.0.1:{closed_port()}/")
+    base = 3000 if side.name == "sync" else 4000
+    with bind(request_id="req-sqlalchemy-1"):
+        committed = write_orders(side, database, exchange, [(base + n, n != 2) for n in range(5)])
+    assert query(database, "SELECT count(*) FROM svclink_outbox WHERE state = 'pending'") == [(4,)]
+    svclink.configure(service_name="shop", amqp_url=RABBITMQ_URL)
+    counts = relay_once(side, database)
+    assert (counts.sent, counts.failed, counts.pending) == (4, 0, 0)
+    got = eventually(lambda: drain(view, queue), what="the relayed events")
+    assert [g["event_id"] for g in got] == committed  # in order of creation
+    assert {g["context"]["request_id"] for g in got} == {"req-sqlalchemy-1"}  # captured at the call
+
+
+def test_a_refused_row_is_failed_with_its_reason_and_listed_by_status(
+    database: str, sink: tuple[RabbitView, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    view, exchange, queue = sink
+    svclink.configure(service_name="shop", amqp_url=f"amqp://guest:guest@127.0.0.1:{closed_port()}/")
+    engine = create_engine(pg_url(database, "+psycopg"))
+    with Session(engine) as session, session.begin():
+        routed = publish_on_commit(session, "order.created", {"n": 1}, exchange=exchange)
+        lost = publish_on_commit(session, "invoice.created", {"n": 2}, exchange=exchange)  # no queue bound
+    engine.dispose()
+    svclink.configure(service_name="shop", amqp_url=RABBITMQ_URL)
+    url = pg_url(database)
+    assert main(["relay", "--database-url", url, "--once"]) == 0
+    assert "sent 1, failed 1, pending 0" in capsys.readouterr().out
+    assert [g["event_id"] for g in eventually(lambda: drain(view, queue))] == [routed.event_id]
+    assert main(["relay", "--database-url", url, "--once"]) == 0  # never retried hot
+    assert "sent 0, failed 0, pending 0" in capsys.readouterr().out
+    assert main(["relay", "--database-url", url, "--status"]) == 0
+    status = capsys.readouterr().out.splitlines()
+    assert status[:3] == ["pending 0", "sent 0", "failed 1"]
+    assert status[3].startswith("failed row ") and f"invoice.created {lost.event_id}: " in status[3]
+    assert "unroutable" in status[3]
+    rows = query(database, "SELECT state, reason FROM svclink_outbox")
+    assert len(rows) == 1 and rows[0][0] == "failed" and "unroutable" in str(rows[0][1])
