@@ -32,6 +32,7 @@ from yarl import URL
 from ..core.errors import BrokerUnavailable, EventError
 from ..core.events.acks import Acks
 from ..core.events.broker import ConnectFailure, Refusal, broker_address, connect_error
+from ..core.events.exchanges import use_as_is, warn_existing
 from ..core.events.handling import Ack, Decision, republish
 from ..core.events.message import Delivery, OutgoingMessage, Properties
 from ..core.events.outcomes import ACKED, LOST, NACKED, RETURNED, TIMED_OUT
@@ -267,6 +268,26 @@ class PikaLink:
             await self._connection.close()
 
 
+async def _declare_exchange(
+    connection: aio_pika.abc.AbstractConnection, channel: aio_pika.abc.AbstractChannel, name: str
+) -> aio_pika.abc.AbstractExchange:
+    """Declare the exchange on ``channel``, or use it as it is when it exists with another
+    durability (declared first on a channel of its own, which the broker closes if refused)."""
+    probe = await connection.channel(publisher_confirms=False)
+    try:
+        await probe.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        detail = exc.args[0] if exc.args else str(exc)
+        if not use_as_is(str(detail)):
+            raise
+        warn_existing(name, str(detail))
+        return await channel.get_exchange(name, ensure=True)
+    finally:
+        with contextlib.suppress(*AMQP_LOST):
+            await probe.close()
+    return await channel.get_exchange(name, ensure=False)
+
+
 async def _declare_queue(
     channel: aio_pika.abc.AbstractChannel, spec: QueueSpec
 ) -> aio_pika.abc.AbstractQueue:
@@ -305,9 +326,7 @@ class PikaSession:
             underlay = self._underlay = await _underlay(channel)
             underlay.on_consumer_cancel_callbacks.add(self._on_close)  # the queue was deleted, say
             await channel.set_qos(prefetch_count=self._prefetch)
-            exchange = await channel.declare_exchange(
-                topo.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-            )
+            exchange = await _declare_exchange(self._connection, channel, topo.exchange)
             for spec_ in (*topo.retry_queues, topo.dead_queue):
                 await _declare_queue(channel, spec_)
             queue = await _declare_queue(channel, topo.queue)

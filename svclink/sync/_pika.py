@@ -36,6 +36,7 @@ from .._version import __version__
 from ..core.errors import BrokerUnavailable, EventError
 from ..core.events.acks import AckFrame, Acks
 from ..core.events.broker import ConnectFailure, Refusal, broker_address, connect_error
+from ..core.events.exchanges import use_as_is, warn_existing
 from ..core.events.handling import Ack, Decision, republish
 from ..core.events.message import Delivery, OutgoingMessage, Properties
 from ..core.events.outcomes import ACKED, LOST, NACKED, RETURNED, TIMED_OUT
@@ -422,13 +423,24 @@ class PikaSession:
             raise Lost(repr(exc)) from None
 
     def _declare(self, topo: Topology) -> None:
+        self._declare_exchange(topo.exchange)
         ch = self._channel
-        ch.exchange_declare(topo.exchange, exchange_type="topic", durable=True)
         for spec in (topo.queue, *topo.retry_queues, topo.dead_queue):
             durable, exclusive = not spec.exclusive, spec.exclusive
             ch.queue_declare(spec.name, durable=durable, exclusive=exclusive, arguments=dict(spec.arguments))
         for pattern in topo.bindings:
             ch.queue_bind(topo.queue.name, topo.exchange, routing_key=pattern)
+
+    def _declare_exchange(self, name: str) -> None:
+        """Declare the exchange, or use it as it is when it exists with another durability."""
+        try:
+            self._channel.exchange_declare(name, exchange_type="topic", durable=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 406 or not use_as_is(exc.reply_text):
+                raise
+            self._channel = self._connection.channel()
+            self._channel.exchange_declare(name, passive=True)
+            warn_existing(name, exc.reply_text)
 
     def _on_cancel(self, _frame: Any) -> None:
         self._cancelled = True

@@ -87,6 +87,7 @@ class BaseConsumer(Generic[H]):
         prefetch: int | None = None,
         queue_type: str | None = None,
         exclusive: bool = False,
+        strict: bool = False,
         settings: Settings | None = None,
         connection_name: str | None = None,
     ) -> None:
@@ -102,6 +103,7 @@ class BaseConsumer(Generic[H]):
             prefetch=self.settings.prefetch_count if prefetch is None else prefetch,
             queue_type=queue_type,
             exclusive=exclusive,
+            strict=strict,
         )
         self.connection_name = connection_name or default_name(self.settings, f"consumer:{queue}")
         self._table: HandlerTable[H] = HandlerTable()

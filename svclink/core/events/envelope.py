@@ -30,6 +30,10 @@ ENVELOPE_VERSION = 1
 CONTENT_TYPE = "application/json"
 
 
+#: the values of :attr:`Event.format`
+ENVELOPE, FLAT, FOREIGN = "envelope", "flat", "foreign"
+
+
 EVENT_TYPE_HEADER = "x-event-type"
 
 
@@ -117,6 +121,9 @@ class Event:
     #: the publisher's request context (request id and trace), bound while a handler runs
     context: RequestContext | None = None
     version: int = ENVELOPE_VERSION
+    #: the layout the message had: ``"envelope"`` (svclink's), ``"flat"`` (svclink's flat layout,
+    #: :mod:`svclink.core.events.formats`) or ``"foreign"`` (any other JSON object)
+    format: str = ENVELOPE
     #: the delivery attempt this is (1 on the first delivery, 2 on the first retry, ...)
     attempt: int = attrs.field(default=1, eq=False)
 
@@ -317,16 +324,25 @@ def encode(event: Event) -> bytes:
     return _encode_json(envelope(event), event.data)
 
 
+def load_json(body: bytes) -> object:
+    """The JSON document in a message body, or :class:`InvalidEvent` saying it is not JSON."""
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise InvalidEvent("message body is not UTF-8 JSON") from None
+
+
 def decode(body: bytes, *, attempt: int = 1) -> Event:
-    """The event in a message body, or :class:`InvalidEvent` saying what is wrong with it.
+    """The event in a message body, or :class:`InvalidEvent` saying what is wrong with it."""
+    return from_envelope(load_json(body), attempt=attempt)
+
+
+def from_envelope(doc: object, *, attempt: int = 1) -> Event:
+    """The event in a decoded envelope, or :class:`InvalidEvent` saying what is wrong with it.
 
     Unknown envelope keys are ignored, so a newer publisher can add fields; a newer
     ``version`` is refused, since its meaning may have changed.
     """
-    try:
-        doc = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidEvent("message body is not UTF-8 JSON") from None
     if not isinstance(doc, dict):
         raise InvalidEvent("message body is not a JSON object")
     version = doc.get("version")

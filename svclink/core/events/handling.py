@@ -22,7 +22,14 @@ from ..errors import InvalidEvent
 from ..logs import configured_secrets
 from ..redact import redact
 from ..settings import Settings
-from .envelope import Event, decode
+from .envelope import Event
+from .formats import (
+    ORIGINAL_EXCHANGE_HEADER,
+    ORIGINAL_ROUTING_KEY_HEADER,
+    carried_id,
+    original_routing_key,
+    read_event,
+)
 from .message import Delivery, OutgoingMessage, incoming_context
 from .topics import check_pattern, is_pattern, matches
 from .topology import ConsumerConfig
@@ -40,12 +47,6 @@ ERROR_TYPE_HEADER = "x-svclink-error-type"
 
 
 DEAD_REASON_HEADER = "x-svclink-dead-reason"
-
-
-ORIGINAL_EXCHANGE_HEADER = "x-svclink-original-exchange"
-
-
-ORIGINAL_ROUTING_KEY_HEADER = "x-svclink-original-routing-key"
 
 
 QUEUE_HEADER = "x-svclink-queue"
@@ -116,6 +117,8 @@ class Ack:
     """Acknowledge: the message is done with (``handled`` is False when no handler wanted it)."""
 
     handled: bool = True
+    #: the type no handler wanted (for the log line)
+    event_type: str | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -184,13 +187,14 @@ def receive(
 ) -> Handle[H] | Decision:
     """The first step for a message: run a handler, or settle at once.
 
-    An undecodable message, and in strict mode (``require_signed_context``) one whose
+    A message that is neither an envelope nor (unless ``config.strict``) a JSON object, and
+    in strict mode (``require_signed_context``) one whose
     signed context does not verify, is dead-lettered; one no handler wants is acked.
     ``now`` and ``wall`` are the monotonic and epoch clocks, for the signed context.
     """
     attempt = attempt_of(delivery)
     try:
-        event = decode(delivery.body, attempt=attempt)
+        event = read_event(delivery, strict=config.strict, attempt=attempt, wall=wall)
     except InvalidEvent as exc:
         return dead_letter(delivery, config, "undecodable", describe_error(exc), attempt)
     read = incoming_context(delivery, event, settings, now=now, wall=wall)
@@ -199,7 +203,7 @@ def receive(
         return dead_letter(delivery, config, "untrusted", why, attempt)
     handler = table.find(event.event_type)
     if handler is None:
-        return Ack(handled=False)
+        return Ack(handled=False, event_type=event.event_type)
     return Handle(attrs.evolve(event, context=read.context), handler, read)
 
 
@@ -240,13 +244,13 @@ def dead_letter(
 
 def republish(delivery: Delivery, decision: Retry | DeadLetter) -> OutgoingMessage:
     """The copy of ``delivery`` that carries out ``decision``: same body and properties, new headers,
-    sent through the default exchange straight to the target queue."""
+    sent through the default exchange straight to the target queue. A message with no
+    ``message_id`` (a foreign event's) gets its event's id as one, which it keeps from then on."""
+    properties = attrs.evolve(delivery.properties, headers=decision.headers)
+    if properties.message_id is None:
+        properties = attrs.evolve(properties, message_id=carried_id(delivery))
     return OutgoingMessage(
-        exchange="",
-        routing_key=decision.queue,
-        body=delivery.body,
-        properties=attrs.evolve(delivery.properties, headers=decision.headers),
-        mandatory=True,
+        exchange="", routing_key=decision.queue, body=delivery.body, properties=properties, mandatory=True
     )
 
 
@@ -272,6 +276,16 @@ class Backoff:
         self.failures = 0
 
 
+def describe_message(delivery: Delivery, event: Event | None) -> str:
+    """A message as a log line names it: the event's type and id, else (not decoded) its
+    routing key and message id."""
+    if event is not None:
+        return f"{event.event_type} {event.event_id}"
+    key = original_routing_key(delivery)
+    message_id = delivery.properties.message_id
+    return f"message with routing key {key!r} and " + (f"id {message_id}" if message_id else "no id")
+
+
 def log_decision(
     config: ConsumerConfig,
     delivery: Delivery,
@@ -280,18 +294,20 @@ def log_decision(
     error: BaseException | None = None,
 ) -> None:
     """One log line per message that did not simply succeed, the same on both sides."""
-    what = event.event_id if event else delivery.properties.message_id
-    kind = event.event_type if event else delivery.properties.type
+    what = describe_message(delivery, event)
     if isinstance(decision, Ack):
         if not decision.handled:
-            log.warning("consumer %s: no handler for event type %r (%s); acked", config.queue, kind, what)
+            log.warning(
+                "consumer %s: no handler for event type %r (%s); acked",
+                config.queue, decision.event_type, what,
+            )  # fmt: skip
     elif isinstance(decision, Retry):
         log.warning(
-            "consumer %s: handler failed for %s %s (attempt %d); retrying in %.3gs",
-            config.queue, kind, what, decision.attempt - 1, decision.delay, exc_info=error,
+            "consumer %s: handler failed for %s (attempt %d); retrying in %.3gs",
+            config.queue, what, decision.attempt - 1, decision.delay, exc_info=error,
         )  # fmt: skip
     elif isinstance(decision, DeadLetter):
         log.error(
-            "consumer %s: %s %s dead-lettered to %s (%s): %s",
-            config.queue, kind, what, decision.queue, decision.reason, decision.error, exc_info=error,
+            "consumer %s: %s dead-lettered to %s (%s): %s",
+            config.queue, what, decision.queue, decision.reason, decision.error, exc_info=error,
         )  # fmt: skip

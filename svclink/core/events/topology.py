@@ -87,6 +87,8 @@ class ConsumerConfig:
     queue_type: str | None = attrs.field(default=None)
     #: the queues belong to the consumer's connection and go away with it (see :class:`QueueSpec`)
     exclusive: bool = attrs.field(default=False)
+    #: svclink envelopes only: any other body is dead-lettered (else any JSON object is an event)
+    strict: bool = attrs.field(default=False)
 
     @bindings.validator
     def _check_bindings(self, _attribute: object, value: tuple[str, ...]) -> None:
@@ -105,6 +107,11 @@ class ConsumerConfig:
             raise InvalidEvent(
                 "retry_delays must not be empty when max_attempts > 1 (retries would loop hot)"
             )
+
+    @strict.validator
+    def _check_strict(self, _attribute: object, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise InvalidEvent(f"strict must be True or False, not {type(value).__name__}")
 
     @prefetch.validator
     def _check_prefetch(self, _attribute: object, value: int) -> None:
