@@ -5,13 +5,14 @@ This module imports no transport library: ``svclink.sync`` brings requests and p
 """
 
 from ._version import __version__
+from .configuration import configure
 from .core.context.value import RequestContext
 from .core.logs import install as _install_log_context
 from .core.observe import LoggingObserver, Observer
 from .core.policy.breaker import BreakerPolicy
 from .core.policy.budget import BudgetPolicy
 from .core.policy.retry import RetryPolicy
-from .core.settings import Settings, configure, get_settings, reset
+from .core.settings import Settings, get_settings, reset
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors
 from .health import check

@@ -12,6 +12,7 @@ import email.parser
 import email.policy
 import json
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -85,6 +86,23 @@ Responder = Callable[[Recorded], Reply]
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 512  # the listen backlog: tests open hundreds of connections at once
+    #: server-side TLS: each accepted connection's handshake runs on its own handler thread
+    tls: ssl.SSLContext | None = None
+    #: TLS handshakes attempted, and the client certificates of those that succeeded
+    handshakes = 0
+    client_certs: list[dict[str, Any]]
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls is not None:
+            self.handshakes += 1
+            request = self.tls.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+            try:
+                request.do_handshake()
+            except (ssl.SSLError, OSError):  # a refused handshake is what the TLS tests cause
+                _close_gracefully(request)
+                return
+            self.client_certs.append(request.getpeercert() or {})
+        super().finish_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A client that hung up (a timeout, a reset) is what fault tests cause: not worth a traceback."""
@@ -92,12 +110,28 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+def _close_gracefully(sock: ssl.SSLSocket) -> None:
+    """After a refused handshake (OpenSSL has sent its alert): send FIN and read what the client
+    sent meanwhile, as a web server does, so that the client reads the alert instead of a reset."""
+    raw = socket.socket(fileno=sock.detach())
+    try:
+        raw.shutdown(socket.SHUT_WR)
+        raw.settimeout(2)
+        while raw.recv(65536):
+            pass
+    except OSError:
+        pass
+    finally:
+        raw.close()
+
+
 class TestServer:
     """Start with :meth:`start`; ``url`` is its base URL; ``requests`` what it received."""
 
     __test__ = False  # not a pytest class
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
         self.routes: dict[tuple[str, str], list[Reply] | Responder] = {}
         self.requests: list[Recorded] = []
         self.hits: dict[tuple[str, str], int] = {}
@@ -118,7 +152,20 @@ class TestServer:
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_port}"
+
+    @property
+    def handshakes(self) -> int:
+        """TLS handshakes attempted by clients (a TLS server only)."""
+        assert self._server is not None
+        return self._server.handshakes
+
+    @property
+    def client_certs(self) -> list[dict[str, Any]]:
+        """The verified client certificates (``getpeercert()``) of successful handshakes."""
+        assert self._server is not None
+        return self._server.client_certs
 
     def start(self) -> TestServer:
         outer = self
@@ -191,6 +238,7 @@ class TestServer:
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
         server = _Server(("127.0.0.1", 0), Handler)
+        server.tls, server.client_certs = self.tls, []
         self._server = server
         # a short poll interval: stop() returns at once instead of after half a second
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()

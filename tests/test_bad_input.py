@@ -59,7 +59,7 @@ def refused(exc: BaseException, *, field: str | None = None) -> str:
 
 # -- settings --------------------------------------------------------------------------
 
-NEEDS_CONNECTIONS = {"required_service_connections", "service_hosts", "circuit_breakers"}
+NEEDS_CONNECTIONS = {"required_service_connections", "service_hosts", "circuit_breakers", "service_tls"}
 
 BAD_SETTINGS: list[tuple[str, Any]] = [
     ("service_name", 5),
@@ -137,6 +137,20 @@ BAD_SETTINGS: list[tuple[str, Any]] = [
     ("retry_budget", 0.2),
     ("observers", 5),
     ("observers", [object()]),
+    ("tls_ca_file", 5),
+    ("tls_ca_file", "/nowhere/ca.pem"),  # read at configure time
+    ("tls_client_cert", "/nowhere/client.pem"),
+    ("tls_client_cert", ["a.pem"]),
+    ("tls_client_key", "/etc/key.pem"),  # without a certificate
+    ("tls_key_password", SECRET),  # without a certificate, and never echoed
+    ("tls_verify", "perhaps"),
+    ("tls_verify", None),
+    ("tls_server_hostname", "user internal"),
+    ("service_tls", 5),
+    ("service_tls", {"user": {"ca_file": 5}}),
+    ("service_tls", {"user": {"verify": "maybe"}}),
+    ("service_tls", {"user": {"password": SECRET}}),
+    ("service_tls", {"billing": {"ca_file": "/x.pem"}}),  # not a declared service
     ("no_such_setting", 1),
 ]
 
@@ -181,6 +195,13 @@ BAD_ENV: list[tuple[str, str, str]] = [
     ("SVCLINK_POOL_MAXSIZE", "many", "pool_maxsize"),
     ("SVCLINK_TRUST_ENV", "2", "trust_env"),
     ("SVCLINK_RETRY_COUNT", "-1", "retry_count"),
+    ("SVCLINK_TLS_CA_FILE", "/nowhere/ca.pem", "tls_ca_file"),
+    ("SVCLINK_TLS_CLIENT_CERT", "/nowhere/client.pem", "tls_client_cert"),
+    ("SVCLINK_TLS_CLIENT_KEY", "/etc/client.key", "tls_client_key"),
+    ("SVCLINK_TLS_KEY_PASSWORD", SECRET, "tls_key_password"),
+    ("SVCLINK_TLS_VERIFY", "sometimes", "tls_verify"),
+    ("SVCLINK_TLS_SERVER_HOSTNAME", "a b", "tls_server_hostname"),
+    ("SVCLINK_SERVICE_USER_TLS_VERIFY", "maybe", "service_tls"),
 ]
 
 

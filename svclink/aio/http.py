@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import time
 import urllib.parse
 import urllib.request
@@ -20,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from .._tls import failure_of, http_context
 from ..core.errors import TransportFailure
 from ..core.http.calls import Answer, Call, Done, HTTPRequest, NoResponse, Retry
 from ..core.http.registry import ServiceCache, stubs
@@ -68,6 +70,10 @@ class Service(BaseService):
 
     def __init__(self, name: str, settings: Settings) -> None:
         super().__init__(name, settings)
+        #: built (or found) once: a certificate file that cannot be read fails here, not on a call
+        self._tls = http_context(settings, name, self.base_url)
+        #: httpx's request extension that sets the name sent (SNI) and checked, if not the URL's host
+        self._extensions = {"sni_hostname": self.tls.server_hostname} if self.tls.server_hostname else {}
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPool] = (
             weakref.WeakKeyDictionary()
         )
@@ -82,7 +88,8 @@ class Service(BaseService):
         size, trust_env = self.settings.pool_maxsize, self.settings.trust_env
         pool = httpx.AsyncHTTPTransport(
             limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-            trust_env=trust_env,  # SSL_CERT_FILE and SSL_CERT_DIR
+            verify=self._tls if self._tls is not None else True,
+            trust_env=trust_env,
             proxy=_env_proxy(self.base_url) if trust_env else None,
         )
         closer = await close_with_loop(pool.aclose)  # closed cleanly at the end of asyncio.run()
@@ -151,7 +158,9 @@ class Service(BaseService):
             # outside the except block: the error raised carries no chained transport exception,
             # whose text (the URL and its query string) svclink does not control
             if failure is not None:
-                step = call.failed(failure.kind, failure.detail, time.monotonic(), random.random())
+                step = call.failed(
+                    failure.kind, failure.detail, time.monotonic(), random.random(), failure.tls
+                )
             else:
                 status, reason, response_headers, body = answer
                 step = call.received(
@@ -175,7 +184,7 @@ class Service(BaseService):
             content=request.content,
             data=request.form,
             files=request.files,
-            extensions={"timeout": timeout.as_dict()},
+            extensions={"timeout": timeout.as_dict(), **self._extensions},
         )
         try:
             async with asyncio.timeout(request.timeout):
@@ -187,7 +196,11 @@ class Service(BaseService):
         except TimeoutError:
             raise NoResponse(TransportFailure.TIMEOUT, "response too slow") from None
         except httpx.RequestError as exc:  # not only TransportError: DecodingError too, as on the sync side
-            raise NoResponse(_failure(exc), type(exc).__name__) from None
+            tls = failure_of(exc, self.tls.config.sends_client_cert) if self._tls else None
+            raise NoResponse(_failure(exc), type(exc).__name__, tls) from None
+        except ssl.SSLError as exc:  # an alert read after a TLS 1.3 handshake: httpcore lets it through
+            tls = failure_of(exc, self.tls.config.sends_client_cert)
+            raise NoResponse(TransportFailure.RESET, type(exc).__name__, tls) from None
         # httpx's items() are already lower-cased, with repeated headers joined as on the sync side
         return response.status_code, response.reason_phrase, dict(response.headers.items()), body
 

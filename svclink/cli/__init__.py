@@ -18,8 +18,9 @@ from typing import Any
 
 import attrs
 
+from ..configuration import configure
 from ..core.errors import APIException, SvclinkError
-from ..core.settings import configure, get_settings, install
+from ..core.settings import get_settings, install
 from . import relay
 
 

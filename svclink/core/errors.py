@@ -138,6 +138,22 @@ class CircuitOpen(ServiceUnavailable):
     """The service failed too often lately; the call was refused without being sent."""
 
 
+class TLSError(SvclinkError):
+    """A TLS handshake failed; ``failure`` says how. Raised as :class:`ServiceTLSError` for a
+    call and :class:`BrokerTLSError` for the broker; never retried (trying again cannot help)."""
+
+    failure: TLSFailure
+
+
+class ServiceTLSError(ServiceUnavailable, TLSError):
+    """A service's TLS handshake failed: untrusted or expired certificate, wrong host name,
+    client certificate missing or refused. Not retried, and not counted by the circuit breaker."""
+
+    def __init__(self, message: str, *, failure: TLSFailure, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.failure = failure
+
+
 class ServiceTimeout(APIException):
     """No response before the call's deadline."""
 
@@ -160,6 +176,21 @@ class InvalidEvent(EventError, ValueError):
 
 class BrokerUnavailable(EventError):
     """The message broker cannot be reached."""
+
+
+class BrokerTLSError(BrokerUnavailable, TLSError):
+    """The TLS handshake with a broker node failed (see :class:`TLSError`); not retried."""
+
+    def __init__(self, message: str, *, failure: TLSFailure) -> None:
+        super().__init__(message)
+        self.failure = failure
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild_broker_tls, (str(self), self.failure.value)
+
+
+def _rebuild_broker_tls(message: str, failure: str) -> BrokerTLSError:
+    return BrokerTLSError(message, failure=TLSFailure(failure))
 
 
 class PublishError(EventError):
@@ -213,6 +244,23 @@ class TransportFailure(enum.Enum):
     #: every pooled connection stayed busy until the deadline: a local limit, nothing was
     #: sent, and no sign of the service's health (the circuit breaker does not count it)
     POOL = "pool"
+
+
+class TLSFailure(enum.Enum):
+    """What a failed TLS handshake was; the drivers report one (see :func:`svclink.core.tls.classify`)."""
+
+    #: the peer's certificate is not signed by a CA we trust
+    UNTRUSTED = "untrusted"
+    #: the peer's certificate has expired (or is not valid yet)
+    EXPIRED = "expired"
+    #: the peer's certificate is not valid for the name we checked
+    HOSTNAME = "hostname"
+    #: the peer requires a client certificate and we sent none
+    CLIENT_CERT_MISSING = "client_cert_missing"
+    #: the peer refused our client certificate
+    CLIENT_CERT_REFUSED = "client_cert_refused"
+    #: anything else (no common protocol version or cipher, a broken handshake)
+    HANDSHAKE = "handshake"
 
 
 TRANSPORT_CLASSES: dict[TransportFailure, type[APIException]] = {

@@ -16,11 +16,13 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from . import tls
 from .errors import ConfigurationError
 from .observe import Observer
 from .policy.breaker import BreakerPolicy
 from .policy.budget import BudgetPolicy
 from .policy.retry import RetryPolicy
+from .tls import ServiceTLS
 
 ENV_PREFIX = "SVCLINK_"
 SERVICE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
@@ -296,6 +298,17 @@ def _budget(value: object) -> BudgetPolicy:
     return value
 
 
+def _service_tls(value: object) -> Mapping[str, ServiceTLS]:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError("service_tls", "must map service names to TLS settings")
+    return MappingProxyType(
+        {
+            check_service_name("service_tls", k): tls.service_entry(f"service_tls[{k!r}]", v)
+            for k, v in value.items()
+        }
+    )
+
+
 def _observers(value: object) -> tuple[Observer, ...]:
     items = (value,) if isinstance(value, Observer) else value
     if not isinstance(items, Iterable) or not all(isinstance(o, Observer) for o in items):
@@ -356,6 +369,24 @@ class Settings:
     outbox_retention: float = attrs.field(default=0.0, converter=_outbox_retention)
     #: seconds an inbox row (an event id a deduplicating handler has handled) is kept before pruning
     inbox_retention: float = attrs.field(default=7 * 86400.0, converter=_inbox_retention)
+    #: CA certificates (a PEM file, or a directory of them) that HTTPS services and amqps://
+    #: brokers are verified against; unset: the system's trust store
+    tls_ca_file: str | None = attrs.field(default=None, converter=tls.tls_ca_file)
+    #: the client certificate presented (PEM; it may hold the key too) for mutual TLS
+    tls_client_cert: str | None = attrs.field(default=None, converter=tls.tls_client_cert)
+    #: the client certificate's private key (PEM), when not in ``tls_client_cert``
+    tls_client_key: str | None = attrs.field(default=None, converter=tls.tls_client_key)
+    #: the password of an encrypted ``tls_client_key``
+    tls_key_password: str | None = attrs.field(default=None, converter=tls.tls_key_password, repr=False)
+    #: check server certificates (False is for a laboratory only, and says so in the log)
+    tls_verify: bool = attrs.field(default=True, converter=tls.tls_verify)
+    #: the name server certificates must carry, when connecting by IP address or another name
+    tls_server_hostname: str | None = attrs.field(default=None, converter=tls.tls_server_hostname)
+    #: per-service TLS settings over the ``tls_*`` ones: ``{"billing": {"ca_file": ...}}``
+    service_tls: Mapping[str, ServiceTLS] = attrs.field(factory=dict, converter=_service_tls)
+
+    def __attrs_post_init__(self) -> None:
+        tls.check_settings(self)
 
     def breaker_policy(self, service: str) -> BreakerPolicy:
         """The circuit breaker policy of ``service``."""
@@ -380,11 +411,25 @@ class Settings:
         if extra:
             raise ConfigurationError("service_hosts", f"{', '.join(extra)} not in service_connections")
 
+    @service_tls.validator
+    def _check_service_tls(self, attribute: object, value: Mapping[str, ServiceTLS]) -> None:
+        extra = [n for n in value if n not in self.service_connections]
+        if extra:
+            raise ConfigurationError("service_tls", f"{', '.join(extra)} not in service_connections")
+
 
 FIELDS = frozenset(a.name for a in attrs.fields(Settings))
 #: fields whose values are objects, set only from Python
 _NOT_FROM_ENV = frozenset(
-    {"service_hosts", "retry", "circuit_breaker", "circuit_breakers", "retry_budget", "observers"}
+    {
+        "service_hosts",
+        "retry",
+        "circuit_breaker",
+        "circuit_breakers",
+        "retry_budget",
+        "observers",
+        "service_tls",
+    }
 )
 
 
@@ -425,6 +470,11 @@ def load(values: Mapping[str, Any], environ: Mapping[str, str] | None = None) ->
                 hosts[service] = env[key]
         if hosts:
             merged["service_hosts"] = hosts
+    if "service_tls" not in values:
+        declared = _names("service_connections", merged.get("service_connections", ()))
+        tls_env = tls.service_tls_from_env(env, ENV_PREFIX, declared)
+        if tls_env:
+            merged["service_tls"] = tls_env
     return build(merged)
 
 

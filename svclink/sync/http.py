@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import ssl
 import time
 from collections.abc import Mapping
 from http.cookiejar import DefaultCookiePolicy
@@ -13,12 +14,14 @@ import requests
 import requests.adapters
 from urllib3.exceptions import EmptyPoolError, NewConnectionError, ReadTimeoutError
 
+from .._tls import failure_of, http_context
 from ..core.errors import TransportFailure
 from ..core.http.calls import Answer, Call, Done, HTTPRequest, NoResponse, Retry
 from ..core.http.registry import ServiceCache, stubs
 from ..core.http.service import BaseService
 from ..core.locks import ForkSafeLock
 from ..core.settings import Settings
+from ..core.tls import TLSPlan
 from .deadline import POOL_CLASSES, attempt_deadline
 
 
@@ -42,15 +45,39 @@ def _as_planned(request: requests.PreparedRequest) -> requests.PreparedRequest:
     return request
 
 
-def _new_session(settings: Settings) -> requests.Session:
+class _Adapter(requests.adapters.HTTPAdapter):
+    """requests' adapter with svclink's TLS: the service's shared context and the name to check.
+
+    requests would pick the CA bundle itself (certifi, or ``REQUESTS_CA_BUNDLE``) and load it
+    into the context on every new connection; here the context, built once from the settings,
+    decides alone.
+    """
+
+    def __init__(self, tls: ssl.SSLContext | None, server_hostname: str | None, pool_maxsize: int) -> None:
+        self._tls_kwargs: dict[str, Any] = {}
+        if tls is not None:
+            self._tls_kwargs = {"ssl_context": tls, "cert_reqs": tls.verify_mode}
+            if server_hostname is not None:
+                self._tls_kwargs["server_hostname"] = server_hostname
+        super().__init__(pool_connections=1, pool_maxsize=pool_maxsize, pool_block=True, max_retries=0)
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> Any:  # (host_params, pool_kwargs); the stubs' TypedDict lacks server_hostname
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        return host_params, (self._tls_kwargs if host_params["scheme"] == "https" else pool_kwargs)
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """Nothing: the pool's context already says what to trust and present."""
+
+
+def _new_session(settings: Settings, tls: ssl.SSLContext | None, plan: TLSPlan) -> requests.Session:
     session = requests.Session()
-    session.trust_env = settings.trust_env  # no proxies or CA bundle variables unless asked
+    session.trust_env = settings.trust_env  # no proxies unless asked
     if settings.trust_env:  # only then would requests read .netrc itself, on every request
         session.auth = _as_planned
     session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # stateless, thread-safe
-    adapter = requests.adapters.HTTPAdapter(
-        pool_connections=1, pool_maxsize=settings.pool_maxsize, pool_block=True, max_retries=0
-    )
+    adapter = _Adapter(tls, plan.server_hostname, settings.pool_maxsize)
     adapter.poolmanager.pool_classes_by_scheme = POOL_CLASSES
     session.mount("http://", adapter)
     session.mount("https://", adapter)
@@ -62,6 +89,8 @@ class Service(BaseService):
 
     def __init__(self, name: str, settings: Settings) -> None:
         super().__init__(name, settings)
+        #: built (or found) once: a certificate file that cannot be read fails here, not on a call
+        self._tls = http_context(settings, name, self.base_url)
         self._lock = ForkSafeLock()
         self._session: requests.Session | None = None
         self._pid = 0
@@ -72,7 +101,7 @@ class Service(BaseService):
         if session is None or self._pid != pid:
             with self._lock:
                 if self._session is None or self._pid != pid:
-                    self._session, self._pid = _new_session(self.settings), pid
+                    self._session, self._pid = _new_session(self.settings, self._tls, self.tls), pid
                 session = self._session
         return session
 
@@ -139,7 +168,9 @@ class Service(BaseService):
             # outside the except block: the error raised carries no chained transport exception,
             # whose text (the URL and its query string) svclink does not control
             if failure is not None:
-                step = call.failed(failure.kind, failure.detail, time.monotonic(), random.random())
+                step = call.failed(
+                    failure.kind, failure.detail, time.monotonic(), random.random(), failure.tls
+                )
             else:
                 status, reason, response_headers, body = answer
                 step = call.received(
@@ -165,7 +196,8 @@ class Service(BaseService):
                 )
             except requests.RequestException as exc:
                 if not attempt.expired:
-                    raise NoResponse(_failure(exc), type(exc).__name__) from None
+                    tls = failure_of(exc, self.tls.config.sends_client_cert) if self._tls else None
+                    raise NoResponse(_failure(exc), type(exc).__name__, tls) from None
             except EmptyPoolError:  # every pooled connection stayed busy until the deadline
                 raise NoResponse(TransportFailure.POOL, "no free connection in the pool") from None
         if attempt.expired:  # whatever was read after the cut-off is not a response

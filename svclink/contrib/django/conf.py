@@ -14,8 +14,9 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.utils.module_loading import import_string
 
+from ...configuration import configure
 from ...core.errors import ConfigurationError
-from ...core.settings import Settings, configure
+from ...core.settings import Settings
 
 #: keys of ``SVCLINK`` that belong to the Django integration, not to :class:`svclink.Settings`
 DJANGO_KEYS = frozenset({"user_context"})

@@ -14,7 +14,7 @@ import logging
 import math
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import attrs
 
@@ -26,6 +26,8 @@ from ..errors import (
     RedirectNotFollowed,
     ResponseDecodeError,
     ServiceTimeout,
+    ServiceTLSError,
+    TLSFailure,
     TransportFailure,
     class_for_status,
 )
@@ -34,6 +36,7 @@ from ..policy.breaker import CircuitBreaker
 from ..policy.budget import RetryBudget
 from ..policy.retry import STOP, Decision, Outcome, RetryPolicy, parse_retry_after
 from ..redact import given_secrets, redact
+from ..tls import describe
 from .responses import NotJSON, Response, decode_json, error_details, excerpt
 from .urls import same_origin
 
@@ -53,11 +56,12 @@ FileSpec = tuple[str, bytes] | tuple[str, bytes, str]
 
 
 class NoResponse(Exception):
-    """Raised by a driver's send (or a test stub) when no response arrived: says which kind."""
+    """Raised by a driver's send (or a test stub) when no response arrived: says which kind,
+    and for a refused TLS handshake, what the refusal was."""
 
-    def __init__(self, kind: TransportFailure, detail: str) -> None:
+    def __init__(self, kind: TransportFailure, detail: str, tls: TLSFailure | None = None) -> None:
         super().__init__(detail)
-        self.kind, self.detail = kind, detail
+        self.kind, self.detail, self.tls = kind, detail, tls
 
 
 #: (status, reason, headers with lower-case names, body): what a driver's send returns
@@ -102,6 +106,8 @@ class CallPlan:
     raw_response: bool
     #: an absolute deadline (monotonic) inherited from the request context, if any
     context_deadline: float | None = None
+    #: the name the service's certificate must carry, when not the URL's host (``tls_server_hostname``)
+    server_hostname: str | None = None
 
     @property
     def request_id(self) -> str | None:
@@ -193,8 +199,20 @@ class Call:
             timeout=remaining,
         )
 
-    def failed(self, failure: TransportFailure, detail: str, now: float, rand: float) -> Retry:
-        """No response arrived; retry if the policy allows, else raise the mapped error."""
+    def failed(
+        self, failure: TransportFailure, detail: str, now: float, rand: float, tls: TLSFailure | None = None
+    ) -> Retry:
+        """No response arrived; retry if the policy allows, else raise the mapped error.
+
+        A refused TLS handshake (``tls``) is raised at once: another attempt meets the same
+        certificates, and the service is not down, so its circuit breaker does not count it.
+        """
+        if tls is not None:
+            self._observe_attempt(None, f"tls_{tls.value}", now, STOP)
+            hostname = self.plan.server_hostname or urlsplit(self.url).hostname
+            message = describe(tls, hostname)
+            self._observe_call(None, ServiceTLSError.__name__, now)
+            raise self._error(ServiceTLSError, message, failure=tls)
         if self.guard.breaker is not None and failure is not TransportFailure.POOL:
             self.guard.breaker.failed(now)
         decision = self._decide(Outcome(failure=failure), now, rand)

@@ -27,6 +27,7 @@ from ..policy.breaker import CircuitBreaker, State
 from ..policy.budget import RetryBudget
 from ..policy.retry import RetryPolicy
 from ..settings import Settings
+from ..tls import service_plan
 from .calls import CallPlan, FileSpec, Guard
 from .credentials import add_authorization, netrc_authorization
 from .registry import base_url
@@ -135,6 +136,8 @@ class BaseService:
         self.name = name
         self.settings = settings
         self.base_url = base_url(settings, name)
+        #: the certificates calls to this service trust and present, and the name checked
+        self.tls = service_plan(settings, name)
         #: the .netrc credentials for the service's host (read once, with ``trust_env`` only)
         self.netrc_authorization = netrc_authorization(self.base_url) if settings.trust_env else None
         self.guard = Guard(
@@ -217,6 +220,7 @@ class BaseService:
             include_status_code=include_status_code,
             raw_response=raw_response,
             context_deadline=ctx.deadline if ctx is not None else None,
+            server_hostname=self.tls.server_hostname,
         )
 
 

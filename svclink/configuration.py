@@ -1,0 +1,20 @@
+"""``svclink.configure()``: settings built and checked, their certificate files loaded, then installed.
+
+Core checks every value without touching the disk; the TLS files the settings name are
+read here, before the settings are installed, so a missing CA file or a wrong key
+password fails at configure time with the setting named, and nothing is half-installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._tls import load_all
+from .core.settings import Settings, install, load
+
+
+def configure(**values: Any) -> Settings:
+    """Build and install the process-wide settings (explicit values over the environment)."""
+    settings = load(values)
+    load_all(settings)
+    return install(settings)
