@@ -94,9 +94,39 @@ def _refusal(error: BaseException) -> Refusal | None:
     return None
 
 
+class _EncodedHeaders(spec.Basic.Properties):
+    """Basic properties whose headers go as the field table svclink encoded.
+
+    pamqp encodes some header values otherwise than svclink sends them (a float as 32
+    bits, say; see :mod:`svclink.core.events.fieldtable`): it encodes the other
+    properties, and asks this class for the headers' bytes.
+    """
+
+    def __init__(self, table: bytes, **properties: Any) -> None:
+        super().__init__(**properties)
+        self._table = table
+
+    def encode_property(self, name: str, value: Any) -> bytes:
+        if name == "headers":
+            return self._table
+        return super().encode_property(name, value)
+
+
 def _amqp_properties(properties: Properties) -> spec.Basic.Properties:
     """The wire properties, as aio-pika's ``Message(...).properties`` would make them."""
     stamp = properties.timestamp
+    if properties.table is not None:
+        return _EncodedHeaders(
+            properties.table,
+            headers=properties.headers,  # what pamqp sees is only its presence (the table is sent)
+            content_type=properties.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
+            message_id=properties.message_id,
+            timestamp=None if stamp is None else datetime.fromtimestamp(stamp, UTC),
+            message_type=properties.type,
+            app_id=properties.app_id,
+            correlation_id=properties.correlation_id,
+        )
     return spec.Basic.Properties(
         headers=dict(properties.headers),
         content_type=properties.content_type,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import threading
 import time
 from collections import deque
@@ -76,7 +77,40 @@ def _refusal(error: object) -> Refusal | None:
     return None
 
 
+class _EncodedHeaders(pika.BasicProperties):  # type: ignore[misc]  # pika is untyped
+    """Basic properties whose headers go as the field table svclink encoded.
+
+    pika cannot encode some header values svclink sends (a float, say; see
+    :mod:`svclink.core.events.fieldtable`): pika encodes the other properties, and the
+    table goes where its headers would, flagged as present.
+    """
+
+    def __init__(self, table: bytes, **properties: Any) -> None:
+        super().__init__(**properties)
+        self._table = table
+
+    def encode(self) -> list[bytes]:
+        pieces: list[bytes] = super().encode()  # one flags word (these properties need one), then theirs
+        (flags,) = struct.unpack(">H", pieces[0])
+        pieces[0] = struct.pack(">H", flags | self.FLAG_HEADERS)
+        # the headers come after the content type and encoding, two pieces each (length, text)
+        at = 1 + 2 * (self.content_type is not None) + 2 * (self.content_encoding is not None)
+        pieces.insert(at, self._table)
+        return pieces
+
+
 def _pika_properties(properties: Properties) -> pika.BasicProperties:
+    if properties.table is not None:
+        return _EncodedHeaders(
+            properties.table,
+            message_id=properties.message_id,
+            type=properties.type,
+            app_id=properties.app_id,
+            correlation_id=properties.correlation_id,
+            timestamp=properties.timestamp,
+            content_type=properties.content_type,
+            delivery_mode=_PERSISTENT,
+        )
     # pika only reads the headers (to encode them): the read-only view goes as it is, uncopied
     return pika.BasicProperties(
         headers=properties.headers,

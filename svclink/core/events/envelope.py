@@ -21,7 +21,7 @@ import attrs
 
 from ..context.value import RequestContext, uuid4_hex
 from ..errors import InvalidEvent
-from .topics import check_event_type
+from .topics import check_event_type, utf8_size
 
 #: the envelope layout this version writes; decoding accepts this version only
 ENVELOPE_VERSION = 1
@@ -157,8 +157,11 @@ def _parse_time(value: object) -> datetime:
 
 
 def check_id(what: str, value: object) -> str:
-    if not isinstance(value, str) or not value or len(value) > _MAX_ID or _UNSAFE_RE.search(value):
-        raise InvalidEvent(f"{what} must be a non-empty string of at most {_MAX_ID} printable characters")
+    """An id AMQP carries as a short string (``message_id``): at most 255 bytes of UTF-8."""
+    if not isinstance(value, str) or not value or _UNSAFE_RE.search(value):
+        raise InvalidEvent(f"{what} must be a non-empty string of printable characters")
+    if len(value) > _MAX_ID or utf8_size(what, value) > _MAX_ID:
+        raise InvalidEvent(f"{what} must be at most {_MAX_ID} bytes in UTF-8")
     return value
 
 
@@ -249,6 +252,7 @@ def envelope_json(
 def check_context_value(name: str, value: str) -> None:
     if len(value) > _MAX_CONTEXT_VALUE or _UNSAFE_RE.search(value):
         raise InvalidEvent(f"envelope context field {name!r} must be a short printable string")
+    utf8_size(f"envelope context field {name!r}", value)
 
 
 def context_fields(context: RequestContext | None) -> dict[str, str]:

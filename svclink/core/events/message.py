@@ -9,7 +9,6 @@ consumer turns into an immediate dead-letter.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
@@ -27,7 +26,6 @@ from ..context.outgoing import (
     message_headers,
 )
 from ..context.value import RequestContext
-from ..errors import InvalidEvent
 from ..settings import Settings
 from .envelope import (
     CONTENT_TYPE,
@@ -48,6 +46,7 @@ from .envelope import (
     new_event_id,
     utc,
 )
+from .fieldtable import check_headers, encode_table
 from .topics import check_event_type, check_name
 
 
@@ -63,6 +62,10 @@ class Properties:
     #: seconds since the epoch, as AMQP carries it
     timestamp: int | None = None
     content_type: str | None = None
+    #: the headers as the AMQP field table svclink encoded (:mod:`~svclink.core.events.fieldtable`),
+    #: which the drivers send in place of their client's encoding; None for headers read from
+    #: a delivery, which go back as the client decoded them
+    table: bytes | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen
@@ -99,39 +102,6 @@ def event_headers(event: Event) -> dict[str, Any]:
     return headers
 
 
-def _check_header_value(name: str, value: object, depth: int = 0) -> None:
-    """A header value AMQP can carry the same way from pika and aio-pika: JSON-like scalars and nesting."""
-    if value is None or isinstance(value, (str, bytes, bool, int)):
-        return
-    if isinstance(value, float) and math.isfinite(value):
-        return
-    if depth < 10 and isinstance(value, (list, tuple)):
-        for item in value:
-            _check_header_value(name, item, depth + 1)
-        return
-    if depth < 10 and isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        for item in value.values():
-            _check_header_value(name, item, depth + 1)
-        return
-    raise InvalidEvent(
-        f"header {name!r} must be a str, bytes, number, bool, None, or a list or str-keyed dict of them"
-    )
-
-
-def _user_headers(extra_headers: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A copy of the caller's own headers, each checked."""
-    if extra_headers is None:
-        return {}
-    if not isinstance(extra_headers, Mapping):
-        raise InvalidEvent(f"headers must be a mapping, got {type(extra_headers).__name__}")
-    headers = dict(extra_headers)
-    for name, value in headers.items():
-        if not isinstance(name, str) or not name or len(name) > 128:
-            raise InvalidEvent("header names must be non-empty strings of at most 128 characters")
-        _check_header_value(name, value)
-    return headers
-
-
 def outgoing(
     event: Event,
     exchange: str,
@@ -143,7 +113,7 @@ def outgoing(
     ``context_headers`` (request id, trace, signed caller context) and ``extra_headers``
     are added; neither may replace svclink's own event headers.
     """
-    headers = _user_headers(extra_headers)
+    headers = check_headers(extra_headers)
     headers.update(context_headers)
     headers.update(event_headers(event))
     return OutgoingMessage(
@@ -152,6 +122,7 @@ def outgoing(
         body=encode(event),
         properties=Properties(
             headers=headers,
+            table=encode_table(headers),
             message_id=event.event_id,
             type=event.event_type,
             app_id=event.source,
@@ -191,7 +162,7 @@ def prepare(
         check_shape(data)  # the encoder below refuses the rest of what is not JSON
     except RecursionError:
         check_json(data)
-    user_headers = _user_headers(headers)
+    user_headers = check_headers(headers)
     ctx_headers = message_headers(settings, audience=EVENTS_AUDIENCE, wall=wall)
     request_id = ctx_headers[REQUEST_ID_HEADER]
     traceparent = ctx_headers.get(TRACEPARENT_HEADER)
@@ -221,6 +192,7 @@ def prepare(
         user_headers[SOURCE_HEADER] = source
     properties = Properties(
         headers=MappingProxyType(user_headers),
+        table=encode_table(user_headers),
         message_id=event_id,
         type=event_type,
         app_id=source,

@@ -32,19 +32,26 @@ from .envelope import Event
 from .message import OutgoingMessage, prepare
 from .outcomes import ACKED, LOST, SEND_ATTEMPTS, publish_error, resolve
 
+#: the longest a publish may be given, in seconds (a day): the drivers' timers and polls take
+#: no more, and a publish that waits longer than that for a confirm is lost anyway
+MAX_PUBLISH_TIMEOUT = 86400.0
+
 
 def publish_deadline(settings: Settings, timeout: object, now: float) -> float:
     """The monotonic time a publish must be done by: ``timeout`` seconds from ``now``.
 
-    ``None`` means the ``publish_timeout`` setting; anything but a positive, finite number
-    of seconds is refused with :class:`~svclink.InvalidEvent` before any I/O.
+    ``None`` means the ``publish_timeout`` setting (used up to :data:`MAX_PUBLISH_TIMEOUT`);
+    anything but a positive number of seconds up to :data:`MAX_PUBLISH_TIMEOUT` is
+    refused with :class:`~svclink.InvalidEvent` before any I/O.
     """
     if timeout is None:
-        return now + settings.publish_timeout
+        return now + min(settings.publish_timeout, MAX_PUBLISH_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
         raise InvalidEvent(
             "timeout must be a positive, finite number of seconds (or None for the publish_timeout setting)"
         )
+    if timeout > MAX_PUBLISH_TIMEOUT:
+        raise InvalidEvent(f"timeout must be at most {MAX_PUBLISH_TIMEOUT:.0f} seconds (a day)")
     return now + timeout
 
 

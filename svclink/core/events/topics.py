@@ -16,6 +16,8 @@ from ..errors import InvalidEvent
 #: AMQP short strings (routing keys, queue and exchange names) hold at most 255 bytes
 MAX_SHORTSTR = 255
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+#: what the AMQP clients (pamqp's check, so aio-pika's) accept in exchange and queue names
+_NAME_RE = re.compile(r"[A-Za-z0-9_.:@#,/+ -]*")
 
 
 def words(key: str) -> tuple[str, ...]:
@@ -54,10 +56,18 @@ def is_pattern(pattern: str) -> bool:
     return any(w in ("*", "#") for w in words(pattern))
 
 
+def utf8_size(what: str, value: str) -> int:
+    """How many bytes ``value`` takes in UTF-8; a lone surrogate (which has none) is refused."""
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidEvent(f"{what} is not valid Unicode text (it holds a lone surrogate)") from None
+
+
 def _check_shortstr(what: str, value: object) -> str:
     if not isinstance(value, str):
         raise InvalidEvent(f"{what} must be a str, got {type(value).__name__}")
-    if len(value.encode("utf-8")) > MAX_SHORTSTR:
+    if utf8_size(what, value) > MAX_SHORTSTR:
         raise InvalidEvent(f"{what} is longer than {MAX_SHORTSTR} bytes")
     if _CONTROL_RE.search(value):
         raise InvalidEvent(f"{what} contains a control character")
@@ -120,6 +130,8 @@ def _check_name(what: str, name: object, reserve: int) -> str:
         raise InvalidEvent(f"{what} must not be empty")
     if value.startswith("amq."):
         raise InvalidEvent(f"{what} must not start with 'amq.' (reserved by the broker)")
+    if not _NAME_RE.fullmatch(value):
+        raise InvalidEvent(f"{what} may hold only ASCII letters, digits, spaces and '_.:@#,/+-'")
     if len(value.encode("utf-8")) > MAX_SHORTSTR - reserve:
         raise InvalidEvent(f"{what} is longer than {MAX_SHORTSTR - reserve} bytes")
     return value
