@@ -29,6 +29,7 @@ from ..core.events.envelope import Event
 from ..core.events.handling import Backoff, Decision, Handle
 from ..core.events.message import Delivery
 from ..core.events.publishing import BasePublisher, PublisherCache, Sending
+from ..core.events.running import Phase, State, explain_lost, handler_timeout_error
 from ..core.events.topology import ConsumerConfig, topology
 from ..core.settings import Settings
 from ._loops import close_soon, close_with_loop, closes_done
@@ -221,6 +222,7 @@ class EventConsumer(BaseConsumer[Handler]):
         if self._stop_requested.is_set():
             self._wakeup.set()
         backoff = Backoff()
+        self.state = State.STARTING
         try:
             while not self._stop_requested.is_set():
                 session = self._open(config)
@@ -231,23 +233,33 @@ class EventConsumer(BaseConsumer[Handler]):
                 finally:
                     await session.close()
                 if lost is not None:
-                    log.warning("consumer %s: %s; reconnecting", config.queue, lost)
+                    self.state = State.RECONNECTING
+                    log.warning("consumer %s: %s; reconnecting", config.queue, explain_lost(lost))
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), backoff.failed())
         finally:
-            self._stop_requested.clear()
+            self._stopped()
             self._loop = self._wakeup = None
 
     async def _serve(self, session: Session, config: ConsumerConfig, backoff: Backoff) -> str | None:
         """Consume on one session until stop (None) or until it is lost (the reason)."""
         assert self._wakeup is not None
         in_flight: set[asyncio.Task[None]] = set()
+        slots = None if self.concurrency is None else asyncio.Semaphore(self.concurrency)
+        queued: set[Any] = set()  # deliveries waiting for a slot, by token
         stopping = False
 
         async def on_delivery(delivery: Delivery, token: Any) -> None:
             if stopping:
                 await session.reject(token)
                 return
+            if slots is not None:
+                queued.add(token)
+                await slots.acquire()
+                if token not in queued:  # given back to the queue by the stop meanwhile
+                    slots.release()
+                    return
+                queued.discard(token)
             task = asyncio.current_task()
             assert task is not None
             in_flight.add(task)
@@ -258,37 +270,88 @@ class EventConsumer(BaseConsumer[Handler]):
                 log.warning("consumer %s: %s", config.queue, exc)
             finally:
                 in_flight.discard(task)
+                if slots is not None:
+                    slots.release()
 
         await session.start(on_delivery)
         backoff.connected()
+        self.state = State.CONSUMING
         log.info("consumer %s: consuming", config.queue)
-        waiters = [asyncio.ensure_future(self._wakeup.wait()), asyncio.ensure_future(session.lost.wait())]
+        lost = asyncio.ensure_future(session.lost.wait())
         try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            await _first(self._wakeup.wait(), lost)
+            stopping = True
+            if self._shutdown.requested:
+                self.state = State.DRAINING
+            await session.stop_consuming()
+            for token in list(queued):
+                queued.discard(token)
+                await session.reject(token)
+            if lost.done():  # the handlers in flight finish; their messages come back after the reconnect
+                await asyncio.gather(*in_flight, return_exceptions=True)
+            else:
+                await self._drain(in_flight, lost, config)
         finally:
-            for waiter in waiters:
-                waiter.cancel()
-        stopping = True
-        await session.stop_consuming()
-        if in_flight:
-            await asyncio.gather(*in_flight, return_exceptions=True)
-        if self._stop_requested.is_set():
-            return None
-        return "connection lost"
+            lost.cancel()
+        return None if self._shutdown.requested else "connection lost"
+
+    async def _drain(
+        self, in_flight: set[asyncio.Task[None]], lost: asyncio.Future[Any], config: ConsumerConfig
+    ) -> None:
+        """Wait for the handlers in flight within the grace; abandon (cancel) those left after it."""
+        assert self._wakeup is not None
+        while in_flight and not lost.done():
+            if self._shutdown.phase(time.monotonic()) is Phase.ABANDONED:
+                log.warning(
+                    "consumer %s: stopped with %d handlers still running; their messages go back to "
+                    "the queue", config.queue, len(in_flight),
+                )  # fmt: skip
+                for task in in_flight:
+                    task.cancel()
+                await asyncio.gather(*in_flight, return_exceptions=True)
+                return
+            self._wakeup.clear()  # a second stop() sets it again
+            if self._shutdown.phase(time.monotonic()) is Phase.ABANDONED:
+                continue
+            woken = asyncio.ensure_future(self._wakeup.wait())
+            try:
+                await asyncio.wait(
+                    [*in_flight, woken, lost],
+                    timeout=self._shutdown.remaining(time.monotonic()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                woken.cancel()
 
     async def _process(self, config: ConsumerConfig, delivery: Delivery) -> Decision:
         step = self._receive(config, delivery, now=time.monotonic(), wall=time.time())
         if not isinstance(step, Handle):
             return step
-        error = await _call(step)
+        error = await _call(step, self.handler_timeout)
         return self._settle(config, delivery, step, error)
 
 
-async def _call(step: Handle[Handler]) -> BaseException | None:
-    """Run a handler with the publisher's request context bound; its exception is the outcome."""
+async def _first(*waits: Awaitable[Any]) -> None:
+    """Wait until one of ``waits`` is done; cancel the others."""
+    futures = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future in futures:
+            if future is not waits[-1]:
+                future.cancel()
+
+
+async def _call(step: Handle[Handler], limit: float) -> BaseException | None:
+    """Run a handler with the publisher's request context bound, for at most ``limit`` seconds;
+    its exception (or :class:`~svclink.HandlerTimeout`) is the outcome."""
+    deadline = asyncio.timeout(limit)
     try:
         with bind(step.event.context):
-            await step.handler(step.event)
+            async with deadline:
+                await step.handler(step.event)
+    except TimeoutError as exc:
+        return handler_timeout_error(limit) if deadline.expired() else exc
     except Exception as exc:
         return exc
     return None

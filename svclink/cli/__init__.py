@@ -1,8 +1,9 @@
 """The ``svclink`` command line (also ``python -m svclink``).
 
-``svclink demo``, ``svclink call``, ``svclink publish``, ``svclink listen`` and
-``svclink check`` read the same settings as the library: ``SVCLINK_*`` environment
-variables, or ``--settings MODULE`` naming a module with a ``SVCLINK = {...}`` dict.
+``svclink demo``, ``svclink call``, ``svclink publish``, ``svclink listen``,
+``svclink check``, ``svclink worker`` and ``svclink declare`` read the same settings as
+the library: ``SVCLINK_*`` environment variables, or ``--settings MODULE`` naming a
+module with a ``SVCLINK = {...}`` dict.
 Errors are printed as one line each, never as a traceback.
 """
 
@@ -78,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     listen = commands.add_parser("listen", help="print events as they arrive, until Ctrl-C")
     listen.add_argument("patterns", nargs="+", metavar="PATTERN", help="routing-key patterns such as user.*")
     listen.add_argument("--exchange", help="the topic exchange (default: the settings' event exchange)")
+
+    from . import declare, worker
+
+    worker.add_arguments(commands.add_parser("worker", help="run consumers until SIGTERM (graceful stop)"))
+    declare.add_arguments(
+        commands.add_parser("declare", help="declare the consumers' exchanges, queues and bindings")
+    )
 
     check = commands.add_parser("check", help="check the settings, the required services and the broker")
     check.add_argument(
@@ -176,6 +184,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "relay":
             return relay.run(args)
+        if args.command == "worker":
+            from . import worker
+
+            return worker.run(args)
+        if args.command == "declare":
+            from . import declare
+
+            return declare.run(args)
         from . import events
 
         return events.run(args)

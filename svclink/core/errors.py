@@ -214,6 +214,11 @@ class PublishTimeout(PublishError):
     """No confirm arrived before the publish timeout; the message may or may not have landed."""
 
 
+class HandlerTimeout(EventError):
+    """A handler ran longer than its consumer's ``handler_timeout``: the message counts as failed
+    (retried, then dead-lettered), and is acked before the broker's ``consumer_timeout``."""
+
+
 STATUS_CLASSES: dict[int, type[APIException]] = {
     400: BadRequest,
     401: Unauthorized,

@@ -274,6 +274,35 @@ def _prefetch_count(value: object) -> int:
     return _count("prefetch_count", value, minimum=1, maximum=65535)  # AMQP carries it in 16 bits
 
 
+def _consumer_concurrency(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    return _count("consumer_concurrency", value, minimum=1, maximum=1000)
+
+
+def _consumer_grace(value: object) -> float:
+    return _seconds("consumer_grace", value)
+
+
+def _handler_timeout(value: object) -> float:
+    return _seconds("handler_timeout", value)
+
+
+def _health_port(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    return _count("worker_health_port", value, maximum=65535)
+
+
+UNROUTABLE_CHOICES = ("warn", "raise")
+
+
+def _unroutable(value: object) -> str:
+    if value not in UNROUTABLE_CHOICES:
+        raise ConfigurationError("unroutable", f"must be 'warn' or 'raise', got {value!r}")
+    return str(value)
+
+
 def _retry(value: object) -> RetryPolicy:
     if not isinstance(value, RetryPolicy):
         raise ConfigurationError("retry", "must be a svclink.RetryPolicy")
@@ -337,6 +366,17 @@ class Settings:
     amqp_heartbeat: int = attrs.field(default=30, converter=_amqp_heartbeat)
     #: messages a consumer may hold unacknowledged at once, unless it says otherwise
     prefetch_count: int = attrs.field(default=10, converter=_prefetch_count)
+    #: handlers a consumer runs at once, unless it says otherwise (None: one at a time on
+    #: svclink.sync, up to the prefetch window on svclink.aio)
+    consumer_concurrency: int | None = attrs.field(default=None, converter=_consumer_concurrency)
+    #: how long a stopping consumer waits for the handlers in flight (seconds)
+    consumer_grace: float = attrs.field(default=30.0, converter=_consumer_grace)
+    #: a handler running longer counts as failed (well below RabbitMQ's consumer_timeout of 30 min)
+    handler_timeout: float = attrs.field(default=300.0, converter=_handler_timeout)
+    #: the port of ``svclink worker``'s /livez and /readyz (None: no health endpoint)
+    worker_health_port: int | None = attrs.field(default=None, converter=_health_port)
+    #: a publish no queue is bound for: "warn" (logged, returned as not routed) or "raise"
+    unroutable: str = attrs.field(default="warn", converter=_unroutable)
     signing_key: str | None = attrs.field(default=None, converter=_secret, repr=False)
     #: keys accepted (besides signing_key) when verifying a signed context: keys being rotated out
     verification_keys: tuple[str, ...] = attrs.field(default=(), converter=_verification_keys, repr=False)

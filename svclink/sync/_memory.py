@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue as queue_module
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -95,8 +97,16 @@ class MemorySession:
         )
         return Received(delivery, item.delivery_tag)
 
-    def run(self, fn: Callable[[], BaseException | None]) -> BaseException | None:
-        return fn()
+    def run(
+        self, fn: Callable[[], BaseException | None], limit: float, overdue: Callable[[], None]
+    ) -> BaseException | None:
+        timer = threading.Timer(limit, overdue)  # the broker is thread-safe: settle from the timer
+        timer.daemon = True
+        timer.start()
+        try:
+            return fn()
+        finally:
+            timer.cancel()
 
     def finish(self, received: Received, decision: Decision) -> None:
         b, c = self._broker, self._connection
@@ -109,6 +119,13 @@ class MemorySession:
             b.ack(c, self._tag, received.tag)
         except memory.MemoryBrokerError as exc:
             raise Lost(str(exc)) from None
+
+    def reject(self, received: Received) -> None:
+        with contextlib.suppress(memory.MemoryBrokerError):
+            self._broker.nack(self._connection, self._tag, received.tag, requeue=True)
+
+    def stop_consuming(self) -> None:
+        self._broker.cancel(self._tag)
 
     def wake(self) -> None:
         self._inbox.put(_WAKE_SIGNAL)

@@ -435,6 +435,7 @@ class PikaSession:
         self._io = threading.Lock()  # whoever holds it may use the connection
         self._io.acquire()  # the consumer thread, except while a handler runs
         self._handler: tuple[int, float] | None = None  # (number, monotonic start) of the running one
+        self._overdue: tuple[float, Callable[[], None]] | None = None  # (when, what) if it runs too long
         self._handlers = 0
         self._serviced = False  # the keeper is servicing the connection for the running handler
         self._failure: str | None = None  # what the keeper found wrong with the connection
@@ -446,7 +447,7 @@ class PikaSession:
             self._channel.confirm_delivery()
             self._channel.basic_qos(prefetch_count=prefetch)
             self._channel.add_on_cancel_callback(self._on_cancel)
-            self._channel.basic_consume(topo.queue.name, self._on_message)
+            self._tag = self._channel.basic_consume(topo.queue.name, self._on_message)
         except pika.exceptions.ChannelClosedByBroker as exc:
             self.close()
             if exc.reply_code == 405:  # RESOURCE_LOCKED: our old connection's exclusive queue, not yet gone
@@ -503,9 +504,12 @@ class PikaSession:
             self._pump(timeout)
         return self._deliveries.popleft() if self._deliveries else None
 
-    def run(self, fn: Callable[[], BaseException | None]) -> BaseException | None:
+    def run(
+        self, fn: Callable[[], BaseException | None], limit: float, overdue: Callable[[], None]
+    ) -> BaseException | None:
         """Run ``fn`` on this thread; if it takes longer than ``QUIET``, the keeper services the
-        connection meanwhile.
+        connection meanwhile, and calls ``overdue`` (holding the connection) once ``fn`` has run
+        ``limit`` seconds.
 
         Raises :class:`Lost` (once ``fn`` has returned) when the keeper found the connection
         gone or the consumer cancelled: the message cannot be settled on it.
@@ -514,12 +518,13 @@ class PikaSession:
             self._keeper = threading.Thread(target=self._keep, name="svclink-consumer-keeper", daemon=True)
             self._keeper.start()
         self._handlers += 1
+        self._overdue = (time.monotonic() + limit, overdue)
         self._handler = (self._handlers, time.monotonic())
         self._io.release()
         try:
             outcome = fn()
         finally:
-            self._handler = None
+            self._handler = self._overdue = None
             if self._serviced:
                 self.wake()  # the keeper is waiting for I/O: have it look up and let go
             self._io.acquire()
@@ -542,12 +547,40 @@ class PikaSession:
                     self._send_acks(self._acks.take())
                 while self._handler is handler and self._failure is None and not self._closing.is_set():
                     try:
-                        self._connection.process_data_events(time_limit=1.0)
+                        self._connection.process_data_events(time_limit=self._until_overdue())
                     except _PIKA_LOST as exc:
                         self._failure = repr(exc)
             finally:
                 self._serviced = False
                 self._io.release()
+
+    def _until_overdue(self) -> float:
+        """Seconds (at most one) until the running handler is overdue; calls ``overdue`` once it is."""
+        if self._overdue is None:
+            return 1.0
+        when, overdue = self._overdue
+        left = when - time.monotonic()
+        if left > 0:
+            return min(1.0, left)
+        self._overdue = None
+        try:
+            overdue()  # settles the message as failed, on this thread, which holds the connection
+        except Lost as exc:
+            self._failure = str(exc)
+        return 1.0
+
+    def reject(self, received: Received) -> None:
+        try:
+            self._channel.basic_nack(received.tag, requeue=True)
+        except _PIKA_LOST as exc:
+            raise Lost(repr(exc)) from None
+        self._acks.settled(received.tag)
+
+    def stop_consuming(self) -> None:
+        try:
+            self._channel.basic_cancel(self._tag)
+        except _PIKA_LOST as exc:
+            raise Lost(repr(exc)) from None
 
     def finish(self, received: Received, decision: Decision) -> None:
         try:

@@ -37,9 +37,22 @@ class Session(Protocol):
 
     def next(self, timeout: float) -> Received | None: ...
 
-    def run(self, fn: Callable[[], BaseException | None]) -> BaseException | None: ...
+    def run(
+        self, fn: Callable[[], BaseException | None], limit: float, overdue: Callable[[], None]
+    ) -> BaseException | None:
+        """Run ``fn`` (a handler) on this thread; call ``overdue`` from another thread once it
+        has run ``limit`` seconds (with the connection usable for :meth:`finish` there)."""
+        ...
 
     def finish(self, received: Received, decision: Decision) -> None: ...
+
+    def reject(self, received: Received) -> None:
+        """Give ``received`` back to the queue unhandled (a nack with requeue)."""
+        ...
+
+    def stop_consuming(self) -> None:
+        """Ask the broker for no more deliveries (those on their way still arrive)."""
+        ...
 
     def wake(self) -> None: ...
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -25,11 +27,13 @@ from ..core.errors import BrokerUnavailable
 from ..core.events.broker import Lost, is_memory
 from ..core.events.consumer import BaseConsumer
 from ..core.events.envelope import Event
-from ..core.events.handling import Backoff, Decision, Handle
+from ..core.events.handling import Backoff, Handle
 from ..core.events.publishing import BasePublisher, PublisherCache, Sending
+from ..core.events.running import Phase, State, explain_lost, handler_timeout_error, overdue
 from ..core.events.topology import ConsumerConfig, topology
 from ..core.locks import ForkSafeLock
 from ..core.settings import Settings
+from ._handlers import HandlerThreads, Job
 from ._memory import MemoryLink, MemorySession
 from ._pika import PikaLink, PikaSession
 from ._transport import PublishLink, Received, Session
@@ -202,43 +206,145 @@ class EventConsumer(BaseConsumer[Handler]):
         return PikaSession(self.settings, self.connection_name, topo, config.prefetch)
 
     def run(self) -> None:
-        """Consume until :meth:`stop`, reconnecting (with backoff) whenever the broker goes away."""
+        """Consume until :meth:`stop`, reconnecting (with backoff) whenever the broker goes away.
+
+        With ``concurrency`` above one, handlers run on that many threads of their own while
+        this thread keeps the connection; otherwise each runs on this thread, in turn.
+        """
         config = self._effective_config()
         backoff = Backoff()
+        self.state = State.STARTING
         try:
             while not self._stop_requested.is_set():
                 try:
                     self._session = self._open(config)
                 except Lost as exc:
+                    self.state = State.RECONNECTING
                     log.warning("consumer %s: broker unavailable (%s); retrying", config.queue, exc)
                     self._stop_requested.wait(backoff.failed())
                     continue
                 backoff.connected()
+                self.state = State.CONSUMING
                 log.info("consumer %s: consuming", config.queue)
                 try:
-                    self._serve(self._session, config)
+                    if (self.concurrency or 1) > 1:
+                        self._serve_concurrently(self._session, config, self.concurrency or 1)
+                    else:
+                        self._serve(self._session, config)
                 except Lost as exc:
-                    log.warning("consumer %s: connection lost (%s); reconnecting", config.queue, exc)
+                    self.state = State.RECONNECTING
+                    log.warning(
+                        "consumer %s: connection lost (%s); reconnecting",
+                        config.queue,
+                        explain_lost(str(exc)),
+                    )
                     self._stop_requested.wait(backoff.failed())
                 finally:
                     session, self._session = self._session, None
                     session.close()
         finally:
-            self._stop_requested.clear()
+            self._stopped()
 
     def _serve(self, session: Session, config: ConsumerConfig) -> None:
+        """One handler at a time, on this thread; a stop returns after the one in hand."""
         while not self._stop_requested.is_set():
             received = session.next(0.5)
             if received is not None:
-                session.finish(received, self._process(session, config, received))
+                self._handle(session, config, received)
+        self.state = State.DRAINING
 
-    def _process(self, session: Session, config: ConsumerConfig, received: Received) -> Decision:
+    def _handle(self, session: Session, config: ConsumerConfig, received: Received) -> None:
+        """Run the message's handler on this thread and settle it; one over ``handler_timeout``
+        is settled as failed meanwhile (by the thread that keeps the connection)."""
         delivery = received.delivery
         step = self._receive(config, delivery, now=time.monotonic(), wall=time.time())
         if not isinstance(step, Handle):
-            return step
-        error = session.run(lambda: _call(step))
-        return self._settle(config, delivery, step, error)
+            session.finish(received, step)
+            return
+        unsettled = threading.Lock()  # whoever takes it first settles the message
+
+        def overdue() -> None:
+            if unsettled.acquire(blocking=False):
+                error = handler_timeout_error(self.handler_timeout)
+                session.finish(received, self._settle(config, delivery, step, error))
+
+        error = session.run(lambda: _call(step), self.handler_timeout, overdue)
+        if unsettled.acquire(blocking=False):
+            session.finish(received, self._settle(config, delivery, step, error))
+
+    def _serve_concurrently(self, session: Session, config: ConsumerConfig, concurrency: int) -> None:
+        """Up to ``concurrency`` handlers on threads of their own; this thread keeps the connection."""
+        threads = HandlerThreads(concurrency, session.wake, f"svclink-handler:{config.queue}")
+        running: dict[int, Job] = {}
+        waiting: deque[Received] = deque()
+        try:
+            while (phase := self._shutdown.phase(time.monotonic())) is Phase.RUNNING:
+                self._settle_done(session, config, threads, running)
+                while waiting and len(running) < concurrency:
+                    self._start(session, config, threads, running, waiting.popleft())
+                received = session.next(self._wait(running))
+                if received is not None:
+                    waiting.append(received)
+            self.state = State.DRAINING
+            session.stop_consuming()
+            for received in waiting:
+                session.reject(received)
+            while running and phase is Phase.DRAINING:
+                received = session.next(min(self._wait(running), self._shutdown.remaining(time.monotonic())))
+                if received is not None:  # sent before the broker saw the cancel
+                    session.reject(received)
+                self._settle_done(session, config, threads, running)
+                phase = self._shutdown.phase(time.monotonic())
+            if running:
+                log.warning(
+                    "consumer %s: stopped with %d handlers still running; their messages go back to "
+                    "the queue", config.queue, len(running),
+                )  # fmt: skip
+                for job in running.values():
+                    threads.abandon(job)
+        finally:
+            threads.close()
+
+    def _wait(self, running: dict[int, Job]) -> float:
+        """How long to wait for I/O: until the first handler in flight runs over its limit, at most 0.5 s."""
+        if not running:
+            return 0.5
+        first = min(job.started for job in running.values())
+        return max(0.0, min(0.5, first + self.handler_timeout - time.monotonic()))
+
+    def _start(
+        self,
+        session: Session,
+        config: ConsumerConfig,
+        threads: HandlerThreads,
+        running: dict[int, Job],
+        received: Received,
+    ) -> None:
+        step = self._receive(config, received.delivery, now=time.monotonic(), wall=time.time())
+        if isinstance(step, Handle):
+            running[received.tag] = job = Job(received, step, _call)
+            threads.start(job)
+        else:
+            session.finish(received, step)
+
+    def _settle_done(
+        self, session: Session, config: ConsumerConfig, threads: HandlerThreads, running: dict[int, Job]
+    ) -> None:
+        """Settle the messages whose handlers returned, and those whose handlers ran over the limit."""
+        while True:
+            try:
+                job, error = threads.done.get_nowait()
+            except queue.Empty:
+                break
+            if running.get(job.received.tag) is job:
+                del running[job.received.tag]
+                session.finish(job.received, self._settle(config, job.received.delivery, job.step, error))
+        now = time.monotonic()
+        for job in [j for j in running.values() if overdue(j.started, self.handler_timeout, now)]:
+            del running[job.received.tag]
+            threads.abandon(job)
+            error = handler_timeout_error(self.handler_timeout)
+            session.finish(job.received, self._settle(config, job.received.delivery, job.step, error))
 
 
 def _call(step: Handle[Handler]) -> BaseException | None:

@@ -24,7 +24,15 @@ from .broker import default_name
 from .envelope import Event
 from .handling import Decision, Handle, HandlerTable, log_decision, receive, settle
 from .message import Delivery
-from .topology import DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_DELAYS, ConsumerConfig, binding_patterns
+from .running import Shutdown, State, check_concurrency, check_seconds, sized_prefetch
+from .topology import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RETRY_DELAYS,
+    ConsumerConfig,
+    Topology,
+    binding_patterns,
+    topology,
+)
 
 H = TypeVar("H", bound=Callable[..., Any])
 F = TypeVar("F", bound=Callable[[Event], Any])
@@ -88,10 +96,22 @@ class BaseConsumer(Generic[H]):
         queue_type: str | None = None,
         exclusive: bool = False,
         strict: bool = False,
+        concurrency: int | None = None,
+        handler_timeout: float | None = None,
+        grace: float | None = None,
         settings: Settings | None = None,
         connection_name: str | None = None,
     ) -> None:
         self.settings = settings or get_settings()
+        #: handlers run at once (None: one at a time on svclink.sync, up to prefetch on svclink.aio)
+        self.concurrency = check_concurrency(
+            self.settings.consumer_concurrency if concurrency is None else concurrency
+        )
+        #: seconds a handler may run before it counts as failed
+        self.handler_timeout = check_seconds(
+            "handler_timeout", self.settings.handler_timeout if handler_timeout is None else handler_timeout
+        )
+        grace = check_seconds("grace", self.settings.consumer_grace if grace is None else grace)
         #: the bindings asked for; none (or empty) means those the handlers need
         self._bindings = None if bindings is None else binding_patterns(bindings)
         self.config = ConsumerConfig(
@@ -100,7 +120,7 @@ class BaseConsumer(Generic[H]):
             bindings=self._bindings or ("#",),
             max_attempts=max_attempts,
             retry_delays=retry_delays,
-            prefetch=self.settings.prefetch_count if prefetch is None else prefetch,
+            prefetch=sized_prefetch(prefetch, self.settings.prefetch_count, self.concurrency),
             queue_type=queue_type,
             exclusive=exclusive,
             strict=strict,
@@ -109,15 +129,39 @@ class BaseConsumer(Generic[H]):
         self._table: HandlerTable[H] = HandlerTable()
         #: set by :meth:`stop` (from any thread); a run clears it when it returns
         self._stop_requested = threading.Event()
+        self._shutdown = Shutdown(grace)
+        #: what the consumer is doing (a readiness probe reads it)
+        self.state = State.STOPPED
+
+    @property
+    def grace(self) -> float:
+        """Seconds a stop waits for the handlers in flight."""
+        return self._shutdown.grace
+
+    @property
+    def consuming(self) -> bool:
+        """Whether the consumer is connected and consuming (ready)."""
+        return self.state is State.CONSUMING
 
     def stop(self) -> None:
-        """Ask ``run()`` to return once the messages in hand are finished.
+        """Ask ``run()`` to return: take no more messages, finish those in flight, return.
 
-        A plain method, safe to call from a handler, another thread or (aio) another task;
-        called before ``run()``, it makes the next run return at once.
+        The handlers in flight get ``grace`` seconds to finish (each is acked when it
+        does); messages not started go back to the queue. A second call, or the grace
+        running out, abandons the handlers still running: their messages go back to the
+        queue unacked, with no attempt counted. A plain method, safe to call from a
+        handler, another thread, a signal handler or (aio) another task; called before
+        ``run()``, it makes the next run return at once.
         """
+        self._shutdown.request()
         self._stop_requested.set()
         self._wake()
+
+    def _stopped(self) -> None:
+        """A run returned: forget its stop, so that the next run consumes again."""
+        self._stop_requested.clear()
+        self._shutdown.reset()
+        self.state = State.STOPPED
 
     def _wake(self) -> None:
         """Hook: interrupt a running consumer's wait for messages, so that it sees the stop."""
@@ -145,6 +189,10 @@ class BaseConsumer(Generic[H]):
         if not self._table:
             raise EventError("the consumer has no handlers: register one with @consumer.on(...)")
         return attrs.evolve(self.config, bindings=self._bindings or self._table.patterns())
+
+    def topology(self) -> Topology:
+        """The exchange, queues and bindings a run declares (``svclink declare`` declares them ahead)."""
+        return topology(self._effective_config())
 
     def _receive(
         self, config: ConsumerConfig, delivery: Delivery, *, now: float, wall: float

@@ -1,0 +1,197 @@
+"""``svclink worker`` run as a user runs it: a subprocess on a consumer module, real RabbitMQ, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pika
+import pika.exceptions
+import pytest
+
+import svclink
+import svclink.sync
+
+from ..events_support import RABBITMQ_URL, eventually
+from ..rabbit_node import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGET = "tests.cli.worker_consumers:consumer"
+
+
+class Names:
+    def __init__(self) -> None:
+        suffix = uuid.uuid4().hex[:10]
+        self.queue = f"test.worker.{suffix}"
+        self.exchange = f"test.worker.{suffix}"
+
+
+@pytest.fixture
+def names() -> Iterator[Names]:
+    n = Names()
+    yield n
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+    ch = connection.channel()
+    for suffix in ("", ".dead", ".retry.1000", ".retry.200"):
+        ch.queue_delete(n.queue + suffix)
+    ch.exchange_delete(n.exchange)
+    connection.close()
+
+
+def start_worker(
+    names: Names, side: str, *args: str, log: Path | None = None, **env: str
+) -> subprocess.Popen[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SVCLINK_")}
+    extra = {
+        "SVCLINK_AMQP_URL": RABBITMQ_URL,
+        "SVCLINK_SERVICE_NAME": "worker-test",
+        "WORKER_SIDE": side,
+        "WORKER_QUEUE": names.queue,
+        "WORKER_EXCHANGE": names.exchange,
+        **({"WORKER_LOG": str(log)} if log else {}),
+        **env,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "svclink", "worker", TARGET, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**clean, **extra},
+    )
+
+
+def probe(port: int, path: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return 0, None
+
+
+def count(queue: str) -> int:
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+    try:
+        return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
+    finally:
+        connection.close()
+
+
+def lines(log: Path) -> list[tuple[str, int, int]]:
+    if not log.exists():
+        return []
+    return [(w, int(n), int(a)) for w, n, a in (ln.split() for ln in log.read_text().splitlines())]
+
+
+def publisher() -> svclink.sync.Publisher:
+    return svclink.sync.Publisher(svclink.configure(amqp_url=RABBITMQ_URL, service_name="worker-test"))
+
+
+@pytest.mark.parametrize(("side", "concurrency"), [("sync", 1), ("sync", 4), ("aio", 1), ("aio", 4)])
+def test_sigterm_finishes_the_handlers_in_flight_and_leaves_the_rest_queued(
+    names: Names, tmp_path: Path, side: str, concurrency: int
+) -> None:
+    log = tmp_path / "handled"
+    port = free_port()
+    proc = start_worker(
+        names, side, "--health-port", str(port), "--health-host", "127.0.0.1", "--grace", "10",
+        "--concurrency", str(concurrency), log=log, WORKER_SLEEP="0.5",
+    )  # fmt: skip
+    try:
+        eventually(lambda: probe(port, "/readyz")[0] == 200, 20, "/readyz 200")
+        assert probe(port, "/readyz") == (200, {"ready": True, "consumers": {names.queue: "consuming"}})
+        assert probe(port, "/livez") == (200, {"live": True})
+        pub = publisher()
+        pub.publish_many([("work.item", {"n": n}) for n in range(20)], exchange=names.exchange)
+        pub.close()
+        # mid-way: some handled, one batch in flight
+        eventually(lambda: sum(w == "done" for w, _, _ in lines(log)) >= concurrency, 10, "handled")
+        eventually(lambda: len(lines(log)) % 2 == 1 or concurrency > 1, 5, "a handler in flight")
+        in_flight = {n for w, n, _ in lines(log) if w == "start"} - {
+            n for w, n, _ in lines(log) if w == "done"
+        }
+        stopped_at = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, proc.stdout.read() if proc.stdout else ""
+        assert time.monotonic() - stopped_at < 10  # within the grace
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = proc.stdout.read() if proc.stdout else ""
+    assert "Traceback" not in output
+    handled = lines(log)
+    starts = Counter(n for w, n, _ in handled if w == "start")
+    done = Counter(n for w, n, _ in handled if w == "done")
+    assert starts == done, f"a handler did not finish: {handled}"  # the in-flight ones completed
+    assert in_flight <= set(done)
+    assert max(starts.values()) == 1, f"handled twice: {handled}"
+    assert all(a == 1 for _, _, a in handled)
+    assert count(names.queue) == 20 - len(done)  # the finished ones acked, the rest back in the queue
+    assert count(names.queue + ".dead") == 0
+    assert len(done) < 20
+
+
+def test_a_second_sigterm_exits_at_once_and_the_message_goes_back_unhandled(
+    names: Names, tmp_path: Path
+) -> None:
+    log = tmp_path / "handled"
+    proc = start_worker(names, "sync", "--grace", "30", log=log, WORKER_SLEEP="20")
+    try:
+        pub = publisher()
+        eventually(lambda: _bound(names), 20, "the worker's queue bound")
+        pub.publish("work.item", {"n": 1}, exchange=names.exchange)
+        pub.close()
+        eventually(lambda: lines(log), 10, "the handler started")
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert proc.poll() is None  # draining: the handler has 20 s to go, the grace is 30
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(8) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert lines(log) == [("start", 1, 1)]
+    eventually(lambda: count(names.queue) == 1, 5, "the message back in the queue")
+    assert count(names.queue + ".dead") == 0
+
+
+def _bound(names: Names) -> bool:
+    """Whether the worker is consuming (so its queue is bound: it binds before it consumes)."""
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+    try:
+        return int(connection.channel().queue_declare(names.queue, passive=True).method.consumer_count) > 0
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def test_bad_targets_are_clear_errors() -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SVCLINK_")}
+    for target, message in (
+        ("no_such_module_xyz:consumer", "cannot import 'no_such_module_xyz'"),
+        ("json:dumps", "is a function, not an EventConsumer"),
+        ("json", "defines no EventConsumer"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "svclink", "worker", target],
+            capture_output=True, text=True, timeout=30, cwd=ROOT, env=clean,
+        )  # fmt: skip
+        assert result.returncode == 1 and message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
