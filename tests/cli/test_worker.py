@@ -195,3 +195,46 @@ def test_bad_targets_are_clear_errors() -> None:
         )  # fmt: skip
         assert result.returncode == 1 and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def run_cli(names: Names, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SVCLINK_")}
+    extra = {
+        "SVCLINK_AMQP_URL": RABBITMQ_URL,
+        "WORKER_SIDE": "sync",
+        "WORKER_QUEUE": names.queue,
+        "WORKER_EXCHANGE": names.exchange,
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "svclink", *args],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env={**clean, **extra},
+    )  # fmt: skip
+
+
+def test_declare_binds_the_queue_before_any_consumer_runs_and_is_idempotent(names: Names) -> None:
+    for _ in range(2):
+        result = run_cli(names, "declare", TARGET)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"ok: queue '{names.queue}' (durable)" in result.stdout
+        assert f"ok: binding '{names.queue}' <- '{names.exchange}' 'work.#'" in result.stdout
+    event = publisher().publish("work.item", {"n": 1}, exchange=names.exchange)  # routed: no error
+    assert event.event_type == "work.item"
+    assert count(names.queue) == 1
+
+
+def test_declare_reports_drift_with_both_arguments_and_exits_1(names: Names) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+    connection.channel().queue_declare(
+        names.queue + ".retry.1000", durable=True, arguments={"x-message-ttl": 5}
+    )
+    connection.close()
+    result = run_cli(names, "declare", TARGET)
+    assert result.returncode == 1
+    (line,) = [ln for ln in result.stdout.splitlines() if ln.startswith("drift:")]
+    assert f"queue '{names.queue}.retry.1000'" in line and "x-message-ttl=1000" in line  # svclink's
+    assert "inequivalent arg 'x-message-ttl'" in line and "current is '5'" in line  # the broker's
+    assert f"ok: queue '{names.queue}.dead'" in result.stdout  # the rest is still declared
+    assert "1 declarations drifted" in result.stdout
+    worker = run_cli(names, "worker", TARGET, "--declare-only")
+    assert worker.returncode == 1 and "drift:" in worker.stdout
