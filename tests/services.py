@@ -97,9 +97,9 @@ class Process:
 class Uvicorn(Process):
     """``uvicorn <app>`` on 127.0.0.1 and a free port; ``url`` is its base URL."""
 
-    def __init__(self, app: str, env: Mapping[str, str]) -> None:
+    def __init__(self, app: str, env: Mapping[str, str], lifespan: str = "on") -> None:
         argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", "0"]
-        argv += ["--no-access-log", "--log-level", "info", "--lifespan", "on"]
+        argv += ["--no-access-log", "--log-level", "info", "--lifespan", lifespan]
         super().__init__(argv, env, r"Uvicorn running on (http://127\.0\.0\.1:\d+)")
         self.url = self.match.group(1)
 

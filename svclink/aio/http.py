@@ -23,7 +23,9 @@ import httpx
 
 from .._tls import failure_of, http_context
 from ..core.errors import TransportFailure
-from ..core.http.calls import Answer, Call, Done, HTTPRequest, NoResponse, Retry
+from ..core.http.attempts import Answer, HTTPRequest, NoResponse, keep_connection
+from ..core.http.bodies import Body, TooLarge
+from ..core.http.calls import Call, Done, Retry
 from ..core.http.registry import ServiceCache, stubs
 from ..core.http.service import BaseService
 from ..core.settings import Settings
@@ -32,7 +34,12 @@ from ._loops import close_with_loop
 _POOL_MARGIN = 0.02
 
 
-def _failure(exc: httpx.RequestError) -> TransportFailure:
+#: every exception httpx raises: the ones outside RequestError too (InvalidURL, StreamError,
+#: ...), so that none reaches a caller unwrapped
+_HTTPX_ERRORS = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, httpx.CookieConflict)
+
+
+def _failure(exc: Exception, progress: _Progress) -> TransportFailure:
     """Which kind of transport failure an httpx exception is."""
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
         return TransportFailure.CONNECT
@@ -40,7 +47,31 @@ def _failure(exc: httpx.RequestError) -> TransportFailure:
         return TransportFailure.POOL
     if isinstance(exc, httpx.TimeoutException):
         return TransportFailure.TIMEOUT
-    return TransportFailure.RESET
+    return TransportFailure.RESET if progress.sent else TransportFailure.NOT_SENT
+
+
+class _Progress:
+    """How far an attempt got, from httpcore's trace events: whether it opened a connection
+    (else it reused one) and whether the request was written whole (httpcore swallows a
+    failed write and reads on, so the failure is only seen later, as a read's)."""
+
+    __slots__ = ("connected", "sending", "sent")
+
+    def __init__(self) -> None:
+        self.connected = self.sending = self.sent = False
+
+    @property
+    def reused(self) -> bool:
+        """The request went out on a connection kept from an earlier one."""
+        return self.sending and not self.connected
+
+    async def trace(self, event: str, info: object) -> None:
+        if event == "http11.send_request_headers.started":
+            self.sending = True
+        elif event == "http11.send_request_body.complete":
+            self.sent = True
+        elif event == "connection.connect_tcp.started":
+            self.connected = True
 
 
 def _env_proxy(url: str) -> str | None:
@@ -124,6 +155,7 @@ class Service(BaseService):
         retry_count: int | None = None,
         idempotency_key: str | None = None,
         raw_response: bool = False,
+        max_response_size: int | None = None,
     ) -> Any:
         """Call ``endpoint`` of this service and return the decoded JSON body.
 
@@ -143,23 +175,27 @@ class Service(BaseService):
             retry_count=retry_count,
             idempotency_key=idempotency_key,
             raw_response=raw_response,
+            max_response_size=max_response_size,
             wall=time.time(),
         )
         call = Call.start(plan, time.monotonic(), self.guard)
         while True:
             request = call.request(time.monotonic())
             step: Retry | Done
-            failure: NoResponse | None = None
+            failure: NoResponse | TooLarge | None = None
             try:
                 stub = stubs.get(self.name)
                 answer = stub(request) if stub is not None else await self._send(request)
-            except NoResponse as exc:
+            except (NoResponse, TooLarge) as exc:
                 failure = exc
             # outside the except block: the error raised carries no chained transport exception,
             # whose text (the URL and its query string) svclink does not control
-            if failure is not None:
+            if isinstance(failure, TooLarge):
+                call.oversized(failure, time.monotonic())
+            if isinstance(failure, NoResponse):
+                now, rand = time.monotonic(), random.random()
                 step = call.failed(
-                    failure.kind, failure.detail, time.monotonic(), random.random(), failure.tls
+                    failure.kind, failure.detail, now, rand, failure.tls, reused=failure.reused
                 )
             else:
                 status, reason, response_headers, body = answer
@@ -172,37 +208,45 @@ class Service(BaseService):
             await asyncio.sleep(step.wait)
 
     async def _send(self, request: HTTPRequest) -> Answer:
-        """Perform one attempt, all of it (pool wait, connect, body) under its time budget."""
+        """Perform one attempt, all of it (pool wait, connect, body) under its time budget, the
+        body chunk by chunk into a bounded :class:`Body`."""
         # the pool wait ends a moment before the attempt's own deadline, so that running out of
         # pooled connections is reported as such (not a timeout of the service)
         pool_wait = max(0.0, request.timeout - _POOL_MARGIN)
         timeout = httpx.Timeout(request.timeout, connect=request.connect_timeout, pool=pool_wait)
-        outgoing = httpx.Request(
-            request.method,
-            request.url,
-            headers=request.headers,
-            content=request.content,
-            data=request.form,
-            files=request.files,
-            extensions={"timeout": timeout.as_dict(), **self._extensions},
-        )
+        progress = _Progress()
         try:
+            outgoing = httpx.Request(
+                request.method,
+                request.url,
+                headers=request.headers,
+                content=request.content,
+                extensions={"timeout": timeout.as_dict(), "trace": progress.trace, **self._extensions},
+            )
             async with asyncio.timeout(request.timeout):
                 response = await (await self._pool()).handle_async_request(outgoing)
                 try:
-                    body = await response.aread()
+                    # httpx's items() are lower-cased, with repeated headers joined as on the sync side
+                    headers = dict(response.headers.items())
+                    body = Body.start(
+                        request.method, response.status_code, headers, request.max_response_size
+                    )
+                    async for chunk in response.aiter_bytes():
+                        body.add(chunk)
+                    if not keep_connection(response.status_code):
+                        await response.extensions["network_stream"].aclose()  # the pool then drops it
                 finally:
-                    await response.aclose()
+                    await response.aclose()  # not read to the end (too large, cut off): closes the connection
         except TimeoutError:
             raise NoResponse(TransportFailure.TIMEOUT, "response too slow") from None
-        except httpx.RequestError as exc:  # not only TransportError: DecodingError too, as on the sync side
+        except _HTTPX_ERRORS as exc:  # DecodingError too, as on the sync side; and InvalidURL, StreamError...
             tls = failure_of(exc, self.tls.config.sends_client_cert) if self._tls else None
-            raise NoResponse(_failure(exc), type(exc).__name__, tls) from None
+            kind = _failure(exc, progress)
+            raise NoResponse(kind, type(exc).__name__, tls, reused=progress.reused) from None
         except ssl.SSLError as exc:  # an alert read after a TLS 1.3 handshake: httpcore lets it through
             tls = failure_of(exc, self.tls.config.sends_client_cert)
             raise NoResponse(TransportFailure.RESET, type(exc).__name__, tls) from None
-        # httpx's items() are already lower-cased, with repeated headers joined as on the sync side
-        return response.status_code, response.reason_phrase, dict(response.headers.items()), body
+        return response.status_code, response.reason_phrase, headers, body.value()
 
 
 _services: ServiceCache[Service] = ServiceCache(Service)

@@ -162,8 +162,23 @@ class ResponseDecodeError(APIException):
     """The response body is not the JSON the caller asked for."""
 
 
+class ResponseTooLarge(APIException):
+    """The response body is larger than ``max_response_size``; at most that many bytes were read.
+
+    ``status_code`` is the response's status; ``size`` the Content-Length it announced,
+    or None when it announced none and the body ran past the limit.
+    """
+
+    #: the announced Content-Length, if any
+    size: int | None = None
+    #: the bound that was exceeded, in bytes
+    limit: int = 0
+
+
 class RedirectNotFollowed(APIException):
-    """The service redirected the call to another origin, which svclink never follows."""
+    """A redirect svclink does not follow: to another origin, more than five in a row, or a
+    301/302/303 answering a method other than GET or HEAD (it would turn the call into a GET
+    and drop its body). The message names the ``Location`` when it is on the same origin."""
 
 
 class EventError(SvclinkError):
@@ -242,6 +257,8 @@ class TransportFailure(enum.Enum):
 
     #: the connection could not be made: nothing was sent, so any method may be retried
     CONNECT = "connect"
+    #: writing the request failed, so it was never whole on the server: any method may be retried
+    NOT_SENT = "not_sent"
     #: the connection broke after the request may have been sent
     RESET = "reset"
     #: a read or write timed out
@@ -270,6 +287,7 @@ class TLSFailure(enum.Enum):
 
 TRANSPORT_CLASSES: dict[TransportFailure, type[APIException]] = {
     TransportFailure.CONNECT: ServiceUnavailable,
+    TransportFailure.NOT_SENT: ServiceUnavailable,
     TransportFailure.RESET: ServiceUnavailable,
     TransportFailure.TIMEOUT: ServiceTimeout,
     TransportFailure.POOL: ServiceTimeout,

@@ -6,7 +6,6 @@ with the field named, not on the first call at three in the morning.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -16,7 +15,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from . import tls
+from . import durations, tls
 from .errors import ConfigurationError
 from .observe import Observer
 from .policy.breaker import BreakerPolicy
@@ -188,9 +187,11 @@ def _seconds(field: str, value: object) -> float:
             value = float(value)
         except ValueError:
             raise ConfigurationError(field, f"must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ConfigurationError(field, f"must be a positive number of seconds, got {value!r}")
-    return float(value)
+    checked = durations.seconds(value)
+    if checked is None:
+        shown = "a huge negative int" if isinstance(value, int) and value.bit_length() > 64 else repr(value)
+        raise ConfigurationError(field, f"must be a positive number of seconds, got {shown}")
+    return checked
 
 
 def _seconds_or_zero(field: str, value: object) -> float:
@@ -248,6 +249,16 @@ def _connect_timeout(value: object) -> float:
 
 def _pool_maxsize(value: object) -> int:
     return _count("pool_maxsize", value, minimum=1)
+
+
+#: the default bound on a response body (bytes kept in memory after decompression)
+MAX_RESPONSE_SIZE = 100 * 1024 * 1024
+
+
+def _max_response_size(value: object) -> int | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None  # no bound
+    return _count("max_response_size", value, minimum=1)
 
 
 def _event_exchange(value: object) -> str:
@@ -393,6 +404,8 @@ class Settings:
     response_timeout: float = attrs.field(default=10.0, converter=_response_timeout)
     connect_timeout: float = attrs.field(default=3.0, converter=_connect_timeout)
     retry: RetryPolicy = attrs.field(factory=RetryPolicy, converter=_retry)
+    #: the most bytes of a response body read into memory; a larger one raises ResponseTooLarge
+    max_response_size: int | None = attrs.field(default=MAX_RESPONSE_SIZE, converter=_max_response_size)
     #: connections kept per service (sync: per process; aio: per event loop)
     pool_maxsize: int = attrs.field(default=100, converter=_pool_maxsize)
     #: honour HTTP(S)_PROXY and .netrc from the environment for internal calls

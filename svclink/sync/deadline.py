@@ -6,6 +6,16 @@ itself, while a request is in flight, with one reaper thread per process; at the
 attempt's deadline the reaper shuts the socket down, the blocked read returns, and the
 call fails with ``ServiceTimeout`` at its deadline. The aio side gets the same from
 ``asyncio.timeout``.
+
+The reaper must never die: a dead one would leave every later call of the process
+unbounded. It waits at most :data:`_LONGEST_WAIT` at a time (deadlines come clamped from
+the core, but a wait is never handed a number the platform refuses), survives any error
+in its loop, and is started again by the next attempt if its thread is gone all the same.
+
+The connections also note what the driver must report when no response arrives:
+whether the connection had carried an earlier request (``reused``) and whether the
+request was written whole (``sent``); and a connection whose response the core says not
+to keep (a 5xx) is closed as it goes back to the pool.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import logging
 import os
 import socket
 import threading
@@ -23,6 +34,13 @@ from typing import Any
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from ..core.http.attempts import keep_connection
+
+log = logging.getLogger("svclink.http")
+
+#: the longest single wait of the reaper; it looks at its heap again after it
+_LONGEST_WAIT = 3600.0
+
 
 class Attempt:
     """One attempt under a deadline; ``expired`` is set when the reaper had to cut it off."""
@@ -31,6 +49,10 @@ class Attempt:
         self.deadline = deadline
         self.expired = False
         self.tokens: list[int] = []
+        #: the connection used had carried an earlier request
+        self.reused = False
+        #: the request was written whole
+        self.sent = False
 
 
 class _Reaper:
@@ -41,18 +63,18 @@ class _Reaper:
         self._live: set[int] = set()
         self._ids = itertools.count()
         self._cond = threading.Condition()
-        self._pid = 0
+        self._thread: threading.Thread | None = None
 
     def forked(self) -> None:
         """In a forked child: the reaper thread did not survive, and its lock may be held."""
         self._cond = threading.Condition()
-        self._heap, self._live, self._pid = [], set(), 0
+        self._heap, self._live, self._thread = [], set(), None
 
     def arm(self, attempt: Attempt, conn: HTTPConnection) -> int:
         with self._cond:
-            if self._pid != os.getpid():  # first use in this process: start the thread
-                self._pid = os.getpid()
-                threading.Thread(target=self._run, name="svclink-deadlines", daemon=True).start()
+            if self._thread is None or not self._thread.is_alive():  # first use, or it died
+                self._thread = threading.Thread(target=self._run, name="svclink-deadlines", daemon=True)
+                self._thread.start()
             token = next(self._ids)
             self._live.add(token)
             heapq.heappush(self._heap, (attempt.deadline, token, conn, attempt))
@@ -70,23 +92,30 @@ class _Reaper:
     def _run(self) -> None:
         with self._cond:
             while True:
-                while self._heap and self._heap[0][1] not in self._live:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                deadline, token, conn, attempt = self._heap[0]
-                delay = deadline - time.monotonic()
-                if delay > 0:
-                    self._cond.wait(delay)
-                    continue
-                heapq.heappop(self._heap)
-                self._live.discard(token)
-                attempt.expired = True
-                sock = getattr(conn, "sock", None)
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
+                try:
+                    self._step()
+                except Exception:  # never die: the next deadline must still be kept
+                    log.exception("svclink's deadline reaper hit an error; it goes on")
+
+    def _step(self) -> None:
+        """Wait for the earliest deadline (or a new one), or cut off an attempt past its own."""
+        while self._heap and self._heap[0][1] not in self._live:
+            heapq.heappop(self._heap)
+        if not self._heap:
+            self._cond.wait()
+            return
+        deadline, token, conn, attempt = self._heap[0]
+        delay = deadline - time.monotonic()
+        if delay > 0:
+            self._cond.wait(min(delay, _LONGEST_WAIT))
+            return
+        heapq.heappop(self._heap)
+        self._live.discard(token)
+        attempt.expired = True
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 _reaper = _Reaper()
@@ -111,13 +140,31 @@ def attempt_deadline(seconds: float) -> Iterator[Attempt]:
 
 
 class _Armed:
-    """Mixin: a connection that puts itself under the current attempt's deadline."""
+    """Mixin: a connection under the current attempt's deadline, which notes what happened."""
+
+    #: requests sent on the current socket
+    _sent_on_socket = 0
+    #: the last response said this connection is not to be kept
+    discard = False
+
+    def connect(self) -> None:
+        self._sent_on_socket = 0
+        super().connect()  # type: ignore[misc]
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         attempt = getattr(_local, "attempt", None)
         if attempt is not None:
             attempt.tokens.append(_reaper.arm(attempt, self))  # type: ignore[arg-type]
+            attempt.reused = getattr(self, "sock", None) is not None and self._sent_on_socket > 0
+        self._sent_on_socket += 1
         super().request(*args, **kwargs)  # type: ignore[misc]
+        if attempt is not None:
+            attempt.sent = True
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        response = super().getresponse(*args, **kwargs)  # type: ignore[misc]
+        self.discard = not keep_connection(response.status)
+        return response
 
 
 class _HTTPConnection(_Armed, HTTPConnection):
@@ -129,13 +176,21 @@ class _HTTPSConnection(_Armed, HTTPSConnection):
 
 
 class _Bounded:
-    """Mixin: waiting for a free pooled connection also ends at the attempt's deadline."""
+    """Mixin: waiting for a free pooled connection ends at the attempt's deadline, and a
+    connection marked ``discard`` is closed before it is pooled again."""
 
     def _get_conn(self, timeout: float | None = None) -> Any:
         attempt = getattr(_local, "attempt", None)
         if timeout is None and attempt is not None:
             timeout = max(0.001, attempt.deadline - time.monotonic())
         return super()._get_conn(timeout)  # type: ignore[misc]
+
+    def _put_conn(self, conn: Any) -> None:
+        """A connection the core said not to keep is closed first (it reconnects on next use)."""
+        if getattr(conn, "discard", False):
+            conn.discard = False
+            conn.close()
+        super()._put_conn(conn)  # type: ignore[misc]
 
 
 class HTTPPool(_Bounded, HTTPConnectionPool):

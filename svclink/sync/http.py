@@ -16,7 +16,9 @@ from urllib3.exceptions import EmptyPoolError, NewConnectionError, ReadTimeoutEr
 
 from .._tls import failure_of, http_context
 from ..core.errors import TransportFailure
-from ..core.http.calls import Answer, Call, Done, HTTPRequest, NoResponse, Retry
+from ..core.http.attempts import Answer, HTTPRequest, NoResponse
+from ..core.http.bodies import CHUNK, Body, TooLarge
+from ..core.http.calls import Call, Done, Retry
 from ..core.http.registry import ServiceCache, stubs
 from ..core.http.service import BaseService
 from ..core.locks import ForkSafeLock
@@ -25,8 +27,8 @@ from ..core.tls import TLSPlan
 from .deadline import POOL_CLASSES, attempt_deadline
 
 
-def _failure(exc: requests.RequestException) -> TransportFailure:
-    """Which kind of transport failure a requests exception is."""
+def _failure(exc: requests.RequestException, sent: bool) -> TransportFailure:
+    """Which kind of transport failure a requests exception is; ``sent``: the request was written whole."""
     if isinstance(exc, requests.ConnectTimeout):
         return TransportFailure.CONNECT
     if isinstance(exc, requests.Timeout):
@@ -36,7 +38,7 @@ def _failure(exc: requests.RequestException) -> TransportFailure:
         return TransportFailure.TIMEOUT
     if isinstance(getattr(reason, "reason", None), NewConnectionError):
         return TransportFailure.CONNECT
-    return TransportFailure.RESET
+    return TransportFailure.RESET if sent else TransportFailure.NOT_SENT
 
 
 def _as_planned(request: requests.PreparedRequest) -> requests.PreparedRequest:
@@ -134,6 +136,7 @@ class Service(BaseService):
         retry_count: int | None = None,
         idempotency_key: str | None = None,
         raw_response: bool = False,
+        max_response_size: int | None = None,
     ) -> Any:
         """Call ``endpoint`` of this service and return the decoded JSON body.
 
@@ -153,23 +156,27 @@ class Service(BaseService):
             retry_count=retry_count,
             idempotency_key=idempotency_key,
             raw_response=raw_response,
+            max_response_size=max_response_size,
             wall=time.time(),
         )
         call = Call.start(plan, time.monotonic(), self.guard)
         while True:
             request = call.request(time.monotonic())
             step: Retry | Done
-            failure: NoResponse | None = None
+            failure: NoResponse | TooLarge | None = None
             try:
                 stub = stubs.get(self.name)
                 answer = stub(request) if stub is not None else self._send(request)
-            except NoResponse as exc:
+            except (NoResponse, TooLarge) as exc:
                 failure = exc
             # outside the except block: the error raised carries no chained transport exception,
             # whose text (the URL and its query string) svclink does not control
-            if failure is not None:
+            if isinstance(failure, TooLarge):
+                call.oversized(failure, time.monotonic())
+            if isinstance(failure, NoResponse):
+                now, rand = time.monotonic(), random.random()
                 step = call.failed(
-                    failure.kind, failure.detail, time.monotonic(), random.random(), failure.tls
+                    failure.kind, failure.detail, now, rand, failure.tls, reused=failure.reused
                 )
             else:
                 status, reason, response_headers, body = answer
@@ -182,28 +189,36 @@ class Service(BaseService):
             time.sleep(step.wait)
 
     def _send(self, request: HTTPRequest) -> Answer:
-        """Perform one attempt; headers and body are read under the attempt's whole time budget."""
+        """Perform one attempt; headers and body are read under the attempt's whole time budget,
+        the body chunk by chunk into a bounded :class:`Body`."""
         with attempt_deadline(request.timeout) as attempt:
             try:
                 response = self._pool().request(
                     request.method,
                     request.url,
                     headers=request.headers,
-                    data=request.content if request.content is not None else request.form,
-                    files=request.files,
+                    data=request.content,
                     timeout=(request.connect_timeout, request.timeout),
                     allow_redirects=False,
+                    stream=True,
                 )
+                with response:  # not read to the end (too large, cut off): its connection is closed
+                    headers = {k.lower(): v for k, v in response.headers.items()}
+                    body = Body.start(
+                        request.method, response.status_code, headers, request.max_response_size
+                    )
+                    for chunk in response.iter_content(CHUNK):
+                        body.add(chunk)
             except requests.RequestException as exc:
                 if not attempt.expired:
                     tls = failure_of(exc, self.tls.config.sends_client_cert) if self._tls else None
-                    raise NoResponse(_failure(exc), type(exc).__name__, tls) from None
+                    kind = _failure(exc, attempt.sent)
+                    raise NoResponse(kind, type(exc).__name__, tls, reused=attempt.reused) from None
             except EmptyPoolError:  # every pooled connection stayed busy until the deadline
                 raise NoResponse(TransportFailure.POOL, "no free connection in the pool") from None
         if attempt.expired:  # whatever was read after the cut-off is not a response
             raise NoResponse(TransportFailure.TIMEOUT, "response too slow")
-        headers = {k.lower(): v for k, v in response.headers.items()}
-        return response.status_code, response.reason or "", headers, response.content
+        return response.status_code, response.reason or "", headers, body.value()
 
 
 _services: ServiceCache[Service] = ServiceCache(Service)

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import attrs
 
 from ..core.errors import TransportFailure
-from ..core.http.calls import Answer, HTTPRequest, NoResponse
+from ..core.http.attempts import Answer, HTTPRequest, NoResponse
 from ..core.http.registry import base_url, stubs
 from ..core.http.urls import fill_path
 from ..core.settings import get_settings

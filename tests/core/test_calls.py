@@ -243,12 +243,25 @@ def test_same_origin_redirects_are_followed() -> None:
     assert call.retries == 0
 
 
-def test_a_302_after_post_becomes_a_get_without_body() -> None:
-    call = start("POST", "/orders", payload={"a": 1})
+@pytest.mark.parametrize("status", [301, 302, 303])
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+def test_a_301_302_303_after_a_method_other_than_get_or_head_is_refused(method: str, status: int) -> None:
+    """Following would turn the call into a GET without its body: a POST silently not done."""
+    call = start(method, "/orders", payload={"a": 1})
     call.request(T0)
-    reply(call, 302, headers={"location": "/orders/1"})
-    req = call.request(T0)
-    assert (req.method, req.content) == ("GET", None)
+    with pytest.raises(svclink.RedirectNotFollowed) as info:
+        reply(call, status, headers={"location": "/orders/"})
+    assert info.value.status_code == status and info.value.method == method
+    assert BASE + "/orders/" in str(info.value)
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_get_or_head_follows_every_redirect_unchanged(method: str, status: int) -> None:
+    call = start(method)
+    call.request(T0)
+    assert reply(call, status, headers={"location": "/v2/users/5"}) == Retry(0.0)
+    assert (call.request(T0).method, call.request(T0).url) == (method, BASE + "/v2/users/5")
 
 
 def test_a_307_keeps_the_method_and_body() -> None:

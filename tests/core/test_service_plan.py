@@ -117,14 +117,37 @@ def test_multipart() -> None:
         "POST", "/avatars/", payload={"user": "1", "size": 2},
         files={"avatar": ("a.png", b"\x89PNG", "image/png"), "raw": b"data", "doc": ("d.txt", b"t")},
     )  # fmt: skip
-    assert p.content is None
     assert p.form == {"user": "1", "size": "2"}
     assert p.files == {
         "avatar": ("a.png", b"\x89PNG", "image/png"),
         "raw": ("raw", b"data"),
         "doc": ("d.txt", b"t"),
     }
-    assert not any(k.lower() == "content-type" for k in p.headers)  # the HTTP library sets the boundary
+    ctype = p.headers["Content-Type"]
+    assert ctype.startswith("multipart/form-data; boundary=")
+    boundary = ctype.split("=", 1)[1]
+    assert p.content is not None
+    assert p.content.replace(boundary.encode(), b"B") == (
+        b'--B\r\nContent-Disposition: form-data; name="user"\r\n\r\n1\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="size"\r\n\r\n2\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="avatar"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n\x89PNG\r\n"
+        b'--B\r\nContent-Disposition: form-data; name="raw"; filename="raw"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\ndata\r\n"
+        b'--B\r\nContent-Disposition: form-data; name="doc"; filename="d.txt"\r\n'
+        b"Content-Type: text/plain\r\n\r\nt\r\n"
+        b"--B--\r\n"
+    )
+
+
+def test_multipart_filenames_are_quoted_strings_with_backslash_escapes() -> None:
+    p = plan(
+        "POST", "/up", files={'n"a\\me': ('a "b" \\c\\ é.png', b"x")}, headers={"content-type": "text/x"}
+    )
+    assert p.content is not None
+    assert b'name="n\\"a\\\\me"; filename="a \\"b\\" \\\\c\\\\ \xc3\xa9.png"' in p.content
+    assert b"Content-Type: image/png" in p.content
+    assert [k for k in p.headers if k.lower() == "content-type"] == ["Content-Type"]
 
 
 @pytest.mark.parametrize(

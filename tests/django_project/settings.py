@@ -22,6 +22,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.middleware.common.CommonMiddleware",  # APPEND_SLASH, as in every new project
     "svclink.contrib.django.SvclinkMiddleware",
 ]
 ROOT_URLCONF = "tests.django_project.urls"

@@ -8,4 +8,6 @@ urlpatterns = [
     path("whoami/", views.whoami),
     path("awhoami/", views.awhoami),
     path("e2e/", views.e2e),
+    path("users/", views.users),
+    path("upload/", views.upload),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
@@ -60,3 +61,25 @@ def e2e(request: HttpRequest) -> JsonResponse:
     answer = svclink.sync.get_service("b").http_dispatch("POST", "/bare/publish")
     task = celery_app.call_c.delay("/from-task", "sync")
     return JsonResponse({"b": answer, "task_id": task.id, **seen(request)})
+
+
+#: the users created through ``users/`` in this process
+_users: list[dict[str, Any]] = []
+
+
+def users(request: HttpRequest) -> JsonResponse:
+    """``GET`` lists the users, ``POST`` (a JSON body) creates one: a DRF-style collection."""
+    if request.method == "POST":
+        user = {"id": len(_users) + 1, **json.loads(request.body)}
+        _users.append(user)
+        return JsonResponse(user, status=201)
+    return JsonResponse(_users, safe=False)
+
+
+def upload(request: HttpRequest) -> JsonResponse:
+    """What Django's own multipart parser made of the body: form fields and files."""
+    files = {
+        name: {"filename": f.name, "content_type": f.content_type, "content": f.read().decode("latin-1")}
+        for name, f in request.FILES.items()
+    }
+    return JsonResponse({"form": request.POST.dict(), "files": files})

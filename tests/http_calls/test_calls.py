@@ -145,13 +145,9 @@ def test_the_bound_request_id_is_sent_and_reported(side: Side, user_service: Tes
 
 def test_a_same_origin_redirect_is_followed(side: Side, user_service: TestServer) -> None:
     user_service.route("GET", "/old", Reply(301, headers={"Location": "/new?x=1"}))
-    user_service.route("POST", "/submit", Reply(303, headers={"Location": user_service.url + "/done"}))
     user_service.route("GET", "/new", Reply(200, {"moved": True}))
-    user_service.route("GET", "/done", Reply(200, {"done": True}))
     assert side.call("user", "GET", "/old") == {"moved": True}
     assert user_service.calls("GET", "/new")[0].query == {"x": ["1"]}
-    assert side.call("user", "POST", "/submit", payload={"a": 1}) == {"done": True}
-    assert user_service.calls("GET", "/done")[0].body == b""
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from ..errors import (
     CircuitOpen,
     RedirectNotFollowed,
     ResponseDecodeError,
+    ResponseTooLarge,
     ServiceTimeout,
     ServiceTLSError,
     TLSFailure,
@@ -37,6 +38,9 @@ from ..policy.budget import RetryBudget
 from ..policy.retry import STOP, Decision, Outcome, RetryPolicy, parse_retry_after
 from ..redact import given_secrets, redact
 from ..tls import describe
+from .attempts import HTTPRequest, counts_for_breaker
+from .bodies import TooLarge
+from .multipart import FileSpec
 from .responses import NotJSON, Response, decode_json, error_details, excerpt
 from .urls import same_origin
 
@@ -44,45 +48,16 @@ log = logging.getLogger("svclink.http")
 
 MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: a 301, 302 or 303 is followed only after these: the others would have to become a GET
+_REDIRECTABLE_METHODS = frozenset({"GET", "HEAD"})
 
 _FAILURE_TEXT = {
     TransportFailure.CONNECT: "could not connect",
+    TransportFailure.NOT_SENT: "connection broken while sending the request",
     TransportFailure.RESET: "connection broken before a response",
     TransportFailure.TIMEOUT: "no response in time",
     TransportFailure.POOL: "no free connection in the pool in time",
 }
-
-FileSpec = tuple[str, bytes] | tuple[str, bytes, str]
-
-
-class NoResponse(Exception):
-    """Raised by a driver's send (or a test stub) when no response arrived: says which kind,
-    and for a refused TLS handshake, what the refusal was."""
-
-    def __init__(self, kind: TransportFailure, detail: str, tls: TLSFailure | None = None) -> None:
-        super().__init__(detail)
-        self.kind, self.detail, self.tls = kind, detail, tls
-
-
-#: (status, reason, headers with lower-case names, body): what a driver's send returns
-Answer = tuple[int, str, dict[str, str], bytes]
-
-
-@attrs.frozen
-class HTTPRequest:
-    """One attempt, ready for a driver to send exactly as it is."""
-
-    method: str
-    url: str
-    headers: Mapping[str, str]
-    #: an encoded body (JSON), or None
-    content: bytes | None
-    #: multipart form fields and files, encoded by the HTTP library
-    form: Mapping[str, str] | None
-    files: Mapping[str, FileSpec] | None
-    connect_timeout: float
-    #: the time this attempt may take in all (reads included): the call's remaining budget
-    timeout: float
 
 
 @attrs.frozen
@@ -108,6 +83,7 @@ class CallPlan:
     context_deadline: float | None = None
     #: the name the service's certificate must carry, when not the URL's host (``tls_server_hostname``)
     server_hostname: str | None = None
+    max_response_size: int | None = None
 
     @property
     def request_id(self) -> str | None:
@@ -153,7 +129,6 @@ class Call:
     guard: Guard = NO_GUARD
     started: float = 0.0
     attempt_started: float = 0.0
-    with_body: bool = True
     attempts: int = 0
     retries: int = 0
     redirects: int = 0
@@ -193,14 +168,22 @@ class Call:
             url=self.url,
             headers={**plan.headers, **budget},
             content=self.content,
-            form=plan.form if self.with_body else None,
-            files=plan.files if self.with_body else None,
+            form=plan.form,
+            files=plan.files,
             connect_timeout=min(plan.connect_timeout, remaining),
             timeout=remaining,
+            max_response_size=plan.max_response_size,
         )
 
     def failed(
-        self, failure: TransportFailure, detail: str, now: float, rand: float, tls: TLSFailure | None = None
+        self,
+        failure: TransportFailure,
+        detail: str,
+        now: float,
+        rand: float,
+        tls: TLSFailure | None = None,
+        *,
+        reused: bool = False,
     ) -> Retry:
         """No response arrived; retry if the policy allows, else raise the mapped error.
 
@@ -213,7 +196,7 @@ class Call:
             message = describe(tls, hostname)
             self._observe_call(None, ServiceTLSError.__name__, now)
             raise self._error(ServiceTLSError, message, failure=tls)
-        if self.guard.breaker is not None and failure is not TransportFailure.POOL:
+        if self.guard.breaker is not None and counts_for_breaker(failure, reused):
             self.guard.breaker.failed(now)
         decision = self._decide(Outcome(failure=failure), now, rand)
         self._observe_attempt(None, failure.value, now, decision)
@@ -236,12 +219,7 @@ class Call:
         rand: float,
     ) -> Retry | Done:
         """A response arrived (``headers`` with lower-case names): retry, follow, or finish."""
-        breaker = self.guard.breaker
-        if breaker is not None:
-            if status >= 500:
-                breaker.failed(now)
-            else:
-                breaker.succeeded()
+        self._count_status(status, now)
         decision = STOP
         if status >= 400:
             outcome = Outcome(status=status, retry_after=parse_retry_after(headers, wall))
@@ -258,6 +236,28 @@ class Call:
             raise
         self._observe_call(status, None, now)
         return Done(value)
+
+    def oversized(self, too_large: TooLarge, now: float) -> None:
+        """The response's body was over ``max_response_size``: raise :class:`ResponseTooLarge`."""
+        self._count_status(too_large.status, now)
+        size = f" (it announced {too_large.declared})" if too_large.declared is not None else ""
+        error = self._error(
+            ResponseTooLarge,
+            f"response body over max_response_size of {too_large.limit} bytes{size}",
+            too_large.status,
+        )
+        assert isinstance(error, ResponseTooLarge)
+        error.size, error.limit = too_large.declared, too_large.limit
+        self._observe_call(too_large.status, ResponseTooLarge.__name__, now)
+        raise error
+
+    def _count_status(self, status: int, now: float) -> None:
+        breaker = self.guard.breaker
+        if breaker is not None:
+            if status >= 500:
+                breaker.failed(now)
+            else:
+                breaker.succeeded()
 
     def _decide(self, outcome: Outcome, now: float, rand: float) -> Decision:
         decision = self.plan.policy.decide(
@@ -313,11 +313,16 @@ class Call:
             raise self._error(
                 RedirectNotFollowed, "redirected to another origin, which is never followed", status
             )
+        if status in (301, 302, 303) and self.method not in _REDIRECTABLE_METHODS:
+            raise self._error(
+                RedirectNotFollowed,
+                f"a {self.method} was answered with {status} and Location {excerpt(target, 200)}; "
+                "it is not followed, as that would re-send it as a GET without its body",
+                status,
+            )
         if self.redirects >= MAX_REDIRECTS:
             raise self._error(RedirectNotFollowed, f"more than {MAX_REDIRECTS} redirects", status)
         self.redirects += 1
-        if status == 303 or (status in (301, 302) and self.method == "POST"):
-            self.method, self.content, self.with_body = "GET", None, False
         self.url = target
         return Retry(0.0)
 

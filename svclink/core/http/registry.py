@@ -8,7 +8,7 @@ from typing import Generic, TypeVar
 from ..errors import ServiceNotDeclared
 from ..locks import ForkSafeLock
 from ..settings import Settings, get_settings
-from .calls import Answer, HTTPRequest
+from .attempts import Answer, HTTPRequest
 
 S = TypeVar("S")
 

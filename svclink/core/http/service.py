@@ -11,7 +11,6 @@ import datetime
 import decimal
 import json
 import logging
-import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from .. import durations
 from ..context.outgoing import check_header, outgoing_headers, sign_headers
 from ..context.value import current
 from ..errors import InvalidRequest
@@ -28,8 +28,10 @@ from ..policy.budget import RetryBudget
 from ..policy.retry import RetryPolicy
 from ..settings import Settings
 from ..tls import service_plan
-from .calls import CallPlan, FileSpec, Guard
+from . import multipart
+from .calls import CallPlan, Guard
 from .credentials import add_authorization, netrc_authorization
+from .multipart import FileSpec
 from .registry import base_url
 from .urls import build_url
 
@@ -124,9 +126,32 @@ def _files(files: Any) -> dict[str, FileSpec]:
 
 
 def _timeout(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+    """Seconds, clamped to a year (see :mod:`svclink.core.durations`), so no driver overflows."""
+    checked = durations.seconds(value)
+    if checked is None:
         raise InvalidRequest("response_timeout must be a positive, finite number of seconds")
-    return float(value)
+    return checked
+
+
+def _flag(name: str, value: object) -> bool:
+    """A yes/no argument: a bool, not anything with a truth value (``"no"`` is true)."""
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{name} must be True or False, got {type(value).__name__}")
+    return value
+
+
+def _idempotency_key(value: object) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise InvalidRequest("idempotency_key must be a non-empty str that is not only blanks")
+    return value
+
+
+def _max_response_size(value: object, default: int | None) -> int | None:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidRequest("max_response_size must be a whole number of bytes >= 1")
+    return value
 
 
 class BaseService:
@@ -169,6 +194,7 @@ class BaseService:
         retry_count: int | None = None,
         idempotency_key: str | None = None,
         raw_response: bool = False,
+        max_response_size: int | None = None,
         wall: float | None = None,
     ) -> CallPlan:
         """Check every argument and decide everything about the call; no I/O.
@@ -180,8 +206,13 @@ class BaseService:
         method = method.upper()
         settings = self.settings
         url = build_url(self.base_url, endpoint, path_params, query_params)
-        if idempotency_key is not None and (not isinstance(idempotency_key, str) or not idempotency_key):
-            raise InvalidRequest("idempotency_key must be a non-empty str")
+        idempotency_key = _idempotency_key(idempotency_key)
+        propagate = (
+            settings.propagate_error if propagate_error is None else _flag("propagate_error", propagate_error)
+        )
+        include_status_code = _flag("include_status_code", include_status_code)
+        raw_response = _flag("raw_response", raw_response)
+        body_limit = _max_response_size(max_response_size, settings.max_response_size)
         ctx = current()
         hdrs = outgoing_headers(
             caller=settings.service_name, context=ctx, extra=headers, idempotency_key=idempotency_key
@@ -190,6 +221,9 @@ class BaseService:
         content, form, file_map = None, None, None
         if files is not None:
             form, file_map = _form(payload), _files(files)
+            content, hdrs["Content-Type"] = multipart.encode(form, file_map, multipart.new_boundary())
+            for name in [k for k in hdrs if k.lower() == "content-type" and k != "Content-Type"]:
+                del hdrs[name]  # the boundary is ours: a caller's own multipart type cannot be right
         elif payload is not None:
             content = encode_json(payload)
             if not any(k.lower() == "content-type" for k in hdrs):  # the caller's own type wins
@@ -216,11 +250,12 @@ class BaseService:
             connect_timeout=settings.connect_timeout,
             policy=policy,
             idempotency_key=idempotency_key,
-            propagate_error=settings.propagate_error if propagate_error is None else bool(propagate_error),
+            propagate_error=propagate,
             include_status_code=include_status_code,
             raw_response=raw_response,
             context_deadline=ctx.deadline if ctx is not None else None,
             server_hostname=self.tls.server_hostname,
+            max_response_size=body_limit,
         )
 
 

@@ -21,6 +21,17 @@ from ..errors import InvalidRequest
 _ENDPOINT_RE = re.compile(r"^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/{}]|%[0-9A-Fa-f]{2})*$")
 _FIELD_RE = re.compile(r"\{([^{}]*)\}")
 _SCALARS = (str, int, float, uuid.UUID)
+#: the longest URL sent (httpx's own limit; servers refuse far shorter ones): the same on every transport
+MAX_URL_LENGTH = 65536
+
+
+def _text(what: str, value: object) -> str:
+    """A scalar parameter as text; an int too long to write (Python refuses over 4300 digits)
+    is :class:`InvalidRequest`, not a ValueError from ``str()``."""
+    try:
+        return str(value)
+    except ValueError:
+        raise InvalidRequest(f"{what} is a number too large to send") from None
 
 
 def _check_endpoint(endpoint: object) -> str:
@@ -47,7 +58,7 @@ def _segment(name: str, value: object) -> str:
         raise InvalidRequest(
             f"path parameter {name!r} must be a str, int, float or UUID, got {type(value).__name__}"
         )
-    text = _encodable(f"path parameter {name!r}", str(value))
+    text = _encodable(f"path parameter {name!r}", _text(f"path parameter {name!r}", value))
     if text in ("", ".", ".."):
         raise InvalidRequest(f"path parameter {name!r} must not be empty, '.' or '..'")
     return quote(text, safe="")
@@ -98,7 +109,7 @@ def _query_value(name: str, value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, _SCALARS):
-        return _encodable(f"query parameter {name!r}", str(value))
+        return _encodable(f"query parameter {name!r}", _text(f"query parameter {name!r}", value))
     raise InvalidRequest(
         f"query parameter {name!r} must be a str, int, float, bool, UUID or a list of them, "
         f"got {type(value).__name__}"
@@ -131,6 +142,10 @@ def build_url(
     path = fill_path(endpoint, path_params)
     query = encode_query(query_params)
     url = base_url + path + ("?" + query if query else "")
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidRequest(
+            f"the URL (endpoint, path_params, query_params) is over {MAX_URL_LENGTH} characters"
+        )
     target, base = urlsplit(url), urlsplit(base_url)
     if (target.scheme, target.netloc) != (base.scheme, base.netloc):  # defence in depth
         raise InvalidRequest("endpoint would leave the service's base URL")

@@ -71,8 +71,8 @@ class RetryPolicy:
 
     def is_retryable(self, method: str, outcome: Outcome, has_idempotency_key: bool) -> bool:
         """Whether this outcome may be retried at all, ignoring counts and time."""
-        if outcome.failure is TransportFailure.CONNECT:
-            return True  # nothing reached the server
+        if outcome.failure in (TransportFailure.CONNECT, TransportFailure.NOT_SENT):
+            return True  # no whole request reached the server
         if method not in IDEMPOTENT_METHODS and not has_idempotency_key:
             return False
         if outcome.failure is not None:
