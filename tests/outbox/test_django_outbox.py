@@ -15,9 +15,8 @@ from ..django_project import setup
 
 setup()
 
-from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
-from django.db import connections, transaction  # noqa: E402
+from django.db import transaction  # noqa: E402
 
 import svclink  # noqa: E402
 from svclink.context import bind  # noqa: E402
@@ -25,7 +24,7 @@ from svclink.contrib.django import publish_on_commit  # noqa: E402
 
 from ..django_project.shop.models import Order  # noqa: E402
 from ..events_support import RABBITMQ_URL, RabbitView, eventually  # noqa: E402
-from ..outbox_support import create_database, drop_database, query  # noqa: E402
+from ..outbox_support import query  # noqa: E402
 from ..server import closed_port  # noqa: E402
 
 pytestmark = pytest.mark.rabbitmq
@@ -35,17 +34,9 @@ class Refused(Exception):
     """The view's own failure, after publish_on_commit: the transaction rolls back."""
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[str]:
-    """The project's PostgreSQL database ("pg"), migrated; dropped after the module."""
-    name = settings.DATABASES["pg"]["NAME"]
-    create_database(name)
-    try:
-        call_command("migrate", database="pg", verbosity=0, interactive=False)
-        yield name
-    finally:
-        connections["pg"].close()
-        drop_database(name)
+@pytest.fixture
+def pg(django_pg: str) -> str:
+    return django_pg
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, create_engine, insert
+from sqlalchemy import create_engine, insert
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
@@ -20,31 +20,24 @@ import svclink.aio.relay
 import svclink.sync.relay
 from svclink.cli import main
 from svclink.context import bind
-from svclink.contrib.sqlalchemy import AsyncSqlOutbox, SqlOutbox, outbox_table, publish_on_commit
+from svclink.contrib.sqlalchemy import AsyncSqlOutbox, SqlOutbox, publish_on_commit
 
 from ..conftest import Side
 from ..events_support import RABBITMQ_URL, RabbitView, eventually
-from ..outbox_support import pg_url, query, scratch_database
+from ..outbox_support import pg_url, query
 from ..server import closed_port
+from .conftest import orders
 
 pytestmark = pytest.mark.rabbitmq
-
-metadata = MetaData()
-orders = Table("orders", metadata, Column("number", Integer, primary_key=True, autoincrement=False))
-outbox_table(metadata)
 
 
 class Refused(Exception):
     """The application's own failure, after publish_on_commit: the transaction rolls back."""
 
 
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    with scratch_database() as name:
-        engine = create_engine(pg_url(name, "+psycopg"))
-        metadata.create_all(engine)
-        engine.dispose()
-        yield name
+@pytest.fixture
+def database(sql_database: str) -> str:
+    return sql_database
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ from typing import Any
 
 from .middleware import SvclinkMiddleware, default_user_context
 
-__all__ = ["DjangoOutbox", "SvclinkMiddleware", "default_user_context", "publish_on_commit"]
+__all__ = ["DjangoInbox", "DjangoOutbox", "SvclinkMiddleware", "default_user_context", "publish_on_commit"]
 
-_LAZY = {"publish_on_commit": "outbox", "DjangoOutbox": "outbox"}
+_LAZY = {"publish_on_commit": "outbox", "DjangoOutbox": "outbox", "DjangoInbox": "inbox"}
 
 
 def __getattr__(name: str) -> Any:

@@ -8,6 +8,7 @@ from django.apps import AppConfig
 from django.core.signals import setting_changed
 
 from ...core import logs
+from ...core.events.inbox import set_default_store
 from . import checks, conf
 
 
@@ -27,3 +28,6 @@ class SvclinkConfig(AppConfig):  # type: ignore[misc]  # Django is untyped
         checks.register()
         setting_changed.connect(_reload, dispatch_uid="svclink.contrib.django.reload")
         logs.install()
+        from .inbox import DjangoInbox
+
+        set_default_store(DjangoInbox)  # dedupe=True on a sync consumer, with no store named

@@ -1,4 +1,4 @@
-"""SQLAlchemy integration (sync and asyncio): the transactional outbox and the inbox's store.
+"""SQLAlchemy integration (sync and asyncio): the transactional outbox and the inbox.
 
 .. code-block:: python
 
@@ -14,7 +14,17 @@ from ..._extras import require
 
 require("sqlalchemy", "sqlalchemy")
 
+from .inbox import AsyncSqlInbox, SqlInbox, inbox_session  # noqa: E402
 from .outbox import AsyncSqlOutbox, SqlOutbox, publish_on_commit  # noqa: E402
 from .tables import inbox_table, outbox_table  # noqa: E402
 
-__all__ = ["AsyncSqlOutbox", "SqlOutbox", "inbox_table", "outbox_table", "publish_on_commit"]
+__all__ = [
+    "AsyncSqlInbox",
+    "AsyncSqlOutbox",
+    "SqlInbox",
+    "SqlOutbox",
+    "inbox_session",
+    "inbox_table",
+    "outbox_table",
+    "publish_on_commit",
+]

@@ -23,6 +23,7 @@ from ..settings import Settings, get_settings
 from .broker import default_name
 from .envelope import Event
 from .handling import Decision, Handle, HandlerTable, log_decision, receive, settle
+from .inbox import InboxStore, deduplicated, store_for
 from .message import Delivery
 from .running import Shutdown, State, check_concurrency, check_seconds, sized_prefetch
 from .topology import (
@@ -101,6 +102,7 @@ class BaseConsumer(Generic[H]):
         grace: float | None = None,
         settings: Settings | None = None,
         connection_name: str | None = None,
+        dedupe: bool | InboxStore | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         #: handlers run at once (None: one at a time on svclink.sync, up to prefetch on svclink.aio)
@@ -112,6 +114,8 @@ class BaseConsumer(Generic[H]):
             "handler_timeout", self.settings.handler_timeout if handler_timeout is None else handler_timeout
         )
         grace = check_seconds("grace", self.settings.consumer_grace if grace is None else grace)
+        #: the inbox store every handler deduplicates through unless registered with ``dedupe=False``
+        self._inbox = store_for(dedupe or None, None, asynchronous=self.asynchronous)
         #: the bindings asked for; none (or empty) means those the handlers need
         self._bindings = None if bindings is None else binding_patterns(bindings)
         self.config = ConsumerConfig(
@@ -170,19 +174,31 @@ class BaseConsumer(Generic[H]):
         check_handler(handler, asynchronous=self.asynchronous)
         return cast(H, handler)
 
-    def on(self, pattern: str) -> Callable[[F], F]:
-        """Decorator: handle events whose type is ``pattern`` or matches it (``*``, ``#``)."""
+    def on(self, pattern: str, *, dedupe: bool | InboxStore | None = None) -> Callable[[F], F]:
+        """Decorator: handle events whose type is ``pattern`` or matches it (``*``, ``#``).
+
+        ``dedupe=True`` runs the handler at most once per event id on this consumer's queue,
+        through the consumer's inbox store (or the default one: Django's, with its app
+        installed); ``dedupe=<store>`` names the store; ``dedupe=False`` opts out of the
+        consumer's. A wrong ``dedupe`` is refused here, before any I/O.
+        """
+        store = store_for(dedupe, self._inbox, asynchronous=self.asynchronous)
 
         def register(handler: F) -> F:
-            self._table.add(pattern, self._checked(handler))
+            checked = self._checked(handler)
+            self._table.add(pattern, checked if store is None else self._deduplicated(checked, store))
             return handler
 
         return register
 
     def default(self, handler: F) -> F:
         """Decorator: handle every event no other handler matches (the same as ``on("#")``)."""
-        self._table.set_default(self._checked(handler))
+        checked = self._checked(handler)
+        self._table.set_default(checked if self._inbox is None else self._deduplicated(checked, self._inbox))
         return handler
+
+    def _deduplicated(self, handler: H, store: InboxStore) -> H:
+        return cast(H, deduplicated(handler, store, self.config.queue))
 
     def _effective_config(self) -> ConsumerConfig:
         """The config a run declares: the bindings asked for, else those the handlers need."""
