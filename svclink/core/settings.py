@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from . import durations, tls
+from . import durations, fleet_settings, tls
 from .errors import ConfigurationError
 from .observe import Observer
 from .policy.breaker import BreakerPolicy
@@ -261,6 +261,10 @@ def _max_response_size(value: object) -> int | None:
     return _count("max_response_size", value, minimum=1)
 
 
+def _insanic_headers(value: object) -> bool:
+    return _bool("insanic_headers", value)
+
+
 def _event_exchange(value: object) -> str:
     if (
         not isinstance(value, str)
@@ -416,6 +420,14 @@ class Settings:
     retry_budget: BudgetPolicy = attrs.field(factory=BudgetPolicy, converter=_budget)
     #: metrics hooks (see :mod:`svclink.core.observe`)
     observers: tuple[Observer, ...] = attrs.field(default=(), converter=_observers)
+    #: also send and read Insanic's request-id header (X-Insanic-Request-ID) beside X-Request-ID
+    insanic_headers: bool = attrs.field(default=False, converter=_insanic_headers)
+    #: the layout of events published to these exchanges (``flat`` or ``envelope``, the default)
+    event_formats: Mapping[str, str] = attrs.field(factory=dict, converter=fleet_settings.event_formats)
+    #: exchanges svclink declares not durable (as aio-pika and FastStream do), when it declares them first
+    transient_exchanges: tuple[str, ...] = attrs.field(
+        default=(), converter=fleet_settings.transient_exchanges
+    )
     #: seconds between the outbox relay's looks at its table when no wake-up comes
     outbox_poll_interval: float = attrs.field(default=1.0, converter=_outbox_poll_interval)
     #: seconds a sent outbox row is kept (0: deleted as soon as its confirm is in)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -210,3 +211,41 @@ def test_an_exchange_of_another_durability_is_used_as_it_is_another_type_is_not(
         warn_existing("test.formats.once", durable)
         warn_existing("test.formats.once", durable)
     assert len(caplog.records) == 1 and "'test.formats.once'" in caplog.records[0].getMessage()
+
+
+# -- the fleet's settings and Insanic's request id header ----------------------------------
+
+
+def test_fleet_settings_from_python_and_from_the_environment() -> None:
+    from svclink.core.settings import load
+
+    env = {
+        "SVCLINK_EVENT_FORMATS": "user_events=flat, orders=envelope",
+        "SVCLINK_TRANSIENT_EXCHANGES": "user_events,orders",
+        "SVCLINK_INSANIC_HEADERS": "true",
+    }
+    loaded = load({}, env)
+    assert dict(loaded.event_formats) == {"user_events": "flat", "orders": "envelope"}
+    assert loaded.transient_exchanges == ("user_events", "orders")
+    assert loaded.insanic_headers is True
+    assert load({}, {}).insanic_headers is False and dict(load({}, {}).event_formats) == {}
+    for field, value, says in [
+        ("event_formats", {"user_events": "xml"}, "'flat' or 'envelope'"),
+        ("event_formats", ["user_events"], "must map exchange names"),
+        ("event_formats", {"amq.topic": "flat"}, "not amq"),
+        ("transient_exchanges", "bad name!", "must name exchanges"),
+        ("insanic_headers", "maybe", "true or false"),
+    ]:
+        with pytest.raises(svclink.ConfigurationError, match=rf"{field}.*{re.escape(says)}"):
+            load({field: value}, {})
+
+
+def test_the_request_id_of_an_insanic_caller_is_read_with_insanic_headers_only() -> None:
+    from svclink.core.context.incoming import incoming
+
+    headers = {"X-Insanic-Request-ID": "req-from-insanic"}
+    on = Settings(service_name="api", insanic_headers=True)
+    assert incoming(headers, settings=on, now=0.0, wall=WALL).context.request_id == "req-from-insanic"
+    both = {**headers, "X-Request-ID": "req-standard"}
+    assert incoming(both, settings=on, now=0.0, wall=WALL).context.request_id == "req-standard"
+    assert incoming(headers, settings=SETTINGS, now=0.0, wall=WALL).context.request_id != "req-from-insanic"

@@ -153,7 +153,6 @@ def test_multipart_filenames_are_quoted_strings_with_backslash_escapes() -> None
 @pytest.mark.parametrize(
     ("payload", "files"),
     [
-        (None, {}),
         (None, {"f": "text"}),
         (None, {"f": ("a.png",)}),
         (None, {"f": ("a.png", "not bytes")}),

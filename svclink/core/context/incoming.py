@@ -28,6 +28,7 @@ from .outgoing import (
     CONTEXT_LOWER,
     DEADLINE_HEADER,
     DEADLINE_LOWER,
+    INSANIC_REQUEST_ID_LOWER,
     REQUEST_ID_HEADER,
     REQUEST_ID_LOWER,
     TRACEPARENT_HEADER,
@@ -147,6 +148,8 @@ def read_incoming(
     builds them for an event, merging the envelope's context with the message headers)."""
     dropped = []
     raw_id = lower.get(REQUEST_ID_LOWER)
+    if raw_id is None and settings.insanic_headers:  # a call from an Insanic service
+        raw_id = lower.get(INSANIC_REQUEST_ID_LOWER)
     if raw_id is not None and not _REQUEST_ID_RE.fullmatch(raw_id):  # fullmatch: no final \n
         raw_id = None
         dropped.append(REQUEST_ID_HEADER)

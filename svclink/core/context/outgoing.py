@@ -30,6 +30,11 @@ from .value import RequestContext, current, new_request_id
 REQUEST_ID_HEADER = "X-Request-ID"
 
 
+#: Insanic's name for the request id (its REQUEST_ID_HEADER_FIELD), sent and read beside
+#: X-Request-ID with the ``insanic_headers`` setting
+INSANIC_REQUEST_ID_HEADER = "X-Insanic-Request-ID"
+
+
 CALLER_HEADER = "X-Svclink-Caller"
 
 
@@ -66,6 +71,9 @@ _VALUE_RE = re.compile(r"[\t\x20-\x7e]*")
 
 #: header names as :func:`read_incoming` looks them up (lower case)
 REQUEST_ID_LOWER = REQUEST_ID_HEADER.lower()
+
+
+INSANIC_REQUEST_ID_LOWER = INSANIC_REQUEST_ID_HEADER.lower()
 
 
 CALLER_LOWER = CALLER_HEADER.lower()
@@ -147,6 +155,14 @@ def outgoing_headers(
             headers[name] = value
             lower[name.lower()] = name  # a later "x-a" replaces an earlier "X-A", never duplicates it
     return headers
+
+
+def add_insanic_request_id(headers: dict[str, str]) -> None:
+    """Copy the request id into Insanic's header, unless the caller set that one themselves."""
+    if header(headers, INSANIC_REQUEST_ID_HEADER) is None:
+        request_id = header(headers, REQUEST_ID_HEADER)
+        if request_id is not None:
+            headers[INSANIC_REQUEST_ID_HEADER] = request_id
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:

@@ -15,11 +15,12 @@ import re
 import uuid
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
 from .. import durations
-from ..context.outgoing import check_header, outgoing_headers, sign_headers
+from ..context.outgoing import add_insanic_request_id, check_header, outgoing_headers, sign_headers
 from ..context.value import current
 from ..errors import InvalidRequest
 from ..observe import notify
@@ -99,9 +100,31 @@ def _form(payload: Any) -> dict[str, str]:
     return form
 
 
-def _files(files: Any) -> dict[str, FileSpec]:
-    if not isinstance(files, Mapping) or not files:
-        raise InvalidRequest("files must be a non-empty mapping of field name to (filename, bytes[, type])")
+def _given_files(files: object) -> Mapping[str, Any] | None:
+    """The files a call sends, or None: ``None`` and an empty mapping both mean none (as Insanic
+    reads them: its users pass ``files={}`` by default)."""
+    if files is None:
+        return None
+    if not isinstance(files, Mapping):
+        raise InvalidRequest("files must be a mapping of field name to (filename, bytes[, type])")
+    return files or None
+
+
+#: methods whose requests have no body: a payload for them belongs in the query string
+_BODILESS = frozenset({"GET", "HEAD"})
+
+
+def _bodiless_payload(method: str, payload: object) -> None:
+    """Refuse a non-empty payload on a GET or HEAD, saying where its values go; an empty one
+    (``{}``, ``[]``, ``""``, as Insanic code passes by default) sends no body."""
+    empty = isinstance(payload, (Mapping, list, tuple, str, bytes)) and not payload
+    if payload is not None and not empty:
+        raise InvalidRequest(
+            f"a {method} request has no body: pass the payload's values as query_params=... instead"
+        )
+
+
+def _files(files: Mapping[str, Any]) -> dict[str, FileSpec]:
     checked: dict[str, FileSpec] = {}
     for name, spec in files.items():
         if isinstance(spec, bytes):
@@ -154,6 +177,14 @@ def _max_response_size(value: object, default: int | None) -> int | None:
     return value
 
 
+def _read_only(service: str, what: str) -> str:
+    """Why assigning a service's ``host`` or ``port`` (which Insanic allowed) does nothing here."""
+    return (
+        f"{service}.{what} is read-only: a service's address comes from the settings; set "
+        f"service_hosts={{{service!r}: 'http://host:port'}} (or host_pattern) with svclink.configure()"
+    )
+
+
 class BaseService:
     """A declared service: its name, base URL and settings, and how calls to it are planned."""
 
@@ -177,6 +208,35 @@ class BaseService:
 
     def __repr__(self) -> str:
         return f"<{type(self).__module__}.{type(self).__qualname__} {self.name!r} at {self.base_url}>"
+
+    @property
+    def service_name(self) -> str:
+        """The service's name (Insanic's ``Service.service_name``); the same as :attr:`name`."""
+        return self.name
+
+    @property
+    def url(self) -> str:
+        """The base URL calls go to (Insanic's ``Service.url``)."""
+        return self.base_url
+
+    @property
+    def host(self) -> str:
+        """The host calls go to; read-only: the address comes from the settings."""
+        return urlsplit(self.base_url).hostname or ""
+
+    @host.setter
+    def host(self, _value: object) -> None:
+        raise AttributeError(_read_only(self.name, "host"))
+
+    @property
+    def port(self) -> int:
+        """The port calls go to (the scheme's default when the URL names none); read-only."""
+        parts = urlsplit(self.base_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @port.setter
+    def port(self, _value: object) -> None:
+        raise AttributeError(_read_only(self.name, "port"))
 
     def plan(
         self,
@@ -218,9 +278,14 @@ class BaseService:
             caller=settings.service_name, context=ctx, extra=headers, idempotency_key=idempotency_key
         )
         add_authorization(hdrs, self.netrc_authorization)
+        if settings.insanic_headers:
+            add_insanic_request_id(hdrs)
         content, form, file_map = None, None, None
-        if files is not None:
-            form, file_map = _form(payload), _files(files)
+        if method in _BODILESS:
+            _bodiless_payload(method, payload)
+            payload = None
+        if (given := _given_files(files)) is not None:
+            form, file_map = _form(payload), _files(given)
             content, hdrs["Content-Type"] = multipart.encode(form, file_map, multipart.new_boundary())
             for name in [k for k in hdrs if k.lower() == "content-type" and k != "Content-Type"]:
                 del hdrs[name]  # the boundary is ours: a caller's own multipart type cannot be right
