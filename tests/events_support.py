@@ -64,8 +64,9 @@ class RabbitView:
     kind = "rabbitmq"
     url = RABBITMQ_URL
 
-    def __init__(self) -> None:
-        params = pika.URLParameters(RABBITMQ_URL)
+    def __init__(self, url: str = RABBITMQ_URL) -> None:
+        self.url = url
+        params = pika.URLParameters(url)
         params.client_properties = {"connection_name": f"svclink-test-admin-{uuid.uuid4().hex[:8]}"}
         self._params = params
         self._connection = pika.BlockingConnection(params)

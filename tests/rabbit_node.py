@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -115,14 +115,24 @@ class RabbitNode:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def make_node(config: Sequence[str] = (), plugins: Sequence[str] = ()) -> RabbitNode:
-    """A node (not yet started) on free ports, with ``config`` lines in its rabbitmq.conf."""
+def make_node(
+    config: Sequence[str] = (), plugins: Sequence[str] = (), files: Mapping[str, bytes] | None = None
+) -> RabbitNode:
+    """A node (not yet started) on free ports, with ``config`` lines in its rabbitmq.conf.
+
+    ``files`` (certificates, say) are written into the node's own directory, which the
+    rabbitmq user can read; ``{base}`` in a config line stands for that directory.
+    """
     base = Path(tempfile.mkdtemp(prefix="svclink-rabbit-"))
     base.chmod(0o777)  # run as root, rabbitmq-server drops to the rabbitmq user
+    for file_name, content in (files or {}).items():
+        (base / file_name).write_bytes(content)
+        (base / file_name).chmod(0o644)
     port, dist_port = free_port(), free_port()
     name = f"svclinktest{uuid.uuid4().hex[:8]}@localhost"
     conf = base / "rabbitmq.conf"
-    conf.write_text("\n".join(["loopback_users = none", f"listeners.tcp.default = {port}", *config]) + "\n")
+    lines = ["loopback_users = none", f"listeners.tcp.default = {port}", *config]
+    conf.write_text("\n".join(line.replace("{base}", str(base)) for line in lines) + "\n")
     (base / "enabled_plugins").write_text(f"[{','.join(plugins)}].\n")
     env = {
         **os.environ,
@@ -143,9 +153,11 @@ def make_node(config: Sequence[str] = (), plugins: Sequence[str] = ()) -> Rabbit
 
 
 @contextlib.contextmanager
-def private_node(config: Sequence[str] = (), plugins: Sequence[str] = ()) -> Iterator[RabbitNode]:
-    """A started private node, stopped and removed after the block."""
-    node = make_node(config, plugins)
+def private_node(
+    config: Sequence[str] = (), plugins: Sequence[str] = (), files: Mapping[str, bytes] | None = None
+) -> Iterator[RabbitNode]:
+    """A started private node, stopped and removed after the block (see :func:`make_node`)."""
+    node = make_node(config, plugins, files)
     try:
         node.start()
         yield node

@@ -25,19 +25,22 @@ import aio_pika.abc
 import aio_pika.exceptions
 import aiormq.abc
 import aiormq.exceptions
+from aio_pika.abc import ConnectionParameter
 from aiormq import spec
 from pamqp.common import FieldTable
 from yarl import URL
 
-from ..core.errors import BrokerUnavailable, EventError
+from .._tls import context, failure_of
+from ..core.errors import EventError
 from ..core.events.acks import Acks
-from ..core.events.broker import ConnectFailure, Refusal, broker_address, connect_error
+from ..core.events.broker import ConnectFailure, Refusal, broker_address, connect_exception
 from ..core.events.exchanges import use_as_is, warn_existing
 from ..core.events.handling import Ack, Decision, republish
 from ..core.events.message import Delivery, OutgoingMessage, Properties
 from ..core.events.outcomes import ACKED, LOST, NACKED, RETURNED, TIMED_OUT
 from ..core.events.topology import QueueSpec, Topology
 from ..core.settings import Settings
+from ..core.tls import broker_tls
 from ._confirm_deadlines import Deadlines
 from ._loops import close_soon
 from ._transport import Lost, OnDelivery
@@ -52,6 +55,16 @@ AMQP_LOST = (
 )
 
 
+class _TLSConnection(aio_pika.Connection):
+    """aio-pika's connection, passing ``server_hostname`` on to the TLS handshake (the name a
+    node's certificate is checked for when ``tls_server_hostname`` says another than the URL's)."""
+
+    PARAMETERS = (
+        *aio_pika.Connection.PARAMETERS,
+        ConnectionParameter(name="server_hostname", parser=str, is_kwarg=True),
+    )
+
+
 async def _connect(settings: Settings, name: str) -> aio_pika.abc.AbstractConnection:
     """A connection to the first node of ``amqp_url`` that answers.
 
@@ -64,21 +77,32 @@ async def _connect(settings: Settings, name: str) -> aio_pika.abc.AbstractConnec
     for url in settings.amqp_url:
         address = broker_address(url)
         target = URL(address.url).update_query(heartbeat=str(settings.amqp_heartbeat))
-        connection = aio_pika.Connection(target, client_properties=properties)
+        tls = broker_tls(settings, url)
+        connection: aio_pika.Connection
+        if tls is None:
+            connection = aio_pika.Connection(target, client_properties=properties)
+        else:  # amqps://: svclink's shared context, the node's name checked
+            if tls.external:
+                target = target.update_query(auth="external")
+            connection = _TLSConnection(
+                target,
+                ssl_context=context(tls.config),
+                server_hostname=tls.server_hostname,
+                client_properties=properties,
+            )
         try:
             await connection.connect(timeout=settings.connect_timeout)
         except (TimeoutError, aiormq.exceptions.InvalidFrameError, *AMQP_LOST) as exc:
             close_soon(connection.close())
-            failures.append(ConnectFailure(address.safe, repr(exc), _refusal(exc)))
+            refused = failure_of(exc, tls.config.sends_client_cert) if tls else None
+            hostname = tls.server_hostname if tls else None
+            failures.append(ConnectFailure(address.safe, repr(exc), _refusal(exc), refused, hostname))
             continue
         except BaseException:  # cancelled (the caller's deadline), or anything unexpected
             close_soon(connection.close())
             raise
         return connection
-    error = connect_error(failures)
-    if isinstance(error, BrokerUnavailable):
-        raise Lost(str(error))
-    raise error
+    raise connect_exception(failures)
 
 
 def _refusal(error: BaseException) -> Refusal | None:

@@ -20,10 +20,11 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
+from .._tls import failure_of
 from ..core.errors import SvclinkError
-from ..core.events.broker import broker_address
 from ..core.events.envelope import Event, format_time
 from ..core.settings import Settings, get_settings
+from ..core.tls import describe
 
 
 def run(args: argparse.Namespace) -> int:
@@ -193,15 +194,18 @@ def _handshake(url: str, settings: Settings, timeout: float) -> None:
         port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
         socket.create_connection((parts.hostname, port), timeout=timeout).close()
         return
-    params = pika.URLParameters(broker_address(url).url)
-    params.connection_attempts = 1
+    from ..sync._pika import parameters
+
+    params = parameters(url, settings, _name(settings, "check"))  # amqps:// with svclink's TLS settings
     params.socket_timeout = timeout
     params.stack_timeout = timeout * 2
-    params.client_properties = {"connection_name": _name(settings, "check"), "product": "svclink"}
     pika.BlockingConnection(params).close()
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, settings: Settings) -> str:
+    tls = failure_of(exc, settings.tls_client_cert is not None)
+    if tls is not None:
+        return describe(tls)
     while True:  # pika wraps the socket error twice, once in args and once in .exception
         inner = exc.args[0] if exc.args else getattr(exc, "exception", None)
         if not isinstance(inner, BaseException):
@@ -224,7 +228,7 @@ def broker_status(settings: Settings) -> tuple[bool, str]:
         try:
             _handshake(url, settings, settings.connect_timeout)
         except Exception as exc:  # anything at all: this is a report, not a call
-            errors.append(f"{_where(url)}: {_reason(exc)}")
+            errors.append(f"{_where(url)}: {_reason(exc, settings)}")
             continue
         return True, f"broker: ok ({_where(url)})"
     return False, f"broker is not reachable: {'; '.join(errors)}"

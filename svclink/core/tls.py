@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -254,10 +255,26 @@ def uses_tls(url: str) -> bool:
     return url.startswith(("https:", "amqps:"))
 
 
-def amqp_external(settings: Settings, has_password: bool) -> bool:
-    """Whether to log in to the broker with EXTERNAL (the client certificate is the identity):
-    when a client certificate is configured and the URL carries no password."""
-    return settings.tls_client_cert is not None and not has_password
+@attrs.frozen
+class BrokerTLS:
+    """How to secure the connection to one ``amqps://`` node."""
+
+    config: TLSConfig
+    #: the name the node's certificate must carry: ``tls_server_hostname``, else the URL's host
+    server_hostname: str
+    #: log in with EXTERNAL: the client certificate is the identity (the URL has no password)
+    external: bool
+
+
+def broker_tls(settings: Settings, url: str) -> BrokerTLS | None:
+    """The TLS of the node ``url`` names, or None for ``amqp://``: the global ``tls_*``
+    settings, each node's certificate checked against its own host name."""
+    if not url.startswith("amqps:"):
+        return None
+    parts = urlsplit(url)
+    plan = global_plan(settings)
+    external = plan.config.client_cert is not None and not parts.password
+    return BrokerTLS(plan.config, plan.server_hostname or parts.hostname or "", external)
 
 
 # what a failed handshake was

@@ -33,16 +33,18 @@ import pika.exceptions
 from pika.adapters.select_connection import IOLoop
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
+from .._tls import context, failure_of
 from .._version import __version__
-from ..core.errors import BrokerUnavailable, EventError
+from ..core.errors import EventError
 from ..core.events.acks import AckFrame, Acks
-from ..core.events.broker import ConnectFailure, Refusal, broker_address, connect_error
+from ..core.events.broker import ConnectFailure, Refusal, broker_address, connect_error, connect_exception
 from ..core.events.exchanges import use_as_is, warn_existing
 from ..core.events.handling import Ack, Decision, republish
 from ..core.events.message import Delivery, OutgoingMessage, Properties
 from ..core.events.outcomes import ACKED, LOST, NACKED, RETURNED, TIMED_OUT
 from ..core.events.topology import Topology
 from ..core.settings import Settings
+from ..core.tls import broker_tls
 from ._transport import Lost, Received
 
 try:  # pika's own transport class, for writing to its socket at once (_OneWriteConnection._send_now)
@@ -51,8 +53,14 @@ except ImportError:  # a pika that renamed it: no transport is an instance of ()
     _PlaintextTransport = ()
 
 
-def _parameters(url: str, settings: Settings, name: str) -> pika.URLParameters:
+def parameters(url: str, settings: Settings, name: str) -> pika.URLParameters:
+    """pika's parameters for the node ``url``: svclink's timeouts, heartbeat and TLS."""
     params = pika.URLParameters(broker_address(url).url)
+    tls = broker_tls(settings, url)
+    if tls is not None:  # amqps://: svclink's shared context, the node's name checked
+        params.ssl_options = pika.SSLOptions(context(tls.config), tls.server_hostname)
+        if tls.external:
+            params.credentials = pika.credentials.ExternalCredentials()
     params.heartbeat = settings.amqp_heartbeat
     params.blocked_connection_timeout = settings.publish_timeout
     params.socket_timeout = settings.connect_timeout
@@ -64,6 +72,16 @@ def _parameters(url: str, settings: Settings, name: str) -> pika.URLParameters:
 
 #: what ``pika.DeliveryMode.Persistent`` stands for, looked up once rather than on every publish
 _PERSISTENT = pika.DeliveryMode.Persistent.value
+
+
+def _failure(url: str, settings: Settings, detail: str, error: BaseException | str) -> ConnectFailure:
+    """How connecting to ``url`` failed, ``error`` classified for the core."""
+    tls = broker_tls(settings, url)
+    refused = (
+        failure_of(error, tls.config.sends_client_cert) if tls and isinstance(error, BaseException) else None
+    )
+    hostname = tls.server_hostname if tls else None
+    return ConnectFailure(broker_address(url).safe, detail, _refusal(error), refused, hostname)
 
 
 def _refusal(error: object) -> Refusal | None:
@@ -197,14 +215,14 @@ class PikaLink:
         self._returned: set[str] = set()
         self._tag_ids: dict[int, str] = {}
         self._used = time.monotonic()
-        self._refusal: Refusal | None = None
+        self._open_error: BaseException | str = ""
         failures = []
         for url in settings.amqp_url:
             try:
-                self._open(_parameters(url, settings, name), deadline)
+                self._open(parameters(url, settings, name), deadline)
                 return
             except Lost as exc:
-                failures.append(ConnectFailure(broker_address(url).safe, str(exc), self._refusal))
+                failures.append(_failure(url, settings, str(exc), self._open_error))
                 self._discard()
         self._ioloop.close()
         raise connect_error(failures)
@@ -245,7 +263,7 @@ class PikaLink:
     # opening
 
     def _open(self, params: pika.URLParameters, deadline: float) -> None:
-        self._state, self._channel, self._error, self._refusal = "connecting", None, "", None
+        self._state, self._channel, self._error, self._open_error = "connecting", None, "", ""
         self._connection = _OneWriteConnection(
             parameters=params,
             on_open_callback=self._on_open,
@@ -270,7 +288,7 @@ class PikaLink:
         self._state = "open"
 
     def _on_open_error(self, _connection: Any, error: BaseException | str) -> None:
-        self._state, self._refusal = "failed", _refusal(error)
+        self._state, self._open_error = "failed", error
         self._keep_reason(str(error) or type(error).__name__)
 
     def _on_closed(self, _connection: Any, reason: BaseException) -> None:
@@ -404,13 +422,10 @@ def _blocking_connection(settings: Settings, name: str) -> pika.BlockingConnecti
     failures = []
     for url in settings.amqp_url:
         try:
-            return pika.BlockingConnection(_parameters(url, settings, name))
+            return pika.BlockingConnection(parameters(url, settings, name))
         except _CONNECT_FAILED as exc:
-            failures.append(ConnectFailure(broker_address(url).safe, repr(exc), _refusal(exc)))
-    error = connect_error(failures)
-    if isinstance(error, BrokerUnavailable):
-        raise Lost(str(error))
-    raise error
+            failures.append(_failure(url, settings, repr(exc), exc))
+    raise connect_exception(failures)
 
 
 #: a handler running longer than this has the connection serviced by the keeper thread meanwhile

@@ -14,8 +14,9 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import attrs
 
-from ..errors import BrokerUnavailable, EventError
+from ..errors import BrokerTLSError, BrokerUnavailable, EventError, TLSError, TLSFailure
 from ..settings import Settings
+from ..tls import describe
 
 
 class Lost(Exception):
@@ -50,6 +51,9 @@ class ConnectFailure:
     where: str
     detail: str
     refusal: Refusal | None = None
+    #: the TLS handshake was refused, and how (with the name the node's certificate was checked for)
+    tls: TLSFailure | None = None
+    hostname: str | None = None
 
 
 def connect_error(failures: Sequence[ConnectFailure]) -> EventError:
@@ -58,13 +62,32 @@ def connect_error(failures: Sequence[ConnectFailure]) -> EventError:
     A node that refused the login or the virtual host makes it an :class:`EventError`,
     raised at once by a publish and by a consumer's ``run()``: nodes of one cluster share
     their users, so the others are no cure. Otherwise it is :class:`BrokerUnavailable`,
-    which a consumer waits out and a caller may retry.
+    which a consumer waits out and a caller may retry. A refused TLS handshake makes it a
+    :class:`BrokerTLSError` naming the node (a certificate problem, which waiting does not cure).
     """
     text = "; ".join(f"{f.where}: {f.detail}" for f in failures)
+    tls = next((f for f in failures if f.tls is not None), None)
+    if tls is not None and tls.tls is not None:
+        others = [f"{f.where}: {f.detail}" for f in failures if f is not tls]
+        also = f" (other nodes: {'; '.join(others)})" if others else ""
+        return BrokerTLSError(
+            f"broker node {tls.where}: {describe(tls.tls, tls.hostname)}{also}", failure=tls.tls
+        )
     refused = [f.refusal for f in failures if f.refusal is not None]
     if refused:
         return EventError(f"the broker refused {refused[0].value} ({text})")
     return BrokerUnavailable(f"cannot connect to the broker: {text}")
+
+
+def connect_exception(failures: Sequence[ConnectFailure]) -> Exception:
+    """What a driver's connect raises when no node took the connection: :class:`Lost` for an
+    outage (a consumer waits it out, a publisher reports it as unavailable), else the
+    :func:`connect_error` itself, which retrying does not cure (a refused login or vhost, a
+    refused TLS handshake)."""
+    error = connect_error(failures)
+    if isinstance(error, BrokerUnavailable) and not isinstance(error, TLSError):
+        return Lost(str(error))
+    return error
 
 
 def is_memory(settings: Settings) -> bool:
