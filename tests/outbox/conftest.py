@@ -6,27 +6,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine
-
-from svclink.contrib.sqlalchemy import inbox_table, outbox_table
+from sqlalchemy import create_engine
 
 from ..django_project import setup
 from ..outbox_support import create_database, drop_database, pg_url, scratch_database
+from .shop_tables import metadata
 
 setup()
-
-#: the SQLAlchemy application's tables: orders, the shipments a consumer makes, svclink's two
-metadata = MetaData()
-orders = Table("orders", metadata, Column("number", Integer, primary_key=True, autoincrement=False))
-shipments = Table(
-    "shipments",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("order_number", Integer, nullable=False),
-    Column("event_id", String(255), nullable=False),
-)
-outbox_table(metadata)
-inbox_table(metadata)
 
 
 @pytest.fixture(scope="session")

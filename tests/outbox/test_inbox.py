@@ -25,7 +25,7 @@ from svclink.core.events.topology import topology
 
 from ..events_support import EventEnv, RabbitView, eventually
 from ..outbox_support import REDIS_URL, pg_url, query
-from .conftest import shipments
+from .shop_tables import shipments
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -26,7 +26,7 @@ from ..conftest import Side
 from ..events_support import RABBITMQ_URL, RabbitView, eventually
 from ..outbox_support import pg_url, query
 from ..server import closed_port
-from .conftest import orders
+from .shop_tables import orders
 
 pytestmark = pytest.mark.rabbitmq
 
