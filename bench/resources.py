@@ -90,7 +90,7 @@ class _Sink:
             connection = broker.connect("bench")
             broker.declare_exchange(connection, self.exchange, "topic")
             broker.declare_queue(connection, self.queue, {"x-max-length": 1})
-            broker.bind(connection, self.queue, self.exchange, "#")
+            broker.bind_queue(connection, self.queue, self.exchange, "#")
             connection.close()
         else:
             with self._channel() as channel:

@@ -201,7 +201,7 @@ class MemoryView:
         self.broker.declare_exchange(connection, exchange, "topic")
         self.broker.declare_queue(connection, queue, arguments)
         for pattern in patterns:
-            self.broker.bind(connection, queue, exchange, pattern)
+            self.broker.bind_queue(connection, queue, exchange, pattern)
         connection.close()
 
     def declare_exchange(self, name: str, type: str) -> None:

@@ -680,7 +680,7 @@ def test_the_memory_broker_routes_like_the_reference(pattern: str, key: str) -> 
     connection = broker.connect("test")
     broker.declare_exchange(connection, "ex", "topic")
     broker.declare_queue(connection, "q")
-    broker.bind(connection, "q", "ex", pattern)
+    broker.bind_queue(connection, "q", "ex", pattern)
     message = OutgoingMessage("ex", key, b"{}", Properties(), mandatory=True)
     outcome = broker.publish(connection, message).wait(1.0)
     routed = reference_match(_words(pattern), _words(key))

@@ -29,6 +29,7 @@ from ..core.events.envelope import Event
 from ..core.events.handling import Backoff, Decision, Handle
 from ..core.events.message import Delivery
 from ..core.events.publishing import BasePublisher, PublisherCache, Sending
+from ..core.events.readiness import check_wait
 from ..core.events.running import Phase, State, explain_lost, handler_timeout_error
 from ..core.events.topology import ConsumerConfig, topology
 from ..core.settings import Settings
@@ -223,6 +224,7 @@ class EventConsumer(BaseConsumer[Handler]):
             self._wakeup.set()
         backoff = Backoff()
         self.state = State.STARTING
+        failed = True
         try:
             while not self._stop_requested.is_set():
                 session = self._open(config)
@@ -237,9 +239,37 @@ class EventConsumer(BaseConsumer[Handler]):
                     log.warning("consumer %s: %s; reconnecting", config.queue, explain_lost(lost))
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), backoff.failed())
+            failed = False
         finally:
-            self._stopped()
+            self._stopped(failed=failed)
             self._loop = self._wakeup = None
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until :meth:`run` (another task, or another thread's loop) is consuming: its
+        queues are declared and bound and the broker delivers to it. True once it is; False
+        when ``timeout`` seconds (None: no limit) pass first, or a run ends without consuming.
+
+        A test publishes after this, knowing the consumer's queue will take the events.
+        """
+        limit = check_wait(timeout)
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # this loop has closed: nobody waits any more
+                loop.call_soon_threadsafe(changed.set)
+
+        mark = self._readiness.watch(wake)
+        try:
+            async with asyncio.timeout(limit):
+                while not self._readiness.settled(mark):
+                    await changed.wait()
+                    changed.clear()
+        except TimeoutError:
+            pass
+        finally:
+            self._readiness.unwatch(wake)
+        return self._readiness.consuming
 
     async def _serve(self, session: Session, config: ConsumerConfig, backoff: Backoff) -> str | None:
         """Consume on one session until stop (None) or until it is lost (the reason)."""

@@ -66,7 +66,7 @@ class MemorySession:
             for spec in (topo.queue, *topo.retry_queues, topo.dead_queue):
                 b.declare_queue(c, spec.name, spec.arguments, exclusive=spec.exclusive)
             for pattern in topo.bindings:
-                b.bind(c, topo.queue.name, topo.exchange, pattern)
+                b.bind_queue(c, topo.queue.name, topo.exchange, pattern)
             c.add_close_callback(lambda _reason: self._inbox.put(_LOST_SIGNAL))
             self._tag = b.consume(
                 c,

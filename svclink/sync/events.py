@@ -29,6 +29,7 @@ from ..core.events.consumer import BaseConsumer
 from ..core.events.envelope import Event
 from ..core.events.handling import Backoff, Handle
 from ..core.events.publishing import BasePublisher, PublisherCache, Sending
+from ..core.events.readiness import check_wait
 from ..core.events.running import Phase, State, explain_lost, handler_timeout_error, overdue
 from ..core.events.topology import ConsumerConfig, topology
 from ..core.locks import ForkSafeLock
@@ -214,6 +215,7 @@ class EventConsumer(BaseConsumer[Handler]):
         config = self._effective_config()
         backoff = Backoff()
         self.state = State.STARTING
+        failed = True
         try:
             while not self._stop_requested.is_set():
                 try:
@@ -242,8 +244,30 @@ class EventConsumer(BaseConsumer[Handler]):
                 finally:
                     session, self._session = self._session, None
                     session.close()
+            failed = False
         finally:
-            self._stopped()
+            self._stopped(failed=failed)
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until :meth:`run` (on another thread) is consuming: its queues are declared and
+        bound and the broker delivers to it. True once it is; False when ``timeout`` seconds
+        (None: no limit) pass first, or a run ends without consuming.
+
+        A test publishes after this, knowing the consumer's queue will take the events.
+        """
+        limit = check_wait(timeout)
+        deadline = None if limit is None else time.monotonic() + limit
+        changed = threading.Event()
+        mark = self._readiness.watch(changed.set)
+        try:
+            while not self._readiness.settled(mark):
+                left = None if deadline is None else deadline - time.monotonic()
+                if (left is not None and left <= 0) or not changed.wait(left):
+                    break
+                changed.clear()
+        finally:
+            self._readiness.unwatch(changed.set)
+        return self._readiness.consuming
 
     def _serve(self, session: Session, config: ConsumerConfig) -> None:
         """One handler at a time, on this thread; a stop returns after the one in hand."""

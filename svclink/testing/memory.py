@@ -308,7 +308,27 @@ class MemoryBroker:
             if dict(existing.arguments) != dict(args):
                 raise MemoryBrokerError(406, f"PRECONDITION_FAILED - queue {name!r} has other arguments")
 
-    def bind(self, connection: MemoryConnection, queue: str, exchange: str, routing_key: str) -> None:
+    def bind(self, queue: str, exchange: str, pattern: str = "#") -> None:
+        """Capture what is published to ``exchange`` with a routing key matching ``pattern`` in
+        ``queue``, declaring both if need be (a durable queue, a topic exchange), with no
+        consumer: a test reads them with :meth:`messages` or :meth:`get`.
+
+        With the default exchange and ``svclink.events``, ``bind("seen", "svclink.events")``
+        keeps a copy of every event published afterwards.
+        """
+        connection = self.connect("svclink-testing-bind")
+        try:
+            with self._lock:
+                if exchange not in self._exchanges:
+                    self.declare_exchange(connection, exchange, "topic")
+                if queue not in self._queues:
+                    self.declare_queue(connection, queue)
+                self.bind_queue(connection, queue, exchange, pattern)
+        finally:
+            connection.close()
+
+    def bind_queue(self, connection: MemoryConnection, queue: str, exchange: str, routing_key: str) -> None:
+        """``queue.bind`` on ``connection``: both must exist, as on RabbitMQ."""
         with self._lock:
             connection.check()
             if queue not in self._queues:
@@ -563,8 +583,11 @@ class MemoryBroker:
             return len(self._queue(name).ready)
 
     def consumer_count(self, name: str) -> int:
+        """Consumers of queue ``name``; 0 for a queue not declared yet (its consumer is not
+        consuming, the same answer as for a declared one)."""
         with self._lock:
-            return sum(1 for c in self._queue(name).consumers if c.active)
+            queue = self._queues.get(name)
+            return 0 if queue is None else sum(1 for c in queue.consumers if c.active)
 
     def messages(self, name: str) -> list[MemoryMessage]:
         """The ready messages of queue ``name``, oldest first, left in place."""

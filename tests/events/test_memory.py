@@ -51,7 +51,7 @@ def test_time_scale_shortens_ttls_and_dead_letter_exchanges_route(broker: Memory
     c = broker.connect("c")
     broker.declare_exchange(c, "dlx", "fanout")
     broker.declare_queue(c, "work")
-    broker.bind(c, "work", "dlx", "")
+    broker.bind_queue(c, "work", "dlx", "")
     broker.declare_queue(c, "delay", {"x-message-ttl": 60_000, "x-dead-letter-exchange": "dlx"})
     broker.publish(c, _message("", "delay"))
     eventually(lambda: broker.message_count("work") == 1, timeout=3)

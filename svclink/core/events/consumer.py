@@ -25,6 +25,7 @@ from .envelope import Event
 from .handling import Decision, Handle, HandlerTable, log_decision, receive, settle
 from .inbox import InboxStore, deduplicated, store_for
 from .message import Delivery
+from .readiness import Readiness
 from .running import Shutdown, State, check_concurrency, check_seconds, sized_prefetch
 from .topology import (
     DEFAULT_MAX_ATTEMPTS,
@@ -134,8 +135,21 @@ class BaseConsumer(Generic[H]):
         #: set by :meth:`stop` (from any thread); a run clears it when it returns
         self._stop_requested = threading.Event()
         self._shutdown = Shutdown(grace)
-        #: what the consumer is doing (a readiness probe reads it)
-        self.state = State.STOPPED
+        #: whether a run is consuming, for ``wait_ready()``: every change of :attr:`state` is reported
+        self._readiness = Readiness()
+        self._state = State.STOPPED
+
+    @property
+    def state(self) -> State:
+        """What the consumer is doing (a readiness probe reads it)."""
+        return self._state
+
+    @state.setter
+    def state(self, state: State) -> None:
+        self._state = state
+        if state is State.STARTING:
+            self._readiness.run_started()
+        self._readiness.report(consuming=state is State.CONSUMING)
 
     @property
     def grace(self) -> float:
@@ -161,11 +175,12 @@ class BaseConsumer(Generic[H]):
         self._stop_requested.set()
         self._wake()
 
-    def _stopped(self) -> None:
-        """A run returned: forget its stop, so that the next run consumes again."""
+    def _stopped(self, *, failed: bool) -> None:
+        """A run returned (or raised: ``failed``): forget its stop, so that the next run consumes again."""
         self._stop_requested.clear()
         self._shutdown.reset()
-        self.state = State.STOPPED
+        self._state = State.STOPPED
+        self._readiness.run_ended(failed=failed)
 
     def _wake(self) -> None:
         """Hook: interrupt a running consumer's wait for messages, so that it sees the stop."""
