@@ -11,8 +11,10 @@ import asyncio
 import os
 from typing import Any
 
+import attrs
 from celery import Celery
 
+import svclink
 import svclink.aio
 import svclink.sync
 from svclink.context import current
@@ -47,9 +49,18 @@ def report(task: Any, **extra: Any) -> dict[str, Any]:
     }
 
 
+def use_transport(side: str, transport: str) -> None:
+    """Have this worker process's calls on ``side`` go over ``transport`` from now on."""
+    settings = svclink.get_settings()
+    if getattr(settings, f"{side}_transport") != transport:
+        svclink.core.settings.install(attrs.evolve(settings, **{f"{side}_transport": transport}))
+
+
 @app.task(bind=True)
-def call_c(self: Any, path: str, side: str) -> dict[str, Any]:
-    """Call service C at ``path`` through the sync side or the aio side (in ``asyncio.run``)."""
+def call_c(self: Any, path: str, side_id: str) -> dict[str, Any]:
+    """Call service C at ``path`` through one side and transport ("aio-aiohttp", say)."""
+    side, transport = side_id.split("-")
+    use_transport(side, transport)
     if side == "sync":
         body = svclink.sync.get_service("c").http_dispatch("GET", path)
     else:

@@ -1,8 +1,10 @@
 """Fixtures shared by every test: a real HTTP server, settings reset, and the sync/aio sides.
 
-A scenario is written once against :class:`Side` and runs twice: ``side.call(...)``
-goes through ``svclink.sync`` on one run and through ``svclink.aio`` (awaited on a
-real event loop) on the other.
+A scenario is written once against :class:`Side` and runs once per side and HTTP
+transport: ``side.call(...)`` goes through ``svclink.sync`` over requests or urllib3,
+or through ``svclink.aio`` (awaited on a real event loop) over httpx or aiohttp. The
+transport is chosen the way a user would, with ``SVCLINK_SYNC_TRANSPORT`` or
+``SVCLINK_AIO_TRANSPORT``, so every ``svclink.configure()`` of the test picks it up.
 """
 
 from __future__ import annotations
@@ -22,13 +24,19 @@ import svclink.sync
 
 from .server import TestServer
 
+#: every side and HTTP transport a scenario runs on, as "side-transport"
+SIDES = ["sync-requests", "sync-urllib3", "aio-httpx", "aio-aiohttp"]
+
 
 class Side:
-    """One side of svclink, driven through the same synchronous-looking calls."""
+    """One side of svclink over one HTTP transport, driven through the same synchronous-looking calls."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.runner = asyncio.Runner() if name == "aio" else None
+    def __init__(self, side_id: str) -> None:
+        #: "sync-urllib3", say: unique per parametrisation (for names a test must not share)
+        self.id = side_id
+        #: "sync" or "aio"
+        self.name, self.transport = side_id.split("-")
+        self.runner = asyncio.Runner() if self.name == "aio" else None
 
     def call(self, service: str, method: str, endpoint: str, **kwargs: Any) -> Any:
         """``get_service(service).http_dispatch(method, endpoint, **kwargs)`` on this side."""
@@ -127,9 +135,10 @@ class Side:
             self.runner.close()
 
 
-@pytest.fixture(params=["sync", "aio"])
-def side(request: pytest.FixtureRequest) -> Iterator[Side]:
+@pytest.fixture(params=SIDES)
+def side(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Side]:
     s = Side(request.param)
+    monkeypatch.setenv(f"SVCLINK_{s.name.upper()}_TRANSPORT", s.transport)
     yield s
     s.close()
 

@@ -17,6 +17,7 @@ import attrs
 
 from . import durations, fleet_settings, tls
 from .errors import ConfigurationError
+from .http.transports import AIO_TRANSPORTS, SYNC_TRANSPORTS, check_transport
 from .observe import Observer
 from .policy.breaker import BreakerPolicy
 from .policy.budget import BudgetPolicy
@@ -265,6 +266,30 @@ def _insanic_headers(value: object) -> bool:
     return _bool("insanic_headers", value)
 
 
+def _sync_transport(value: object) -> str:
+    return check_transport("sync_transport", value, SYNC_TRANSPORTS)
+
+
+def _aio_transport(value: object) -> str:
+    return check_transport("aio_transport", value, AIO_TRANSPORTS)
+
+
+def _transport_map(field: str, value: object, known: tuple[str, ...]) -> Mapping[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(field, f"must map service names to one of {', '.join(known)}")
+    return MappingProxyType(
+        {check_service_name(field, k): check_transport(f"{field}[{k!r}]", v, known) for k, v in value.items()}
+    )
+
+
+def _sync_transports(value: object) -> Mapping[str, str]:
+    return _transport_map("sync_transports", value, SYNC_TRANSPORTS)
+
+
+def _aio_transports(value: object) -> Mapping[str, str]:
+    return _transport_map("aio_transports", value, AIO_TRANSPORTS)
+
+
 def _event_exchange(value: object) -> str:
     if (
         not isinstance(value, str)
@@ -412,6 +437,12 @@ class Settings:
     max_response_size: int | None = attrs.field(default=MAX_RESPONSE_SIZE, converter=_max_response_size)
     #: connections kept per service (sync: per process; aio: per event loop)
     pool_maxsize: int = attrs.field(default=100, converter=_pool_maxsize)
+    #: the HTTP library of the sync side ("requests" or "urllib3"), and per-service replacements
+    sync_transport: str = attrs.field(default=SYNC_TRANSPORTS[0], converter=_sync_transport)
+    sync_transports: Mapping[str, str] = attrs.field(factory=dict, converter=_sync_transports)
+    #: the HTTP library of the aio side ("httpx" or "aiohttp"), and per-service replacements
+    aio_transport: str = attrs.field(default=AIO_TRANSPORTS[0], converter=_aio_transport)
+    aio_transports: Mapping[str, str] = attrs.field(factory=dict, converter=_aio_transports)
     #: honour HTTP(S)_PROXY and .netrc from the environment for internal calls
     trust_env: bool = attrs.field(default=False, converter=_trust_env)
     #: the circuit breaker of every service, and per-service replacements
@@ -457,6 +488,14 @@ class Settings:
         """The circuit breaker policy of ``service``."""
         return self.circuit_breakers.get(service, self.circuit_breaker)
 
+    def sync_transport_of(self, service: str) -> str:
+        """The name of the sync transport that carries calls to ``service``."""
+        return self.sync_transports.get(service, self.sync_transport)
+
+    def aio_transport_of(self, service: str) -> str:
+        """The name of the aio transport that carries calls to ``service``."""
+        return self.aio_transports.get(service, self.aio_transport)
+
     @service_name.validator
     def _check_service_name(self, attribute: object, value: str | None) -> None:
         if value is not None:
@@ -488,6 +527,8 @@ FIELDS = frozenset(a.name for a in attrs.fields(Settings))
 _NOT_FROM_ENV = frozenset(
     {
         "service_hosts",
+        "sync_transports",
+        "aio_transports",
         "retry",
         "circuit_breaker",
         "circuit_breakers",

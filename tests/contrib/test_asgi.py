@@ -69,7 +69,7 @@ def c_claims(req: Recorded) -> Claims:
 
 @pytest.mark.parametrize("app", APPS)
 def test_a_verified_caller_is_bound_and_passed_on(side: Side, as_a: Uvicorn, c: TestServer, app: str) -> None:
-    rid = f"asgi-{side.name}-{app[1:]}"
+    rid = f"asgi-{side.id}-{app[1:]}"
     with bind(request_id=rid, user_id="9", user_claims={"role": "ops"}, traceparent=TP):
         body = side.call("b", "GET", f"{app}/call-c")
     assert body["verified"] and body["caller"] == "a" and body["caller_user"] == "9"
@@ -86,9 +86,9 @@ def test_a_verified_caller_is_bound_and_passed_on(side: Side, as_a: Uvicorn, c: 
 
 @pytest.mark.parametrize("app", APPS)
 def test_the_response_carries_the_request_id(side: Side, as_a: Uvicorn, app: str) -> None:
-    with bind(request_id=f"resp-{side.name}"):
+    with bind(request_id=f"resp-{side.id}"):
         response = side.call("b", "GET", f"{app}/echo", raw_response=True)
-    assert response.headers["x-request-id"] == f"resp-{side.name}"
+    assert response.headers["x-request-id"] == f"resp-{side.id}"
     made = requests.get(f"{as_a.url}{app}/echo", timeout=5)
     assert (
         len(made.headers["x-request-id"]) == 32 and made.json()["request_id"] == made.headers["x-request-id"]
@@ -96,7 +96,7 @@ def test_the_response_carries_the_request_id(side: Side, as_a: Uvicorn, app: str
 
 
 def test_an_authenticated_starlette_user_goes_on_to_c(side: Side, as_a: Uvicorn, c: TestServer) -> None:
-    rid = f"starlette-user-{side.name}"
+    rid = f"starlette-user-{side.id}"
     with bind(request_id=rid, user_id="9"):
         body = side.call("b", "GET", "/starlette/call-c", headers={"X-Test-User": "carol"})
     assert body["caller_user"] == "9" and body["user_id"] == "carol"
@@ -127,7 +127,7 @@ def for_c(rid: str) -> str:
 def test_an_unproved_caller_is_not_trusted(
     side: Side, as_a: Uvicorn, c: TestServer, app: str, make: object, reason: str
 ) -> None:
-    rid = f"untrusted-{side.name}-{app[1:]}-{reason.replace(' ', '-')}"
+    rid = f"untrusted-{side.id}-{app[1:]}-{reason.replace(' ', '-')}"
     if make is None:
         svclink.configure(service_name="a", service_connections=["b"], service_hosts={"b": as_a.url})
         headers = {}
@@ -147,7 +147,7 @@ def test_an_unproved_caller_is_not_trusted(
 
 
 def test_strict_mode_lets_a_verified_caller_through(side: Side, as_a: Uvicorn) -> None:
-    with bind(request_id=f"strict-ok-{side.name}"):
+    with bind(request_id=f"strict-ok-{side.id}"):
         assert side.call("b", "GET", "/strict/echo")["verified"]
 
 

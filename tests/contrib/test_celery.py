@@ -86,9 +86,9 @@ def seen_by_c(c: TestServer, request_id: str) -> list[Recorded]:
 
 
 def test_a_task_calls_services_with_its_senders_context(side: Side, api: str, c: TestServer) -> None:
-    rid = f"celery-{side.name}"
+    rid = f"celery-{side.id}"
     with bind(request_id=rid, user_id="31", user_claims={"tier": "gold"}):
-        report = run(celery_app.call_c, "/from-task", side.name)
+        report = run(celery_app.call_c, "/from-task", side.id)
     assert report["pid"] != os.getpid()
     assert (report["request_id"], report["user_id"], report["caller"]) == (rid, "31", "api")
     assert report["verified"] and report["body"] == {"c": "ok"}
@@ -102,13 +102,13 @@ def test_each_task_gets_its_own_context_and_it_does_not_leak(api: str, c: TestSe
     results = []
     for i in range(6):
         with bind(request_id=f"many-{i}", user_id=str(i)):
-            results.append(celery_app.call_c.delay("/from-task", "sync"))
+            results.append(celery_app.call_c.delay("/from-task", "sync-requests"))
     reports = [r.get(timeout=RESULT_TIMEOUT) for r in results]
     assert [(r["request_id"], r["user_id"]) for r in reports] == [(f"many-{i}", str(i)) for i in range(6)]
     for i in range(6):
         assert len(seen_by_c(c, f"many-{i}")) == 1
     # sent outside any context: a fresh request id, nothing left over from the tasks before it
-    bare = [celery_app.call_c.delay("/from-task", "sync") for _ in range(4)]
+    bare = [celery_app.call_c.delay("/from-task", "sync-requests") for _ in range(4)]
     for report in (r.get(timeout=RESULT_TIMEOUT) for r in bare):
         assert not report["request_id"].startswith("many-") and report["user_id"] is None
         assert report["verified"]
@@ -116,9 +116,9 @@ def test_each_task_gets_its_own_context_and_it_does_not_leak(api: str, c: TestSe
 
 def test_a_task_signed_with_another_key_is_not_trusted(side: Side, api: str, c: TestServer) -> None:
     svclink.configure(service_name="api", signing_key="not-the-workers-key-0123456789")
-    rid = f"celery-forged-{side.name}"
+    rid = f"celery-forged-{side.id}"
     with bind(request_id=rid, user_id="root"):
-        report = run(celery_app.call_c, "/from-task", side.name)
+        report = run(celery_app.call_c, "/from-task", side.id)
     assert not report["verified"] and report["reason"] == "bad signature"
     assert report["request_id"] == rid and report["user_id"] is None and report["caller"] is None
     (req,) = seen_by_c(c, rid)
@@ -134,7 +134,7 @@ def test_a_task_publishes_events_with_its_senders_context(side: Side, api: str) 
     exchange, queue = f"test.celery.{uuid.uuid4().hex[:10]}", f"test.celery.sink.{uuid.uuid4().hex[:10]}"
     try:
         broker.sink(queue, exchange, ["task.*"])
-        rid = f"celery-event-{side.name}"
+        rid = f"celery-event-{side.id}"
         with bind(request_id=rid, user_id="12"):
             report = run(celery_app.publish, exchange, "task.done", side.name)
         assert report["request_id"] == rid and report["pid"] != os.getpid()

@@ -59,7 +59,7 @@ def e2e(request: HttpRequest) -> JsonResponse:
     from tests import celery_app
 
     answer = svclink.sync.get_service("b").http_dispatch("POST", "/bare/publish")
-    task = celery_app.call_c.delay("/from-task", "sync")
+    task = celery_app.call_c.delay("/from-task", "sync-requests")
     return JsonResponse({"b": answer, "task_id": task.id, **seen(request)})
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import re
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -167,3 +169,19 @@ def _origin(url: str) -> tuple[str, str | None, int | None]:
     except ValueError:  # a Location header with a bad port
         return ("", None, None)
     return parts.scheme, parts.hostname, port
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url``, or None if ``NO_PROXY`` covers its host.
+
+    Read with the standard library's rules (as requests reads them), for the transports
+    that do not read the environment themselves; used only when ``trust_env`` is on.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.netloc):
+        return None
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy:
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
