@@ -156,13 +156,13 @@ def test_a_task_run_in_the_callers_process_sees_request_svclink(how: str, c: Tes
     rid = f"local-{how}"
     with bind(request_id=rid, user_id="7", user_claims={"tier": "gold"}):
         if how == "apply":
-            report = celery_app.call_c.apply(("/from-task", "sync")).get()
+            report = celery_app.call_c.apply(("/from-task", "sync-requests")).get()
         elif how == "run":
-            report = celery_app.call_c.run("/from-task", "sync")
+            report = celery_app.call_c.run("/from-task", "sync-requests")
         else:
             celery_app.app.conf.task_always_eager = True
             try:
-                report = celery_app.call_c.delay("/from-task", "sync").get()
+                report = celery_app.call_c.delay("/from-task", "sync-requests").get()
             finally:
                 celery_app.app.conf.task_always_eager = False
     assert report["pid"] == os.getpid()
