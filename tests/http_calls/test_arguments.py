@@ -97,7 +97,7 @@ def test_the_deadline_reaper_comes_back_if_its_thread_dies(
 ) -> None:
     """A thread cannot be killed from outside, so its death is caused from inside: one step
     raises SystemExit (which the reaper's guard lets through). The next attempt starts a new one."""
-    side = Side("sync")
+    side = Side("sync-requests")
     user_service.route("GET", "/x", Reply(200, {"ok": True}))
     _trickling(user_service)
     side.call("user", "GET", "/x")  # the reaper runs
