@@ -46,6 +46,7 @@ def seen(caller: Any) -> dict[str, Any]:
         "caller": caller.service,
         "caller_user": caller.user_id,
         "reason": caller.reason,
+        "tls_subject": caller.tls_subject,
         "request_id": context.request_id,
         "user_id": context.user_id,
         "deadline_ms": None

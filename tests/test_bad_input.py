@@ -172,6 +172,11 @@ BAD_SETTINGS: list[tuple[str, Any]] = [
     ("service_tls", {"user": {"verify": "maybe"}}),
     ("service_tls", {"user": {"password": SECRET}}),
     ("service_tls", {"billing": {"ca_file": "/x.pem"}}),  # not a declared service
+    ("tls_client_subject_header", "X-Client Subject"),
+    ("tls_client_subject_header", "X-SSL-Client-S-DN"),  # without tls_trusted_proxies
+    ("tls_trusted_proxies", ["10.0.0.1/8"]),  # host bits set
+    ("tls_trusted_proxies", "proxy.internal"),
+    ("tls_trusted_proxies", 5),
     ("no_such_setting", 1),
 ]
 
@@ -231,6 +236,8 @@ BAD_ENV: list[tuple[str, str, str]] = [
     ("SVCLINK_TLS_VERIFY", "sometimes", "tls_verify"),
     ("SVCLINK_TLS_SERVER_HOSTNAME", "a b", "tls_server_hostname"),
     ("SVCLINK_SERVICE_USER_TLS_VERIFY", "maybe", "service_tls"),
+    ("SVCLINK_TLS_CLIENT_SUBJECT_HEADER", "bad header", "tls_client_subject_header"),
+    ("SVCLINK_TLS_TRUSTED_PROXIES", "127.0.0.1,not-an-address", "tls_trusted_proxies"),
 ]
 
 

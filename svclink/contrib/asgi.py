@@ -10,7 +10,9 @@ callable alike::
 For each HTTP request or WebSocket connection it reads the headers through
 :func:`svclink.context.incoming`, puts the verdict (:class:`svclink.context.Caller`) in
 ``scope["svclink"]`` and ``scope["state"]["svclink"]`` (Starlette's
-``request.state.svclink``), binds the context while the app runs, and adds
+``request.state.svclink``), with the subject of a verified client certificate in its
+``tls_subject`` (from the ASGI ``tls`` extension, or the header of a trusted proxy: see
+:doc:`/tls`), binds the context while the app runs, and adds
 ``X-Request-ID`` to the response. In strict mode (``require_signed_context``) an
 unverified caller gets a 401 (a WebSocket is closed with code 1008) and the app is
 never called. ``lifespan`` and other scopes pass straight through.
@@ -23,9 +25,12 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import attrs
+
 from ..core import logs
 from ..core.context.incoming import Incoming, incoming, log_incoming, rejection
 from ..core.context.outgoing import REQUEST_ID_HEADER
+from ..core.context.peer import asgi_tls_subject, client_subject
 from ..core.context.value import as_user, bind, with_user
 from ..core.settings import get_settings
 
@@ -81,9 +86,10 @@ class SvclinkMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        headers, settings = _headers(scope), get_settings()
         result = incoming(
-            _headers(scope),
-            settings=get_settings(),
+            headers,
+            settings=settings,
             now=time.monotonic(),
             wall=time.time(),
             strict=self.strict,
@@ -92,11 +98,14 @@ class SvclinkMiddleware:
         if result.rejected:
             await self._reject(scope, send, result)
             return
+        client = scope.get("client") or (None,)
+        subject = client_subject(settings, verified=asgi_tls_subject(scope), peer=client[0], headers=headers)
+        caller = attrs.evolve(result.caller, tls_subject=subject) if subject else result.caller
         scope = dict(scope)
-        scope["svclink"] = result.caller
+        scope["svclink"] = caller
         state = scope.get("state")
         scope["state"] = state = dict(state) if state is not None else {}
-        state["svclink"] = result.caller
+        state["svclink"] = caller
         user = self.user_context(scope)
         if inspect.isawaitable(user):
             user = await user

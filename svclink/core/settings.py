@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from . import durations, fleet_settings, tls
+from .context.peer import Network, check_proxy_settings, subject_header, trusted_proxies
 from .errors import ConfigurationError
 from .http.transports import AIO_TRANSPORTS, SYNC_TRANSPORTS, check_transport
 from .observe import Observer
@@ -480,9 +481,14 @@ class Settings:
     tls_server_hostname: str | None = attrs.field(default=None, converter=tls.tls_server_hostname)
     #: per-service TLS settings over the ``tls_*`` ones: ``{"billing": {"ca_file": ...}}``
     service_tls: Mapping[str, ServiceTLS] = attrs.field(factory=dict, converter=_service_tls)
+    #: the header a TLS-terminating proxy puts the verified client certificate's subject in
+    tls_client_subject_header: str | None = attrs.field(default=None, converter=subject_header)
+    #: the proxies (addresses or networks) whose ``tls_client_subject_header`` is believed
+    tls_trusted_proxies: tuple[Network, ...] = attrs.field(default=(), converter=trusted_proxies)
 
     def __attrs_post_init__(self) -> None:
         tls.check_settings(self)
+        check_proxy_settings(self.tls_client_subject_header, self.tls_trusted_proxies)
 
     def breaker_policy(self, service: str) -> BreakerPolicy:
         """The circuit breaker policy of ``service``."""

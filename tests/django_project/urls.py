@@ -6,6 +6,8 @@ from . import views
 
 urlpatterns = [
     path("whoami/", views.whoami),
+    path("whoami-local/", views.whoami_local),
+    path("awhoami-local/", views.awhoami_local),
     path("awhoami/", views.awhoami),
     path("e2e/", views.e2e),
     path("users/", views.users),

@@ -23,10 +23,20 @@ def seen(request: HttpRequest) -> dict[str, Any]:
         "caller": caller.service,
         "caller_user": caller.user_id,
         "reason": caller.reason,
+        "tls_subject": caller.tls_subject,
         "request_id": context.request_id,
         "user_id": context.user_id,
         "has_deadline": context.deadline is not None,
     }
+
+
+def whoami_local(request: HttpRequest) -> JsonResponse:
+    """What the middleware bound, with no call made."""
+    return JsonResponse(seen(request))
+
+
+async def awhoami_local(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(seen(request))
 
 
 def whoami(request: HttpRequest) -> JsonResponse:

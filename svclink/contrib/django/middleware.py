@@ -2,7 +2,8 @@
 
 For each request it reads the incoming headers through :func:`svclink.context.incoming`
 (request id, trace, deadline budget, signed caller context), exposes the verdict as
-``request.svclink`` (a :class:`svclink.context.Caller`), binds the context while the view
+``request.svclink`` (a :class:`svclink.context.Caller`, whose ``tls_subject`` is the
+subject of a verified client certificate: see :doc:`/tls`), binds the context while the view
 runs (so every call and event the view makes carries it), and puts the request id on
 the response. With ``require_signed_context`` an unverified caller gets a 401 and the
 view never runs.
@@ -19,11 +20,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 
 from ...core.context.incoming import Incoming, incoming, log_incoming, rejection
 from ...core.context.outgoing import REQUEST_ID_HEADER
+from ...core.context.peer import asgi_tls_subject, client_subject
 from ...core.context.value import as_user, bind, with_user
 from ...core.settings import get_settings
 from . import conf
@@ -48,9 +51,17 @@ async def _default_user_context_async(request: HttpRequest) -> str | None:
 
 
 def _read(request: HttpRequest) -> Incoming:
+    """The incoming verdict, with the verified client certificate's subject on the caller."""
     headers = {name.lower(): value for name, value in request.headers.items()}
-    result = incoming(headers, settings=get_settings(), now=time.monotonic(), wall=time.time())
+    settings = get_settings()
+    result = incoming(headers, settings=settings, now=time.monotonic(), wall=time.time())
     log_incoming(result)
+    scope = getattr(request, "scope", None)  # under ASGI: the server's verdict on the certificate
+    verified = asgi_tls_subject(scope) if isinstance(scope, dict) else None
+    peer = request.META.get("REMOTE_ADDR")
+    subject = client_subject(settings, verified=verified, peer=peer, headers=headers)
+    if subject is not None:
+        result = attrs.evolve(result, caller=attrs.evolve(result.caller, tls_subject=subject))
     return result
 
 

@@ -67,6 +67,8 @@ class Caller:
     reason: str | None = None
     #: the unsigned X-Svclink-Caller name, for log lines only: never for a decision
     claimed: str | None = None
+    #: the subject of the client certificate the TLS layer verified (see :doc:`/tls`), if any
+    tls_subject: str | None = None
 
 
 @attrs.frozen
