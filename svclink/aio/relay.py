@@ -145,9 +145,10 @@ _gate = SendNowGate()
 
 async def send_after_commit(store: OutboxStore, ids: Sequence[int]) -> None:
     """``publish_on_commit``'s send right after the commit: best effort, never raises (the relay
-    sends what this does not), and skipped for a while after one failed."""
+    sends what this does not); skipped for a while after one failed, and when the
+    ``outbox_send_after_commit`` setting is off."""
     settings = get_settings()
-    if not _gate.open(time.monotonic(), settings):
+    if not settings.outbox_send_after_commit or not _gate.open(time.monotonic(), settings):
         return
     try:
         counts = await Relay(store).send_now(ids)

@@ -211,6 +211,10 @@ def _outbox_retention(value: object) -> float:
     return _seconds_or_zero("outbox_retention", value)
 
 
+def _outbox_send_after_commit(value: object) -> bool:
+    return _bool("outbox_send_after_commit", value)
+
+
 def _inbox_retention(value: object) -> float:
     return _seconds("inbox_retention", value)
 
@@ -464,6 +468,8 @@ class Settings:
     outbox_poll_interval: float = attrs.field(default=1.0, converter=_outbox_poll_interval)
     #: seconds a sent outbox row is kept (0: deleted as soon as its confirm is in)
     outbox_retention: float = attrs.field(default=0.0, converter=_outbox_retention)
+    #: send an outbox event right after its commit (best effort); off, only the relay sends it
+    outbox_send_after_commit: bool = attrs.field(default=True, converter=_outbox_send_after_commit)
     #: seconds an inbox row (an event id a deduplicating handler has handled) is kept before pruning
     inbox_retention: float = attrs.field(default=7 * 86400.0, converter=_inbox_retention)
     #: CA certificates (a PEM file, or a directory of them) that HTTPS services and amqps://

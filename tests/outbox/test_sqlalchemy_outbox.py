@@ -183,3 +183,16 @@ def test_a_refused_row_is_failed_with_its_reason_and_listed_by_status(
     assert "unroutable" in status[3]
     rows = query(database, "SELECT state, reason FROM svclink_outbox")
     assert len(rows) == 1 and rows[0][0] == "failed" and "unroutable" in str(rows[0][1])
+
+
+def test_with_the_send_after_commit_off_only_the_relay_sends(
+    side: Side, database: str, sink: tuple[RabbitView, str, str]
+) -> None:
+    view, exchange, queue = sink
+    svclink.configure(service_name="shop", amqp_url=RABBITMQ_URL, outbox_send_after_commit=False)
+    base = 5000 if side.name == "sync" else 6000
+    committed = write_orders(side, database, exchange, [(base, True), (base + 1, True)])
+    assert view.get(queue) is None
+    assert query(database, "SELECT count(*) FROM svclink_outbox WHERE state = 'pending'") == [(2,)]
+    assert relay_once(side, database).sent == 2
+    assert [g["event_id"] for g in eventually(lambda: drain(view, queue))] == committed
