@@ -40,11 +40,11 @@ import pika
 import svclink
 import svclink.aio
 import svclink.sync
-from svclink.aio._pika import PikaLink as AioPikaLink
+from svclink.aio._pika_link import PikaLink as AioPikaLink
 from svclink.core.events.message import OutgoingMessage, prepare
 from svclink.core.events.topology import ConsumerConfig, topology
 from svclink.core.settings import build
-from svclink.sync._pika import PikaLink
+from svclink.sync._pika_link import PikaLink
 
 from .harness import Result, Target, compare, rotating
 

@@ -12,25 +12,26 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..core.errors import EventError
-from ..core.events.handling import Ack, Decision, republish
+from ..core.events.broker import MOVE_TIMEOUT, DeclareRefusal, declare_failed, move_failed
+from ..core.events.handling import Ack, Disposition, republish
 from ..core.events.message import Delivery, OutgoingMessage
-from ..core.events.outcomes import ACKED, LOST, TIMED_OUT
+from ..core.events.outcomes import Outcome
 from ..core.events.topology import Topology
 from ..core.settings import Settings
 from ..testing import memory
+from ..testing.memory.client import declare, send
 from ._transport import Lost, OnDelivery
 
 
-def confirmed(confirm: memory.Confirm) -> asyncio.Future[str]:
+def confirmed(confirm: memory.Confirm) -> asyncio.Future[Outcome]:
     """A future on the running loop for a memory-broker confirm (resolved from any thread)."""
     loop = asyncio.get_running_loop()
-    future: asyncio.Future[str] = loop.create_future()
+    future: asyncio.Future[Outcome] = loop.create_future()
 
     def resolve(done: memory.Confirm) -> None:
         def set_result() -> None:
             if not future.done():
-                future.set_result(done.outcome or LOST)
+                future.set_result(done.result() or Outcome.LOST)
 
         with contextlib.suppress(RuntimeError):  # the loop may be gone
             loop.call_soon_threadsafe(set_result)
@@ -44,28 +45,16 @@ class MemoryLink:
         self._broker = memory.get_broker(settings.amqp_url[0])
         self._connection = self._broker.connect(name)
 
-    async def publish(self, messages: Sequence[OutgoingMessage], deadline: float) -> list[str]:
-        if self._connection.closed:
-            raise Lost(self._connection.close_reason or "closed")
-        futures = []
-        try:
-            for exchange in {m.exchange for m in messages} - {""}:
-                self._broker.declare_exchange(self._connection, exchange, "topic")
-            for message in messages:
-                futures.append(confirmed(self._broker.publish(self._connection, message)))
-        except memory.ConnectionClosed as exc:
-            if not futures:
-                raise Lost(str(exc)) from None
-        except memory.MemoryBrokerError as exc:
-            raise EventError(f"the broker refused the publish: {exc}") from None
+    async def publish(self, messages: Sequence[OutgoingMessage], deadline: float) -> list[Outcome]:
+        futures = [confirmed(c) for c in send(self._broker, self._connection, messages)]
         outcomes = []
         for future in futures:
             try:
                 outcome = await asyncio.wait_for(future, max(0.0, deadline - time.monotonic()))
             except TimeoutError:
-                outcome = TIMED_OUT
-            outcomes.append(LOST if outcome == "closed" else outcome)
-        return outcomes + [LOST] * (len(messages) - len(futures))
+                outcome = Outcome.TIMED_OUT
+            outcomes.append(outcome)
+        return outcomes + [Outcome.LOST] * (len(messages) - len(futures))
 
     async def close(self) -> None:
         self._connection.close()
@@ -101,12 +90,8 @@ class MemorySession:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self.lost.set)
 
+        declare(b, c, topo)
         try:
-            b.declare_exchange(c, topo.exchange, "topic")
-            for spec in (topo.queue, *topo.retry_queues, topo.dead_queue):
-                b.declare_queue(c, spec.name, spec.arguments, exclusive=spec.exclusive)
-            for pattern in topo.bindings:
-                b.bind_queue(c, topo.queue.name, topo.exchange, pattern)
             c.add_close_callback(closed)
             self._tag = b.consume(
                 c,
@@ -118,19 +103,21 @@ class MemorySession:
         except memory.ConnectionClosed as exc:
             raise Lost(str(exc)) from None
         except memory.MemoryBrokerError as exc:
-            if exc.code == 405:  # RESOURCE_LOCKED: another connection's exclusive queue, as on RabbitMQ
-                raise Lost(str(exc)) from None
-            raise EventError(f"cannot declare the consumer's queues: {exc}") from None
+            raise declare_failed(DeclareRefusal.of(exc.code), str(exc)) from None
 
-    async def finish(self, token: Any, delivery: Delivery, decision: Decision) -> None:
+    async def finish(self, token: Any, delivery: Delivery, disposition: Disposition) -> None:
         b, c = self._broker, self._connection
         try:
-            if not isinstance(decision, Ack):
-                outcome = await confirmed(b.publish(c, republish(delivery, decision)))
-                if outcome != ACKED:
+            if not isinstance(disposition, Ack):
+                future = confirmed(b.publish(c, republish(delivery, disposition)))
+                try:
+                    outcome: Outcome | None = await asyncio.wait_for(future, MOVE_TIMEOUT)
+                except TimeoutError:
+                    outcome = None
+                if outcome is not Outcome.ACKED:
                     b.nack(c, self._tag, token, requeue=True)
                     self.lost.set()
-                    raise Lost(f"could not move the message to {decision.queue}: {outcome}")
+                    raise move_failed(disposition.queue, outcome.value if outcome else "no confirm in time")
             b.ack(c, self._tag, token)
         except memory.MemoryBrokerError as exc:
             self.lost.set()

@@ -7,8 +7,9 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from ..core.events.broker import Lost as Lost
-from ..core.events.handling import Decision
+from ..core.events.handling import Disposition
 from ..core.events.message import Delivery, OutgoingMessage
+from ..core.events.outcomes import Outcome
 
 OnDelivery = Callable[[Delivery, Any], Coroutine[Any, Any, None]]
 
@@ -20,7 +21,9 @@ class PublishLink(Protocol):
     before use), so the caller may reopen and send without risking a duplicate.
     """
 
-    def publish(self, messages: Sequence[OutgoingMessage], deadline: float) -> Awaitable[Sequence[str]]: ...
+    def publish(
+        self, messages: Sequence[OutgoingMessage], deadline: float
+    ) -> Awaitable[Sequence[Outcome]]: ...
 
     async def close(self) -> None: ...
 
@@ -32,7 +35,7 @@ class Session(Protocol):
 
     async def start(self, on_delivery: OnDelivery) -> None: ...
 
-    async def finish(self, token: Any, delivery: Delivery, decision: Decision) -> None: ...
+    async def finish(self, token: Any, delivery: Delivery, disposition: Disposition) -> None: ...
 
     async def reject(self, token: Any) -> None: ...
 

@@ -1,7 +1,7 @@
 """Events over aio-pika: the asyncio twin of :mod:`svclink.sync.events`.
 
 Same names, arguments and behaviour, awaited. Only I/O lives here; every decision comes
-from :mod:`svclink.core.events` and :mod:`svclink.core.consuming`.
+from :mod:`svclink.core.events`.
 
 Connections are plain ``aio_pika.connect`` connections that svclink reopens itself, the
 same way on both sides: a publisher reopens a dropped connection on the next publish (and
@@ -23,10 +23,10 @@ from typing import Any
 
 from ..core.context.value import bind
 from ..core.errors import BrokerUnavailable
-from ..core.events.broker import Lost, is_memory
+from ..core.events.broker import Lost, is_memory, unreachable
 from ..core.events.consumer import BaseConsumer
 from ..core.events.envelope import Event
-from ..core.events.handling import Backoff, Decision, Handle
+from ..core.events.handling import Backoff, Disposition, Handle
 from ..core.events.message import Delivery
 from ..core.events.publishing import BasePublisher, PublisherCache, Sending
 from ..core.events.readiness import check_wait
@@ -35,7 +35,8 @@ from ..core.events.topology import ConsumerConfig, topology
 from ..core.settings import Settings
 from ._loops import close_soon, close_with_loop, closes_done
 from ._memory import MemoryLink, MemorySession
-from ._pika import PikaLink, PikaSession
+from ._pika_link import PikaLink
+from ._pika_session import PikaSession
 from ._transport import PublishLink, Session
 
 log = logging.getLogger("svclink.events")
@@ -84,7 +85,7 @@ class Publisher(BasePublisher):
                     closer = await close_with_loop(lambda: self._closed(loop, link))
                     entry = self._links[loop] = (link, closer)
         except TimeoutError:  # the time of a publish bounds its connect, as on the sync side
-            raise BrokerUnavailable("cannot connect to the broker: no connection in time") from None
+            raise unreachable("no connection in time") from None
         return entry[0]
 
     async def _open(self) -> PublishLink:
@@ -353,7 +354,7 @@ class EventConsumer(BaseConsumer[Handler]):
             finally:
                 woken.cancel()
 
-    async def _process(self, config: ConsumerConfig, delivery: Delivery) -> Decision:
+    async def _process(self, config: ConsumerConfig, delivery: Delivery) -> Disposition:
         step = self._receive(config, delivery, now=time.monotonic(), wall=time.time())
         if not isinstance(step, Handle):
             return step

@@ -9,13 +9,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from ..core.errors import EventError
-from ..core.events.handling import Ack, Decision, republish
+from ..core.events.broker import MOVE_TIMEOUT, DeclareRefusal, declare_failed, move_failed
+from ..core.events.handling import Ack, Disposition, republish
 from ..core.events.message import Delivery, OutgoingMessage
-from ..core.events.outcomes import ACKED, LOST, TIMED_OUT
+from ..core.events.outcomes import Outcome
 from ..core.events.topology import Topology
 from ..core.settings import Settings
 from ..testing import memory
+from ..testing.memory.client import declare, send
 from ._transport import Lost, Received
 
 
@@ -27,23 +28,13 @@ class MemoryLink:
         self._broker = memory.get_broker(settings.amqp_url[0])
         self._connection = self._broker.connect(name)
 
-    def publish(self, messages: Sequence[OutgoingMessage], deadline: float) -> list[str]:
-        if self._connection.closed:
-            raise Lost(self._connection.close_reason or "closed")
-        confirms = []
-        try:
-            for exchange in {m.exchange for m in messages} - {""}:
-                self._broker.declare_exchange(self._connection, exchange, "topic")
-            for message in messages:
-                confirms.append(self._broker.publish(self._connection, message))
-        except memory.ConnectionClosed as exc:
-            if not confirms:
-                raise Lost(str(exc)) from None
-        except memory.MemoryBrokerError as exc:
-            raise EventError(f"the broker refused the publish: {exc}") from None
-        outcomes = [c.wait(max(0.0, deadline - time.monotonic())) or TIMED_OUT for c in confirms]
-        outcomes += [LOST] * (len(messages) - len(confirms))
-        return [LOST if o == "closed" else o for o in outcomes]
+    def publish(self, messages: Sequence[OutgoingMessage], deadline: float) -> list[Outcome]:
+        confirms = send(self._broker, self._connection, messages)
+        outcomes = []
+        for confirm in confirms:
+            confirm.wait(max(0.0, deadline - time.monotonic()))
+            outcomes.append(confirm.result() or Outcome.TIMED_OUT)
+        return outcomes + [Outcome.LOST] * (len(messages) - len(confirms))
 
     def close(self) -> None:
         self._connection.close()
@@ -61,12 +52,8 @@ class MemorySession:
         self._connection = self._broker.connect(name)
         self._inbox: queue_module.SimpleQueue[object] = queue_module.SimpleQueue()
         b, c = self._broker, self._connection
+        declare(b, c, topo)
         try:
-            b.declare_exchange(c, topo.exchange, "topic")
-            for spec in (topo.queue, *topo.retry_queues, topo.dead_queue):
-                b.declare_queue(c, spec.name, spec.arguments, exclusive=spec.exclusive)
-            for pattern in topo.bindings:
-                b.bind_queue(c, topo.queue.name, topo.exchange, pattern)
             c.add_close_callback(lambda _reason: self._inbox.put(_LOST_SIGNAL))
             self._tag = b.consume(
                 c,
@@ -78,9 +65,7 @@ class MemorySession:
         except memory.ConnectionClosed as exc:
             raise Lost(str(exc)) from None
         except memory.MemoryBrokerError as exc:
-            if exc.code == 405:  # RESOURCE_LOCKED: another connection's exclusive queue, as on RabbitMQ
-                raise Lost(str(exc)) from None
-            raise EventError(f"cannot declare the consumer's queues: {exc}") from None
+            raise declare_failed(DeclareRefusal.of(exc.code), str(exc)) from None
 
     def next(self, timeout: float) -> Received | None:
         try:
@@ -108,14 +93,16 @@ class MemorySession:
         finally:
             timer.cancel()
 
-    def finish(self, received: Received, decision: Decision) -> None:
+    def finish(self, received: Received, disposition: Disposition) -> None:
         b, c = self._broker, self._connection
         try:
-            if not isinstance(decision, Ack):
-                outcome = b.publish(c, republish(received.delivery, decision)).wait(30.0)
-                if outcome != ACKED:
+            if not isinstance(disposition, Ack):
+                confirm = b.publish(c, republish(received.delivery, disposition))
+                confirm.wait(MOVE_TIMEOUT)
+                outcome = confirm.result()
+                if outcome is not Outcome.ACKED:
                     b.nack(c, self._tag, received.tag, requeue=True)
-                    raise Lost(f"could not move the message to {decision.queue}: {outcome}")
+                    raise move_failed(disposition.queue, outcome.value if outcome else "no confirm in time")
             b.ack(c, self._tag, received.tag)
         except memory.MemoryBrokerError as exc:
             raise Lost(str(exc)) from None

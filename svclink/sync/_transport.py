@@ -6,8 +6,9 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ..core.events.broker import Lost as Lost
-from ..core.events.handling import Decision
+from ..core.events.handling import Disposition
 from ..core.events.message import Delivery, OutgoingMessage
+from ..core.events.outcomes import Outcome
 
 
 class PublishLink(Protocol):
@@ -19,7 +20,7 @@ class PublishLink(Protocol):
 
     pid: int
 
-    def publish(self, messages: Sequence[OutgoingMessage], deadline: float) -> list[str]: ...
+    def publish(self, messages: Sequence[OutgoingMessage], deadline: float) -> list[Outcome]: ...
 
     def close(self) -> None: ...
 
@@ -44,7 +45,7 @@ class Session(Protocol):
         has run ``limit`` seconds (with the connection usable for :meth:`finish` there)."""
         ...
 
-    def finish(self, received: Received, decision: Decision) -> None: ...
+    def finish(self, received: Received, disposition: Disposition) -> None: ...
 
     def reject(self, received: Received) -> None:
         """Give ``received`` back to the queue unhandled (a nack with requeue)."""

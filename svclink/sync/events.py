@@ -2,12 +2,13 @@
 
 Only I/O lives here. What goes on the wire (envelope, headers, routing key), what an
 outcome means (which exception) and what becomes of a consumed message (ack, retry,
-dead-letter) are decided in :mod:`svclink.core.events` and :mod:`svclink.core.consuming`.
+dead-letter) are decided in :mod:`svclink.core.events`.
 
-The transports are in ``_pika`` (RabbitMQ) and ``_memory`` (``amqp_url="memory://"``, the
-in-process broker of :mod:`svclink.testing`); this module holds the public objects and the
-flow they share: one connection per (process, thread), one resend after a lost
-connection, reconnect with backoff, handlers run with the publisher's context bound.
+The transports are in ``_pika_link``/``_pika_session`` (RabbitMQ) and ``_memory``
+(``amqp_url="memory://"``, the in-process broker of :mod:`svclink.testing`); this module
+holds the public objects and the flow they share: one connection per (process, thread),
+one resend after a lost connection, reconnect with backoff, handlers run with the
+publisher's context bound.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from ..core.locks import ForkSafeLock
 from ..core.settings import Settings
 from ._handlers import HandlerThreads, Job
 from ._memory import MemoryLink, MemorySession
-from ._pika import PikaLink, PikaSession
+from ._pika_link import PikaLink
+from ._pika_session import PikaSession
 from ._transport import PublishLink, Received, Session
 
 log = logging.getLogger("svclink.events")

@@ -18,21 +18,21 @@ import svclink
 from svclink.core.context.value import bind
 from svclink.core.events import handling, topics
 from svclink.core.events.broker import Lost
-from svclink.core.events.envelope import decode, encode, envelope
+from svclink.core.events.envelope import Event, decode, format_time
 from svclink.core.events.handling import (
     Ack,
     DeadLetter,
+    Delay,
     Handle,
     HandlerTable,
-    Retry,
     receive,
     republish,
     settle,
 )
 from svclink.core.events.message import Delivery, Properties, prepare
-from svclink.core.events.outcomes import ACKED, LOST, NACKED, RETURNED, TIMED_OUT, publish_error
+from svclink.core.events.outcomes import Outcome, publish_error
 from svclink.core.events.publishing import Sending, publish_deadline
-from svclink.core.events.topology import ConsumerConfig, topology
+from svclink.core.events.topology import Binding, ConsumerConfig, ExchangeSpec, declarations, topology
 from svclink.core.settings import Settings, build
 
 WHEN = datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=UTC)
@@ -180,6 +180,23 @@ _json_values = st.recursive(
 )
 
 
+def _envelope_json(event: Event) -> bytes:
+    """The envelope of ``event`` through ``json.dumps``: what ``prepare`` writes, byte for byte."""
+    ctx = event.context
+    fields = ("request_id", "traceparent", "tracestate")
+    context = {} if ctx is None else {f: v for f in fields if (v := getattr(ctx, f)) is not None}
+    document = {
+        "version": event.version,
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "occurred_at": format_time(event.occurred_at),
+        "source": event.source,
+        "context": context or None,
+        "data": event.data,
+    }
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
 @given(data=_json_values, source=st.none() | st.from_regex(r"\A[a-z]([a-z0-9_-]{0,6}[a-z0-9])?\Z"))
 def test_the_body_is_the_envelope_through_json_dumps_byte_for_byte(data: Any, source: str | None) -> None:
     """``prepare`` writes the envelope itself (only ``data`` goes through the encoder): it must
@@ -189,8 +206,7 @@ def test_the_body_is_the_envelope_through_json_dumps_byte_for_byte(data: Any, so
         event, message = prepare(
             settings, "user.updated", data, exchange="ex", event_id=None, occurred_at=WHEN, wall=1.0
         )
-    expected = json.dumps(envelope(event), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    assert message.body == expected.encode("utf-8") == encode(event)
+    assert message.body == _envelope_json(event)
     assert decode(message.body) == event
 
 
@@ -256,11 +272,11 @@ def test_unknown_envelope_keys_are_ignored() -> None:
 
 def test_publish_outcomes_map_to_the_error_hierarchy() -> None:
     _, message = _prepared()
-    assert publish_error("ack", message) is None
-    assert isinstance(publish_error(RETURNED, message), svclink.UnroutableError)
-    assert isinstance(publish_error(NACKED, message), svclink.PublishNacked)
-    assert isinstance(publish_error(TIMED_OUT, message), svclink.PublishTimeout)
-    lost = publish_error(LOST, message)
+    assert publish_error(Outcome.ACKED, message) is None
+    assert isinstance(publish_error(Outcome.RETURNED, message), svclink.UnroutableError)
+    assert isinstance(publish_error(Outcome.NACKED, message), svclink.PublishNacked)
+    assert isinstance(publish_error(Outcome.TIMED_OUT, message), svclink.PublishTimeout)
+    lost = publish_error(Outcome.LOST, message)
     assert isinstance(lost, svclink.PublishError) and "user.updated" in str(lost)
 
 
@@ -343,13 +359,13 @@ def test_success_acks() -> None:
 
 def test_failures_retry_with_the_delays_then_dead_letter() -> None:
     first = settle(_delivery(), CONFIG, RuntimeError("boom"))
-    assert isinstance(first, Retry)
+    assert isinstance(first, Delay)
     assert (first.queue, first.delay, first.attempt) == ("notif.retry.50", 0.05, 2)
     assert first.headers["x-svclink-attempt"] == 2
     assert first.headers["x-svclink-error"] == "RuntimeError: boom"
     assert first.headers["x-svclink-original-routing-key"] == "user.updated"
     second = settle(_delivery(**first.headers), CONFIG, RuntimeError("boom"))
-    assert isinstance(second, Retry) and second.queue == "notif.retry.200" and second.attempt == 3
+    assert isinstance(second, Delay) and second.queue == "notif.retry.200" and second.attempt == 3
     last = settle(_delivery(**second.headers), CONFIG, KeyError("k"))
     assert isinstance(last, DeadLetter)
     assert last.queue == "notif.dead" and last.reason == "max-attempts"
@@ -359,7 +375,7 @@ def test_failures_retry_with_the_delays_then_dead_letter() -> None:
 def test_the_last_delay_repeats_and_broker_headers_are_not_copied() -> None:
     config = ConsumerConfig(queue="q", exchange="ex", bindings=["#"], max_attempts=5, retry_delays=[1])
     step = settle(_delivery(**{"x-svclink-attempt": 4, "x-death": [{}]}), config, ValueError())
-    assert isinstance(step, Retry) and step.queue == "q.retry.1000"
+    assert isinstance(step, Delay) and step.queue == "q.retry.1000"
     assert "x-death" not in step.headers
     assert [q.name for q in topology(config).retry_queues] == ["q.retry.1000"]
 
@@ -373,7 +389,7 @@ def test_one_attempt_means_no_retry() -> None:
 def test_republish_keeps_body_and_properties_and_targets_the_queue() -> None:
     delivery = _delivery()
     decision = settle(delivery, CONFIG, RuntimeError("x"))
-    assert isinstance(decision, Retry)
+    assert isinstance(decision, Delay)
     message = republish(delivery, decision)
     assert message.exchange == "" and message.routing_key == "notif.retry.50"
     assert message.body == delivery.body and message.properties.message_id == "e1"
@@ -434,14 +450,14 @@ def test_reconnect_backoff_grows_and_is_capped() -> None:
 def test_lost_messages_are_resent_once_then_reported() -> None:
     from svclink.core.events.outcomes import resolve
 
-    first = resolve([ACKED, LOST, RETURNED, LOST], attempt=1, late=False)
+    first = resolve([Outcome.ACKED, Outcome.LOST, Outcome.RETURNED, Outcome.LOST], attempt=1, late=False)
     assert first.drop and first.retry == (1, 3)
-    assert first.final == ((0, ACKED), (2, RETURNED))
-    again = resolve([LOST], attempt=2, late=False)
-    assert again.retry == () and again.final == ((0, LOST),)
-    late = resolve([LOST, TIMED_OUT], attempt=1, late=True)
-    assert late.retry == () and late.final == ((0, TIMED_OUT), (1, TIMED_OUT))
-    assert not resolve([ACKED, NACKED], attempt=1, late=False).drop
+    assert first.final == ((0, Outcome.ACKED), (2, Outcome.RETURNED))
+    again = resolve([Outcome.LOST], attempt=2, late=False)
+    assert again.retry == () and again.final == ((0, Outcome.LOST),)
+    late = resolve([Outcome.LOST, Outcome.TIMED_OUT], attempt=1, late=True)
+    assert late.retry == () and late.final == ((0, Outcome.TIMED_OUT), (1, Outcome.TIMED_OUT))
+    assert not resolve([Outcome.ACKED, Outcome.NACKED], attempt=1, late=False).drop
 
 
 def test_reconnect_backoff_starts_over_once_consuming_again() -> None:
@@ -468,7 +484,7 @@ def test_a_confirmed_publish_returns_its_event() -> None:
     sending = _sending()
     batch = sending.batch()
     assert batch is not None and len(batch) == 1
-    assert not sending.sent([ACKED], now=0.0)
+    assert not sending.sent([Outcome.ACKED], now=0.0)
     assert sending.batch() is None
     assert sending.event().data == {"n": 0}
 
@@ -485,7 +501,7 @@ def test_a_connection_found_dead_is_replaced_once_then_the_broker_is_unavailable
 
 def test_messages_lost_after_sending_go_again_once_and_failures_are_collected() -> None:
     sending = _sending(3)
-    assert sending.sent([ACKED, LOST, RETURNED], now=0.0)  # drop the connection
+    assert sending.sent([Outcome.ACKED, Outcome.LOST, Outcome.RETURNED], now=0.0)  # drop the connection
     batch = sending.batch()
     assert batch is not None and [json.loads(m.body)["data"] for m in batch] == [{"n": 1}]
     sending.failed(Lost("gone again"))  # sent once already: given up, not "unavailable"
@@ -503,7 +519,7 @@ def test_messages_lost_after_sending_go_again_once_and_failures_are_collected() 
 
 def test_a_message_lost_at_the_deadline_is_a_timeout() -> None:
     sending = _sending(timeout=1.0)
-    assert sending.sent([LOST], now=1.0)
+    assert sending.sent([Outcome.LOST], now=1.0)
     assert sending.batch() is None
     with pytest.raises(svclink.PublishTimeout):
         sending.event()
@@ -538,3 +554,20 @@ def test_event_ids_are_uuid4_and_a_forked_child_never_repeats_its_parent() -> No
         child = set(pipe.read().split())
     os.waitpid(pid, 0)
     assert len(child) == 20 and not parent & child
+
+
+def test_a_consumer_declares_its_exchange_then_its_queues_then_its_bindings() -> None:
+    config = ConsumerConfig(
+        queue="q", exchange="ex", bindings=["a.*", "b"], retry_delays=[1, 5], max_attempts=3
+    )
+    topo = topology(config)
+    steps = declarations(topo)
+    assert steps == (
+        ExchangeSpec("ex"),
+        topo.queue,
+        *topo.retry_queues,
+        topo.dead_queue,
+        Binding("q", "ex", "a.*"),
+        Binding("q", "ex", "b"),
+    )
+    assert [q.name for q in topo.retry_queues] == ["q.retry.1000", "q.retry.5000"]

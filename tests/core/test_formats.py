@@ -14,7 +14,7 @@ import svclink
 from svclink.core.events.envelope import ENVELOPE, FOREIGN, Event
 from svclink.core.events.exchanges import use_as_is, warn_existing
 from svclink.core.events.formats import read_event
-from svclink.core.events.handling import DeadLetter, Handle, HandlerTable, log_decision, receive
+from svclink.core.events.handling import DeadLetter, Handle, HandlerTable, log_disposition, receive
 from svclink.core.events.message import Delivery, Properties, prepare
 from svclink.core.events.topology import ConsumerConfig
 from svclink.core.settings import Settings
@@ -192,7 +192,7 @@ def test_the_log_line_of_an_undecodable_message_names_its_routing_key(
     step = receive(delivery, CONFIG, HandlerTable(), SETTINGS, now=0.0, wall=WALL)
     assert isinstance(step, DeadLetter)
     with caplog.at_level(logging.ERROR, "svclink.events"):
-        log_decision(CONFIG, delivery, step)
+        log_disposition(CONFIG, delivery, step)
     line = caplog.records[0].getMessage()
     assert "message with routing key 'user.updated' and no id dead-lettered to notif.dead" in line
     assert "not UTF-8 JSON" in line and "None" not in line

@@ -279,6 +279,20 @@ def test_a_queue_declared_with_other_arguments_is_a_clear_error(env: EventEnv) -
     assert queue in str(running.error) or "PRECONDITION_FAILED" in str(running.error)
 
 
+def test_a_refused_declaration_leaves_the_same_queues_behind_on_every_side(env: EventEnv) -> None:
+    queue = env.queue()
+    env.broker.sink(queue + ".dead", env.exchange, [], arguments={"x-max-length": 5})  # other settings
+    consumer = env.consumer(queue, {"user.updated": Recorder()}, max_attempts=2, retry_delays=[0.05])
+    running = env.start(consumer)
+    assert running.returned.wait(8), "run() should give up on a topology it cannot declare"
+    assert isinstance(running.error, svclink.EventError)
+    assert "cannot declare the consumer's queues" in str(running.error)
+    # the order is the same on both sides: exchange, work queue, delay queues, dead queue, bindings
+    assert env.broker.exists(queue) and env.broker.exists(queue + ".retry.50")
+    with pytest.raises(svclink.UnroutableError):  # the bindings come last: none was made
+        env.publish("user.updated", {})
+
+
 def test_publishing_to_an_exchange_of_another_type_is_a_clear_error(env: EventEnv) -> None:
     name = env.other_exchange("fanout")
     with pytest.raises(svclink.EventError, match=r"PRECONDITION_FAILED|fanout"):

@@ -1,8 +1,12 @@
-"""What the sync and aio event drivers agree on about a broker, before any connection exists.
+"""What the sync and aio event drivers agree on about a broker: its failures and their words.
 
-The one exception both transports raise when a connection is gone, which broker a URL
-names (and which virtual host: :func:`broker_address`), and the name a connection shows
-in the broker's tools.
+The drivers perform I/O and classify what their library reported: a connection gone
+(:class:`Lost`), a connection refused (a :class:`Refusal`), a channel the broker closed on
+a declaration (a :class:`DeclareRefusal`). What that means for the caller, and every
+sentence a user reads about it, is decided here, once, for pika, aio-pika and the memory
+broker alike. Also: which broker a URL names (and which virtual host:
+:func:`broker_address`), the name a connection shows in the broker's tools, and the
+timings both sides use.
 """
 
 from __future__ import annotations
@@ -17,6 +21,20 @@ import attrs
 from ..errors import BrokerTLSError, BrokerUnavailable, EventError, TLSError, TLSFailure
 from ..settings import Settings
 from ..tls import describe
+
+#: a publisher connection unused for this long is checked for what arrived meanwhile (the
+#: broker's close, say) before a publish; one in steady use is not (the wait for the last
+#: confirms ran its loop moments ago)
+IDLE = 0.25
+
+#: seconds a consumer waits for the confirm of a copy it moves to a delay or dead-letter queue
+MOVE_TIMEOUT = 30.0
+
+#: why a consumer session ended when the broker cancelled its consumer
+CANCELLED = "the broker cancelled the consumer (queue deleted?)"
+
+#: why a publish found its connection unusable before sending anything
+CLOSED_WHILE_IDLE = "connection closed while idle"
 
 
 class Lost(Exception):
@@ -76,7 +94,69 @@ def connect_error(failures: Sequence[ConnectFailure]) -> EventError:
     refused = [f.refusal for f in failures if f.refusal is not None]
     if refused:
         return EventError(f"the broker refused {refused[0].value} ({text})")
-    return BrokerUnavailable(f"cannot connect to the broker: {text}")
+    return unreachable(text)
+
+
+class DeclareRefusal(enum.Enum):
+    """Why the broker closed a channel on a declaration: its AMQP reply code, as a driver reads it."""
+
+    #: 403 ACCESS_REFUSED: the user may not declare or bind it
+    ACCESS_REFUSED = 403
+    #: 404 NOT_FOUND: something it refers to does not exist
+    NOT_FOUND = 404
+    #: 405 RESOURCE_LOCKED: another connection's exclusive queue (our own old one, not gone yet)
+    LOCKED = 405
+    #: 406 PRECONDITION_FAILED: it exists with other settings (type, durability, arguments)
+    CONFLICT = 406
+    #: any other code, or none
+    OTHER = 0
+
+    @classmethod
+    def of(cls, reply_code: int | None) -> DeclareRefusal:
+        """The refusal for an AMQP channel-close ``reply_code``."""
+        try:
+            return cls(reply_code)
+        except ValueError:
+            return cls.OTHER
+
+
+def declare_failed(refusal: DeclareRefusal, detail: str) -> Exception:
+    """What a consumer's refused declaration means: an :class:`~svclink.EventError` when only
+    a change of settings or permissions helps, :class:`Lost` (reconnect with backoff) when
+    waiting may (a queue still locked by the consumer's previous connection, say)."""
+    if refusal in (DeclareRefusal.CONFLICT, DeclareRefusal.ACCESS_REFUSED):
+        return EventError(f"cannot declare the consumer's queues: {detail}")
+    return Lost(f"cannot declare the consumer's queues now: {detail}")
+
+
+def exchange_failed(exchange: str, refusal: DeclareRefusal, detail: str) -> Exception:
+    """What a publisher's refused exchange declaration means: an :class:`~svclink.EventError`
+    for an exchange of another type or settings, else :class:`Lost`."""
+    if refusal is DeclareRefusal.CONFLICT:
+        return EventError(f"exchange {exchange!r} exists with other settings: {detail}")
+    return Lost(detail or f"exchange {exchange!r} not declared in time")
+
+
+def publish_refused(detail: str) -> EventError:
+    """The broker refused a publish outright (not a nack: the publish itself was invalid)."""
+    return EventError(f"the broker refused the publish: {detail}")
+
+
+def move_failed(queue: str, detail: str) -> Lost:
+    """A consumer could not copy a message to its delay or dead-letter queue: the message is
+    nacked back to its queue and the session given up, so it is redelivered after a reconnect
+    (which declares a deleted delay or dead queue again)."""
+    return Lost(f"could not move the message to {queue}: {detail}")
+
+
+def settle_failed(detail: str) -> Lost:
+    """A consumer could not ack or move a message: the session is lost; the message comes back."""
+    return Lost(f"could not settle a message ({detail}); it will be redelivered")
+
+
+def unreachable(detail: str) -> BrokerUnavailable:
+    """No node of ``amqp_url`` took a connection."""
+    return BrokerUnavailable(f"cannot connect to the broker: {detail}")
 
 
 def connect_exception(failures: Sequence[ConnectFailure]) -> Exception:

@@ -22,7 +22,7 @@ from ..errors import EventError
 from ..settings import Settings, get_settings
 from .broker import default_name
 from .envelope import Event
-from .handling import Decision, Handle, HandlerTable, log_decision, receive, settle
+from .handling import Disposition, Handle, HandlerTable, log_disposition, receive, settle
 from .inbox import InboxStore, deduplicated, store_for
 from .message import Delivery
 from .readiness import Readiness
@@ -227,19 +227,19 @@ class BaseConsumer(Generic[H]):
 
     def _receive(
         self, config: ConsumerConfig, delivery: Delivery, *, now: float, wall: float
-    ) -> Handle[H] | Decision:
+    ) -> Handle[H] | Disposition:
         """The first step for a message: a handler to run, or (logged) what to do with it at once."""
         step = receive(delivery, config, self._table, self.settings, now=now, wall=wall)
         if isinstance(step, Handle):
             log_incoming(step.incoming, "event")
         else:
-            log_decision(config, delivery, step)
+            log_disposition(config, delivery, step)
         return step
 
     def _settle(
         self, config: ConsumerConfig, delivery: Delivery, step: Handle[H], error: BaseException | None
-    ) -> Decision:
+    ) -> Disposition:
         """What becomes of a message whose handler returned (``error`` None) or raised (logged)."""
         decision = settle(delivery, config, error)
-        log_decision(config, delivery, decision, step.event, error)
+        log_disposition(config, delivery, decision, step.event, error)
         return decision

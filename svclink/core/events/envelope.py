@@ -59,11 +59,6 @@ _MAX_CONTEXT_VALUE = 512
 _UNSAFE_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
-#: the context fields that travel with an event; the deadline is a local monotonic time and
-#: the caller and user need a signature, so neither is carried here
-_CONTEXT_FIELDS = ("request_id", "traceparent", "tracestate")
-
-
 def new_event_id() -> str:
     """A fresh event id (a UUID4 string, as ``str(uuid.uuid4())``), unique enough to deduplicate on."""
     h = uuid4_hex()
@@ -214,19 +209,12 @@ def check_shape(data: object, depth: int = 0) -> None:
                 check_shape(value, depth + 1)
 
 
-def _encode_json(document: dict[str, Any], data: object) -> bytes:
-    """``document`` (which holds ``data``) as compact UTF-8 JSON, or the reason ``data`` cannot be."""
-    try:
-        return _dumps(document).encode("utf-8")  # a lone surrogate fails here, with a ValueError
-    except (TypeError, ValueError, RecursionError) as exc:
-        check_json(data)  # says precisely what is wrong, when it is the shape or a type
-        raise InvalidEvent(f"event data is not JSON-serialisable: {exc}") from None
-
-
 def envelope_json(
     event_id: str, event_type: str, occurred_at: str, source: str | None, context: dict[str, str], data: Any
 ) -> bytes:
-    """The body :func:`encode` makes, byte for byte, but with only ``data`` through the encoder.
+    """The body of the message that carries an event: the envelope as compact UTF-8 JSON
+    (``json.dumps(..., separators=(",", ":"), ensure_ascii=False, allow_nan=False)``, byte
+    for byte), with only ``data`` through the encoder.
 
     The other fields are strings svclink has checked, quoted with the encoder's own
     string quoting; ``data`` may still turn out not to be JSON, which raises here.
@@ -255,13 +243,6 @@ def check_context_value(name: str, value: str) -> None:
     utf8_size(f"envelope context field {name!r}", value)
 
 
-def context_fields(context: RequestContext | None) -> dict[str, str]:
-    """The part of a request context an event carries."""
-    if context is None:
-        return {}
-    return {f: v for f in _CONTEXT_FIELDS if (v := getattr(context, f)) is not None}
-
-
 def _parse_context(value: object) -> RequestContext | None:
     if value is None:
         return None
@@ -282,50 +263,6 @@ def _context_value(context: dict[str, Any], name: str) -> str | None:
     ):
         raise InvalidEvent(f"envelope context field {name!r} must be a short printable string")
     return item
-
-
-def new_event(
-    event_type: str,
-    data: Any,
-    *,
-    event_id: str,
-    occurred_at: datetime,
-    source: str | None,
-    context: RequestContext | None,
-) -> Event:
-    """A checked event, ready to encode; every argument problem raises :class:`InvalidEvent`."""
-    check_event_type(event_type)
-    check_id("event_id", event_id)
-    format_time(occurred_at)
-    check_json(data)
-    if context is not None:
-        _parse_context(context_fields(context))
-    return Event(
-        event_type=event_type,
-        data=data,
-        event_id=event_id,
-        occurred_at=occurred_at.astimezone(UTC),
-        source=source,
-        context=context,
-    )
-
-
-def envelope(event: Event) -> dict[str, Any]:
-    """The envelope of ``event`` as a JSON-ready dict."""
-    return {
-        "version": event.version,
-        "event_id": event.event_id,
-        "event_type": event.event_type,
-        "occurred_at": format_time(event.occurred_at),
-        "source": event.source,
-        "context": context_fields(event.context) or None,
-        "data": event.data,
-    }
-
-
-def encode(event: Event) -> bytes:
-    """The body of the message that carries ``event``: compact UTF-8 JSON."""
-    return _encode_json(envelope(event), event.data)
 
 
 def load_json(body: bytes) -> object:

@@ -1,8 +1,8 @@
-"""What a consumer declares, which handler gets an event, and what becomes of each message.
+"""Which handler gets an event, and what becomes of each message.
 
 A driver reports what happened to a message (it could not be decoded; no handler wanted
 it; the handler returned; the handler raised) and :func:`settle` answers with one of three
-decisions: :class:`Ack`, :class:`Retry` (copy it to a delay queue that dead-letters back
+dispositions: :class:`Ack`, :class:`Delay` (copy it to a delay queue that dead-letters back
 to the work queue after a TTL) or :class:`DeadLetter` (copy it to ``<queue>.dead`` with the
 error in its headers). Nothing here touches a socket or a clock, so every path is
 unit-tested without a broker.
@@ -122,7 +122,7 @@ class Ack:
 
 
 @attrs.frozen
-class Retry:
+class Delay:
     """Copy the message to delay queue ``queue`` (then ack it); it comes back after ``delay`` seconds."""
 
     queue: str
@@ -142,7 +142,7 @@ class DeadLetter:
     error: str
 
 
-Decision = Ack | Retry | DeadLetter
+Disposition = Ack | Delay | DeadLetter
 
 
 @attrs.frozen
@@ -184,7 +184,7 @@ def receive(
     *,
     now: float,
     wall: float,
-) -> Handle[H] | Decision:
+) -> Handle[H] | Disposition:
     """The first step for a message: run a handler, or settle at once.
 
     A message that is neither an envelope nor (unless ``config.strict``) a JSON object, and
@@ -207,7 +207,7 @@ def receive(
     return Handle(attrs.evolve(event, context=read.context), handler, read)
 
 
-def settle(delivery: Delivery, config: ConsumerConfig, error: BaseException | None) -> Decision:
+def settle(delivery: Delivery, config: ConsumerConfig, error: BaseException | None) -> Disposition:
     """What to do once the handler has run: ack on success, else retry or dead-letter by attempt."""
     if error is None:
         return Ack()
@@ -218,7 +218,7 @@ def settle(delivery: Delivery, config: ConsumerConfig, error: BaseException | No
     delay = config.delay(attempt)
     headers = _carried_headers(delivery)
     headers.update({ATTEMPT_HEADER: attempt + 1, ERROR_HEADER: text, ERROR_TYPE_HEADER: type(error).__name__})
-    return Retry(
+    return Delay(
         queue=config.retry_queue(delay),
         delay=delay,
         headers=MappingProxyType(headers),
@@ -242,15 +242,15 @@ def dead_letter(
     return DeadLetter(queue=config.dead_queue, headers=MappingProxyType(headers), reason=reason, error=error)
 
 
-def republish(delivery: Delivery, decision: Retry | DeadLetter) -> OutgoingMessage:
-    """The copy of ``delivery`` that carries out ``decision``: same body and properties, new headers,
+def republish(delivery: Delivery, disposition: Delay | DeadLetter) -> OutgoingMessage:
+    """The copy of ``delivery`` that carries out ``disposition``: same body and properties, new headers,
     sent through the default exchange straight to the target queue. A message with no
     ``message_id`` (a foreign event's) gets its event's id as one, which it keeps from then on."""
-    properties = attrs.evolve(delivery.properties, headers=decision.headers)
+    properties = attrs.evolve(delivery.properties, headers=disposition.headers)
     if properties.message_id is None:
         properties = attrs.evolve(properties, message_id=carried_id(delivery))
     return OutgoingMessage(
-        exchange="", routing_key=decision.queue, body=delivery.body, properties=properties, mandatory=True
+        exchange="", routing_key=disposition.queue, body=delivery.body, properties=properties, mandatory=True
     )
 
 
@@ -286,28 +286,28 @@ def describe_message(delivery: Delivery, event: Event | None) -> str:
     return f"message with routing key {key!r} and " + (f"id {message_id}" if message_id else "no id")
 
 
-def log_decision(
+def log_disposition(
     config: ConsumerConfig,
     delivery: Delivery,
-    decision: Decision,
+    disposition: Disposition,
     event: Event | None = None,
     error: BaseException | None = None,
 ) -> None:
     """One log line per message that did not simply succeed, the same on both sides."""
     what = describe_message(delivery, event)
-    if isinstance(decision, Ack):
-        if not decision.handled:
+    if isinstance(disposition, Ack):
+        if not disposition.handled:
             log.warning(
                 "consumer %s: no handler for event type %r (%s); acked",
-                config.queue, decision.event_type, what,
+                config.queue, disposition.event_type, what,
             )  # fmt: skip
-    elif isinstance(decision, Retry):
+    elif isinstance(disposition, Delay):
         log.warning(
             "consumer %s: handler failed for %s (attempt %d); retrying in %.3gs",
-            config.queue, what, decision.attempt - 1, decision.delay, exc_info=error,
+            config.queue, what, disposition.attempt - 1, disposition.delay, exc_info=error,
         )  # fmt: skip
-    elif isinstance(decision, DeadLetter):
+    elif isinstance(disposition, DeadLetter):
         log.error(
             "consumer %s: %s dead-lettered to %s (%s): %s",
-            config.queue, what, decision.queue, decision.reason, decision.error, exc_info=error,
+            config.queue, what, disposition.queue, disposition.reason, disposition.error, exc_info=error,
         )  # fmt: skip

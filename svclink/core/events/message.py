@@ -39,7 +39,6 @@ from .envelope import (
     check_id,
     check_json,
     check_shape,
-    encode,
     envelope_json,
     format_utc,
     frozen_map,
@@ -90,49 +89,6 @@ class Delivery:
     redelivered: bool = False
 
 
-def event_headers(event: Event) -> dict[str, Any]:
-    """The AMQP headers that copy the envelope's type, id, version and source."""
-    headers: dict[str, Any] = {
-        EVENT_TYPE_HEADER: event.event_type,
-        EVENT_ID_HEADER: event.event_id,
-        VERSION_HEADER: event.version,
-    }
-    if event.source:
-        headers[SOURCE_HEADER] = event.source
-    return headers
-
-
-def outgoing(
-    event: Event,
-    exchange: str,
-    context_headers: Mapping[str, str],
-    extra_headers: Mapping[str, Any] | None = None,
-) -> OutgoingMessage:
-    """The message that publishes ``event`` to ``exchange`` with its type as the routing key.
-
-    ``context_headers`` (request id, trace, signed caller context) and ``extra_headers``
-    are added; neither may replace svclink's own event headers.
-    """
-    headers = check_headers(extra_headers)
-    headers.update(context_headers)
-    headers.update(event_headers(event))
-    return OutgoingMessage(
-        exchange=exchange,
-        routing_key=event.event_type,
-        body=encode(event),
-        properties=Properties(
-            headers=headers,
-            table=encode_table(headers),
-            message_id=event.event_id,
-            type=event.event_type,
-            app_id=event.source,
-            correlation_id=event.context.request_id if event.context else None,
-            timestamp=int(event.occurred_at.timestamp()),
-            content_type=CONTENT_TYPE,
-        ),
-    )
-
-
 def prepare(
     settings: Settings,
     event_type: str,
@@ -150,9 +106,8 @@ def prepare(
     with the signed caller context, in the headers. ``occurred_at`` and ``wall`` are the
     driver's clock readings.
 
-    This is :func:`new_event` then :func:`outgoing`, less the work they repeat: every
-    argument is checked once (what svclink made itself, such as a fresh event id, is not
-    checked again) and the body is encoded once.
+    Every argument is checked once (what svclink made itself, such as a fresh event id, is
+    not checked again) and the body is encoded once.
     """
     exchange = check_name("exchange", settings.event_exchange if exchange is None else exchange)
     event_type = check_event_type(event_type)

@@ -1,14 +1,13 @@
-"""The event envelope, its encoding, and the AMQP message that carries it.
+"""What became of a published message, and what a publisher does about it.
 
-An event travels as a JSON envelope (the body) plus AMQP properties and headers that copy
-its type, id, source and request context, so brokers' tools, shovels and non-Python
-consumers can see them without parsing the body. The body is the one source of truth
-when decoding; a body that is not a valid envelope raises :class:`InvalidEvent`, which a
-consumer turns into an immediate dead-letter.
+A driver reports one :class:`Outcome` per message it sent, as its library told it (a
+confirm, a nack, a return, no answer in time, a connection lost); :func:`publish_error`
+phrases it for the caller and :func:`resolve` decides what to send again.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 
 import attrs
@@ -16,32 +15,38 @@ import attrs
 from ..errors import PublishError, PublishNacked, PublishTimeout, UnroutableError
 from .message import OutgoingMessage
 
-#: what became of one published message, as a driver reports it
-ACKED, NACKED, RETURNED, TIMED_OUT, LOST = "ack", "nack", "returned", "timeout", "lost"
+
+class Outcome(enum.Enum):
+    """What became of one published message, as a driver reports it."""
+
+    #: the broker confirmed it
+    ACKED = "ack"
+    #: the broker refused it (a full ``reject-publish`` queue, say)
+    NACKED = "nack"
+    #: ``mandatory`` and no queue is bound for it (then confirmed)
+    RETURNED = "returned"
+    #: no confirm before the deadline: it may or may not have landed
+    TIMED_OUT = "timeout"
+    #: the connection died after it was written, before its confirm: it may or may not have landed
+    LOST = "lost"
 
 
-def publish_error(outcome: str, message: OutgoingMessage, detail: str = "") -> PublishError | None:
-    """The exception for a publish ``outcome`` (None when the broker confirmed it).
-
-    ``LOST`` means the connection died after the message was written and before its
-    confirm: it may or may not have landed, like a timeout.
-    """
-    if outcome == ACKED:
+def publish_error(outcome: Outcome, message: OutgoingMessage, detail: str = "") -> PublishError | None:
+    """The exception for a publish ``outcome`` (None when the broker confirmed it)."""
+    if outcome is Outcome.ACKED:
         return None
     where = f"exchange {message.exchange!r}, routing key {message.routing_key!r}"
     what = f"event {message.properties.message_id}" if message.properties.message_id else "message"
     extra = f" ({detail})" if detail else ""
-    if outcome == RETURNED:
+    if outcome is Outcome.RETURNED:
         return UnroutableError(f"{what} is unroutable: no queue is bound to {where}{extra}")
-    if outcome == NACKED:
+    if outcome is Outcome.NACKED:
         return PublishNacked(f"the broker refused {what} on {where}{extra}")
-    if outcome == TIMED_OUT:
+    if outcome is Outcome.TIMED_OUT:
         return PublishTimeout(
             f"no confirm for {what} on {where} in time{extra}; it may or may not have landed"
         )
-    if outcome == LOST:
-        return PublishError(f"connection lost before the confirm of {what} on {where}{extra}")
-    return PublishError(f"{what} on {where} failed: {outcome}{extra}")
+    return PublishError(f"connection lost before the confirm of {what} on {where}{extra}")
 
 
 #: a batch is sent on at most this many connections: once, and again after a lost connection
@@ -57,10 +62,10 @@ class Resolution:
     #: positions in the batch to send again on a new connection (same event ids)
     retry: tuple[int, ...]
     #: positions settled now, with their final outcome (for :func:`publish_error`)
-    final: tuple[tuple[int, str], ...]
+    final: tuple[tuple[int, Outcome], ...]
 
 
-def resolve(outcomes: Sequence[str], *, attempt: int, late: bool) -> Resolution:
+def resolve(outcomes: Sequence[Outcome], *, attempt: int, late: bool) -> Resolution:
     """Sort the outcomes of send ``attempt`` (1-based); ``late`` says the deadline has passed.
 
     A message lost with its connection is sent again once, if there is time; the resend
@@ -70,9 +75,10 @@ def resolve(outcomes: Sequence[str], *, attempt: int, late: bool) -> Resolution:
     retry = []
     final = []
     for position, outcome in enumerate(outcomes):
-        if outcome == LOST and attempt < SEND_ATTEMPTS and not late:
+        lost = outcome is Outcome.LOST
+        if lost and attempt < SEND_ATTEMPTS and not late:
             retry.append(position)
         else:
-            final.append((position, TIMED_OUT if outcome == LOST and late else outcome))
-    drop = any(o in (LOST, TIMED_OUT) for o in outcomes)
+            final.append((position, Outcome.TIMED_OUT if lost and late else outcome))
+    drop = any(o in (Outcome.LOST, Outcome.TIMED_OUT) for o in outcomes)
     return Resolution(drop=drop, retry=tuple(retry), final=tuple(final))

@@ -30,7 +30,7 @@ from ..settings import Settings, get_settings
 from .broker import default_name
 from .envelope import Event
 from .message import OutgoingMessage, prepare
-from .outcomes import ACKED, LOST, SEND_ATTEMPTS, publish_error, resolve
+from .outcomes import SEND_ATTEMPTS, Outcome, publish_error, resolve
 
 #: the longest a publish may be given, in seconds (a day): the drivers' timers and polls take
 #: no more, and a publish that waits longer than that for a confirm is lost anyway
@@ -113,7 +113,7 @@ class Sending:
         """
         if self._resending:  # they may or may not have landed: a publish error, not "unavailable"
             for i in self._todo:
-                self._errors[i] = publish_error(LOST, self._messages[i], f"not sent again: {error}")
+                self._errors[i] = publish_error(Outcome.LOST, self._messages[i], f"not sent again: {error}")
             self._todo = ()
             return
         if isinstance(error, BrokerUnavailable):
@@ -122,9 +122,9 @@ class Sending:
             raise BrokerUnavailable(f"connection to the broker lost: {error}") from None
         self._attempt += 1
 
-    def sent(self, outcomes: Sequence[str], *, now: float) -> bool:
+    def sent(self, outcomes: Sequence[Outcome], *, now: float) -> bool:
         """Record what became of the batch (one outcome each); answers whether to drop the connection."""
-        if outcomes.count(ACKED) == len(outcomes):  # the usual case, without sorting anything
+        if outcomes.count(Outcome.ACKED) == len(outcomes):  # the usual case, without sorting anything
             self._todo = ()
             return False
         step = resolve(outcomes, attempt=self._attempt, late=now >= self.deadline)

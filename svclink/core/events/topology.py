@@ -1,11 +1,8 @@
-"""What a consumer declares, which handler gets an event, and what becomes of each message.
+"""What a consumer declares: its checked configuration, its queues, and the order to declare them.
 
-A driver reports what happened to a message (it could not be decoded; no handler wanted
-it; the handler returned; the handler raised) and :func:`settle` answers with one of three
-decisions: :class:`Ack`, :class:`Retry` (copy it to a delay queue that dead-letters back
-to the work queue after a TTL) or :class:`DeadLetter` (copy it to ``<queue>.dead`` with the
-error in its headers). Nothing here touches a socket or a clock, so every path is
-unit-tested without a broker.
+:class:`ConsumerConfig` is a consumer's arguments, validated before any I/O;
+:func:`topology` the queues behind it (the work queue, one delay queue per delay in use,
+the dead-letter queue); :func:`declarations` the steps, in the one order both sides take.
 """
 
 from __future__ import annotations
@@ -145,8 +142,29 @@ def delay_ms(delay: float) -> int:
 
 
 @attrs.frozen
+class ExchangeSpec:
+    """An exchange to declare: durable, of type topic (every exchange svclink declares is)."""
+
+    name: str
+
+
+@attrs.frozen
+class Binding:
+    """A binding to declare: ``queue`` gets the messages of ``exchange`` whose routing key
+    matches ``pattern``."""
+
+    queue: str
+    exchange: str
+    pattern: str
+
+
+#: one step of declaring a consumer's topology
+Declaration = ExchangeSpec | QueueSpec | Binding
+
+
+@attrs.frozen
 class Topology:
-    """Everything a consumer declares, in order: exchange, work queue + bindings, delay queues, dead queue."""
+    """Everything a consumer declares; :func:`declarations` gives the order."""
 
     exchange: str
     queue: QueueSpec
@@ -184,3 +202,16 @@ def topology(config: ConsumerConfig) -> Topology:
         retry_queues=retry,
         dead_queue=QueueSpec(config.dead_queue, base, exclusive),
     )
+
+
+def declarations(topo: Topology) -> tuple[Declaration, ...]:
+    """What a consumer declares, in the order every driver declares it.
+
+    The exchange, then the work queue, its delay queues and its dead-letter queue, then the
+    bindings last: a queue starts to receive events only once everything it moves messages
+    to exists, and a declaration the broker refuses leaves the same queues behind on every
+    side (the ones before it).
+    """
+    queues: tuple[Declaration, ...] = (topo.queue, *topo.retry_queues, topo.dead_queue)
+    bindings = tuple(Binding(topo.queue.name, topo.exchange, pattern) for pattern in topo.bindings)
+    return (ExchangeSpec(topo.exchange), *queues, *bindings)

@@ -1,225 +1,35 @@
-"""An in-process AMQP broker with RabbitMQ's routing, TTL and dead-lettering semantics.
-
-``amqp_url="memory://"`` makes :mod:`svclink.sync` and :mod:`svclink.aio` publish to and
-consume from this broker instead of RabbitMQ, so demos and unit tests need no server.
-It is one object per process (per name: ``memory://other`` is a second broker), shared by
-every thread and event loop, so a sync publisher and an aio consumer in one process talk
-to each other.
-
-What it models, because svclink relies on it: durable topic/direct/fanout exchanges and
-the default exchange; topic matching exactly as RabbitMQ (:mod:`svclink.core.events.topics`);
-``mandatory`` returns; publisher confirms (acks, and nacks from a full
-``x-overflow=reject-publish`` queue); exclusive queues (deleted with the connection that
-declared them, locked to other connections); consumers with prefetch, ack, nack and requeue;
-per-queue ``x-message-ttl`` with ``x-dead-letter-exchange`` / ``x-dead-letter-routing-key``,
-honoured by a timer thread (scaled by ``time_scale``); unacked messages requeued
-(``redelivered``) when a connection closes. For fault tests it can close connections
-(:meth:`MemoryBroker.close_connections`) and hold confirms like a blocked broker
-(:meth:`MemoryBroker.block`).
-
-Callbacks given to the broker (deliveries, confirms, connection closes) run on whatever
-thread caused them, under the broker's lock: they must be quick and must not call back
-into the broker (queue the work, as svclink's drivers do).
-"""
+"""The memory broker: routing, confirms, TTLs and dead-lettering, consumers with prefetch, as RabbitMQ."""
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 import attrs
 
-from ..core.events.message import OutgoingMessage, Properties
-from ..core.events.topics import matches
-
-EXCHANGE_TYPES = ("topic", "direct", "fanout")
-
-
-class MemoryBrokerError(Exception):
-    """What RabbitMQ would answer with a channel error: ``code`` is its reply code (404, 406...)."""
-
-    def __init__(self, code: int, text: str) -> None:
-        super().__init__(f"{code} {text}")
-        self.code = code
-        self.text = text
-
-
-class ConnectionClosed(MemoryBrokerError):
-    """The connection was closed (by the test, or by :meth:`MemoryBroker.close_connections`)."""
-
-    def __init__(self, text: str = "connection closed") -> None:
-        super().__init__(320, text)
+from ...core.events.message import OutgoingMessage
+from ...core.events.topics import matches
+from .inspection import Inspection
+from .model import (
+    EXCHANGE_TYPES,
+    Confirm,
+    MemoryBrokerError,
+    MemoryConnection,
+    MemoryDelivery,
+    MemoryMessage,
+    _Clock,
+    _Consumer,
+    _Entry,
+    _Exchange,
+    _Queue,
+)
 
 
-@attrs.frozen
-class MemoryMessage:
-    """A message as stored: where it was published and what it carries."""
-
-    exchange: str
-    routing_key: str
-    body: bytes
-    properties: Properties
-
-    @property
-    def headers(self) -> Mapping[str, Any]:
-        return self.properties.headers
-
-
-@attrs.frozen
-class MemoryDelivery:
-    """One delivery to a consumer."""
-
-    consumer_tag: str
-    delivery_tag: int
-    message: MemoryMessage
-    redelivered: bool
-
-
-class Confirm:
-    """The broker's answer to one publish: ``"ack"``, ``"nack"``, ``"returned"`` (then acked) or
-    ``"closed"`` (the connection went away first); ``None`` while pending."""
-
-    def __init__(self) -> None:
-        self.outcome: str | None = None
-        self._callbacks: list[Callable[[Confirm], None]] = []
-        self._done = threading.Event()
-
-    def _resolve(self, outcome: str) -> None:
-        if self.outcome is not None:
-            return
-        self.outcome = outcome
-        self._done.set()
-        for callback in self._callbacks:
-            callback(self)
-        self._callbacks.clear()
-
-    def add_done_callback(self, callback: Callable[[Confirm], None]) -> None:
-        """Call ``callback(self)`` when resolved (at once if it already is)."""
-        if self.outcome is not None:
-            callback(self)
-        else:
-            self._callbacks.append(callback)
-
-    def wait(self, timeout: float | None = None) -> str | None:
-        """Block until resolved or ``timeout``; the outcome, or None if still pending."""
-        self._done.wait(timeout)
-        return self.outcome
-
-
-class MemoryConnection:
-    """A client's connection to the broker; closing it requeues its consumers' unacked messages."""
-
-    def __init__(self, broker: MemoryBroker, name: str) -> None:
-        self.broker = broker
-        self.name = name
-        self.closed = False
-        self.close_reason: str | None = None
-        self._close_callbacks: list[Callable[[str], None]] = []
-
-    def add_close_callback(self, callback: Callable[[str], None]) -> None:
-        """Call ``callback(reason)`` when the connection closes (at once if it is closed)."""
-        with self.broker._lock:
-            if self.closed:
-                callback(self.close_reason or "closed")
-            else:
-                self._close_callbacks.append(callback)
-
-    def close(self, reason: str = "closed by client") -> None:
-        self.broker._close(self, reason)
-
-    def check(self) -> None:
-        if self.closed:
-            raise ConnectionClosed(self.close_reason or "connection closed")
-
-
-@attrs.define
-class _Entry:
-    message: MemoryMessage
-    redelivered: bool = False
-    deaths: int = 0
-
-
-@attrs.define(eq=False)
-class _Consumer:
-    tag: str
-    queue: _Queue
-    connection: MemoryConnection
-    prefetch: int
-    callback: Callable[[MemoryDelivery], None]
-    on_cancel: Callable[[], None] | None = None
-    unacked: dict[int, _Entry] = attrs.field(factory=dict)
-    tags: Iterator[int] = attrs.field(factory=lambda: itertools.count(1))
-    active: bool = True
-
-
-@attrs.define(eq=False)
-class _Queue:
-    name: str
-    arguments: Mapping[str, Any]
-    ready: deque[_Entry] = attrs.field(factory=deque)
-    consumers: list[_Consumer] = attrs.field(factory=list)
-    turn: int = 0
-    #: the connection an exclusive queue belongs to (None: not exclusive)
-    owner: MemoryConnection | None = None
-
-    def check_access(self, connection: MemoryConnection) -> None:
-        if self.owner is not None and self.owner is not connection:
-            raise MemoryBrokerError(
-                405, f"RESOURCE_LOCKED - cannot obtain exclusive access to locked queue {self.name!r}"
-            )
-
-    @property
-    def ttl(self) -> float | None:
-        ttl = self.arguments.get("x-message-ttl")
-        return None if ttl is None else float(ttl) / 1000.0
-
-
-@attrs.define(eq=False)
-class _Exchange:
-    name: str
-    type: str
-    #: (queue name, binding key)
-    bindings: list[tuple[str, str]] = attrs.field(factory=list)
-
-
-class _Clock:
-    """One daemon thread that runs callbacks at monotonic times (message TTLs)."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._seq = itertools.count()
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def call_at(self, due: float, callback: Callable[[], None]) -> None:
-        with self._cond:
-            heapq.heappush(self._heap, (due, next(self._seq), callback))
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="svclink-memory-clock", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._heap:
-                    self._cond.wait()
-                due, _, callback = self._heap[0]
-                wait = due - time.monotonic()
-                if wait > 0:
-                    self._cond.wait(wait)
-                    continue
-                heapq.heappop(self._heap)
-            callback()
-
-
-class MemoryBroker:
+class MemoryBroker(Inspection):
     """The broker; get the shared one with :func:`get_broker` (what ``amqp_url="memory://"`` uses)."""
 
     def __init__(self, name: str = "", *, time_scale: float = 1.0) -> None:
@@ -362,12 +172,6 @@ class MemoryBroker:
             count = len(queue.ready)
             queue.ready.clear()
             return count
-
-    def _queue(self, name: str) -> _Queue:
-        queue = self._queues.get(name)
-        if queue is None:
-            raise MemoryBrokerError(404, f"NOT_FOUND - no queue {name!r}")
-        return queue
 
     # -- publishing ----------------------------------------------------------------------
 
@@ -562,70 +366,3 @@ class MemoryBroker:
             tag = next(consumer.tags)
             consumer.unacked[tag] = entry
             consumer.callback(MemoryDelivery(consumer.tag, tag, entry.message, entry.redelivered))
-
-    # -- inspection (for tests) ----------------------------------------------------------
-
-    def queue_exists(self, name: str) -> bool:
-        with self._lock:
-            return name in self._queues
-
-    def exchange_exists(self, name: str) -> bool:
-        with self._lock:
-            return name in self._exchanges
-
-    def queue_arguments(self, name: str) -> Mapping[str, Any]:
-        with self._lock:
-            return self._queue(name).arguments
-
-    def message_count(self, name: str) -> int:
-        """Messages ready in queue ``name`` (not counting those delivered and unacked)."""
-        with self._lock:
-            return len(self._queue(name).ready)
-
-    def consumer_count(self, name: str) -> int:
-        """Consumers of queue ``name``; 0 for a queue not declared yet (its consumer is not
-        consuming, the same answer as for a declared one)."""
-        with self._lock:
-            queue = self._queues.get(name)
-            return 0 if queue is None else sum(1 for c in queue.consumers if c.active)
-
-    def messages(self, name: str) -> list[MemoryMessage]:
-        """The ready messages of queue ``name``, oldest first, left in place."""
-        with self._lock:
-            return [e.message for e in self._queue(name).ready]
-
-    def get(self, name: str) -> MemoryMessage | None:
-        """Take the oldest ready message of queue ``name`` (``basic.get`` with auto-ack)."""
-        with self._lock:
-            queue = self._queue(name)
-            return queue.ready.popleft().message if queue.ready else None
-
-
-_brokers: dict[str, MemoryBroker] = {}
-_brokers_lock = threading.Lock()
-
-
-def broker_name(url: str) -> str:
-    """``memory://`` is the default broker (name ``""``); ``memory://x`` is broker ``x``."""
-    if not url.startswith("memory:"):
-        raise ValueError(f"not a memory:// URL: {url!r}")
-    return url[len("memory:") :].lstrip("/").rstrip("/")
-
-
-def get_broker(url: str = "memory://") -> MemoryBroker:
-    """The process's broker for ``url``, created on first use."""
-    name = broker_name(url)
-    with _brokers_lock:
-        broker = _brokers.get(name)
-        if broker is None:
-            broker = _brokers[name] = MemoryBroker(name)
-        return broker
-
-
-def reset() -> None:
-    """Forget every memory broker, closing their connections (between tests)."""
-    with _brokers_lock:
-        brokers = list(_brokers.values())
-        _brokers.clear()
-    for broker in brokers:
-        broker.close_connections(reason="broker reset")

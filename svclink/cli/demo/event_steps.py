@@ -1,26 +1,19 @@
-"""``svclink demo``: a small user service on 127.0.0.1, called from both sides, step by step.
-
-It needs nothing but svclink[all]: the service runs in a thread of this process and the
-events go through the in-process ``memory://`` broker (or ``SVCLINK_AMQP_URL`` when set,
-under names unique to the run, deleted at the end).
-"""
+"""The demo's events half: consumers on both sides, publishes, a retry and a dead letter, through
+``memory://`` (or ``SVCLINK_AMQP_URL``, under names unique to the run, deleted at the end)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import os
-import re
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+from typing import Any
 
 import svclink
 from svclink import context, testing
@@ -28,140 +21,7 @@ from svclink.core.events.envelope import Event
 from svclink.core.events.handling import DEAD_REASON_HEADER, ERROR_HEADER
 from svclink.core.events.topology import topology
 
-_USER_RE = re.compile(r"^/api/v1/users/(\d+)$")
-
-
-class _UserService(BaseHTTPRequestHandler):
-    """A toy user service: users 1 and 2 exist; /flaky fails once with 503, then answers."""
-
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go in separate writes
-    users: ClassVar[dict[int, dict[str, Any]]] = {}
-    flaky_hits = 0
-    lock = threading.Lock()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode() if body is not None else b""
-        self.send_response(status)
-        if data:
-            self.send_header("Content-Type", "application/json")
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("X-Request-ID", self.headers.get("X-Request-ID", ""))
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        match = _USER_RE.match(path)
-        if match:
-            user = self.users.get(int(match.group(1)))
-            if user is None:
-                self._send(404, {"detail": "No such user.", "code": "user_not_found"})
-            else:
-                self._send(200, user)
-        elif path == "/api/v1/flaky":
-            with self.lock:
-                type(self).flaky_hits += 1
-                first = self.flaky_hits % 2 == 1
-            if first:
-                self._send(503, {"detail": "warming up"}, {"Retry-After": "0"})
-            else:
-                self._send(200, {"ok": True, "attempt": 2})
-        else:
-            self._send(404, {"detail": "Not found."})
-
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length) or b"{}")
-        with self.lock:
-            new_id = max(self.users, default=0) + 1
-            self.users[new_id] = {"id": new_id, "name": body.get("name", "")}
-        self._send(201, self.users[new_id])
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the listen backlog: the aio step opens 20 connections at once
-
-
-@contextmanager
-def user_service() -> Iterator[str]:
-    """Run the toy user service on a free port of 127.0.0.1; yields its base URL."""
-    _UserService.users = {1: {"id": 1, "name": "ada"}, 2: {"id": 2, "name": "grace"}}
-    server = _Server(("127.0.0.1", 0), _UserService)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def _line(side: str, what: str, started: float, outcome: str) -> str:
-    took = (time.perf_counter() - started) * 1000
-    return f"  [{side:4}] {what:<36} {outcome}  ({took:.1f} ms)"
-
-
-def _raised(exc: svclink.APIException) -> str:
-    return f"raised {type(exc).__name__}(status={exc.status_code}, message={exc.message!r})"
-
-
-def _step(what: str, run: Callable[[], Any], out: Callable[[str], None]) -> None:
-    started = time.perf_counter()
-    try:
-        outcome = f"-> {run()!r}"
-    except svclink.APIException as exc:
-        outcome = _raised(exc)
-    out(_line("sync", what, started, outcome))
-
-
-async def _astep(what: str, run: Callable[[], Awaitable[Any]], out: Callable[[str], None]) -> None:
-    started = time.perf_counter()
-    try:
-        outcome = f"-> {await run()!r}"
-    except svclink.APIException as exc:
-        outcome = _raised(exc)
-    out(_line("aio", what, started, outcome))
-
-
-def _sync_calls(out: Callable[[str], None]) -> None:
-    import svclink.sync
-
-    user = svclink.sync.get_service("user")
-    _step("GET /api/v1/users/1", lambda: user.http_dispatch(
-        "GET", "/api/v1/users/{id}", path_params={"id": 1}), out)  # fmt: skip
-    _step("POST /api/v1/users/", lambda: user.http_dispatch(
-        "POST", "/api/v1/users/", payload={"name": "linus"}, include_status_code=True), out)  # fmt: skip
-    _step("GET /api/v1/flaky (503, retried)", lambda: user.http_dispatch("GET", "/api/v1/flaky"), out)
-    _step("GET /api/v1/users/404", lambda: user.http_dispatch(
-        "GET", "/api/v1/users/{id}", path_params={"id": 404}), out)  # fmt: skip
-
-
-async def _aio_calls(out: Callable[[str], None]) -> None:
-    import svclink.aio
-
-    async with await svclink.aio.get_service("user") as user:
-        await _astep("GET /api/v1/users/2", lambda: user.http_dispatch(
-            "GET", "/api/v1/users/{id}", path_params={"id": 2}), out)  # fmt: skip
-        await _astep("GET /api/v1/flaky (503, retried)", lambda: user.http_dispatch(
-            "GET", "/api/v1/flaky"), out)  # fmt: skip
-        await _astep("GET /api/v1/users/404", lambda: user.http_dispatch(
-            "GET", "/api/v1/users/{id}", path_params={"id": 404}), out)  # fmt: skip
-
-        async def twenty() -> str:
-            calls = [user.http_dispatch("GET", "/api/v1/users/1") for _ in range(20)]
-            return f"{len(await asyncio.gather(*calls))} answers"
-
-        await _astep("20 concurrent GETs, one pool", twenty, out)
-
-
-# -- events -------------------------------------------------------------------------------
+from .steps import line
 
 RETRY_DELAY = 0.2
 WAIT = 5.0  # the longest any event step may take
@@ -343,14 +203,14 @@ def _event_steps(
     for side, consumer in (("sync", notify), ("aio", audit)):
         queue, bound = consumer.config.queue, ", ".join(consumer.config.bindings)
         _until(functools.partial(broker.consumers, queue), f"consumer on {queue}")
-        out(_line(side, "consumer running", started, f"{queue} <- {bound}"))
+        out(line(side, "consumer running", started, f"{queue} <- {bound}"))
 
     started = time.perf_counter()
     with context.bind(request_id="demo-request-2"):
         event = svclink.sync.get_publisher().publish(
             "user.updated", {"user_id": 1}, exchange=notify.config.exchange
         )
-    out(_line("sync", "publish user.updated", started, f"-> event {event.event_id[:8]}, confirmed"))
+    out(line("sync", "publish user.updated", started, f"-> event {event.event_id[:8]}, confirmed"))
     handled("sync", event, started)
     handled("aio", event, started)
 
@@ -363,7 +223,7 @@ def _event_steps(
 
     started = time.perf_counter()
     event = asyncio.run(publish_created())
-    out(_line("aio", "publish user.created", started, f"-> event {event.event_id[:8]}, confirmed"))
+    out(line("aio", "publish user.created", started, f"-> event {event.event_id[:8]}, confirmed"))
     seen.wait("sync", event.event_id, 1)
     out(f"  [sync] {'handler failed on attempt 1':<36} retried after {RETRY_DELAY} s through a delay queue")
     handled("sync", event, started, attempt=2)
@@ -372,16 +232,16 @@ def _event_steps(
     event = svclink.sync.get_publisher().publish(
         "user.deleted", {"user_id": 2}, exchange=notify.config.exchange
     )
-    out(_line("sync", "publish user.deleted", started, f"-> event {event.event_id[:8]}, confirmed"))
+    out(line("sync", "publish user.deleted", started, f"-> event {event.event_id[:8]}, confirmed"))
     seen.wait("sync", event.event_id, 2)
     dead = notify.config.dead_queue
     headers = _until(lambda: broker.take(dead), f"a dead letter in {dead}")
-    out(_line("sync", "failed twice: dead-lettered", started,
+    out(line("sync", "failed twice: dead-lettered", started,
               f"-> {dead} ({headers[DEAD_REASON_HEADER]}: {headers[ERROR_HEADER]})"))  # fmt: skip
     svclink.sync.get_publisher().close()
 
 
-def _events(out: Callable[[str], None]) -> int:
+def events(out: Callable[[str], None]) -> int:
     url = os.environ.get("SVCLINK_AMQP_URL") or "memory://"
     settings = svclink.get_settings()
     svclink.configure(
@@ -410,24 +270,3 @@ def _events(out: Callable[[str], None]) -> int:
         with contextlib.suppress(Exception):  # a broker that never answered has nothing to delete
             broker.delete(queues, notify.config.exchange)
     return 0
-
-
-def run(out: Callable[[str], None] = print) -> int:
-    """Run the demo, printing each step; returns the process exit code."""
-    started = time.perf_counter()
-    with user_service() as url:
-        out(f"svclink {svclink.__version__} demo: user service listening on {url}")
-        svclink.configure(
-            service_name="demo",
-            service_connections=["user"],
-            service_hosts={"user": url},
-            response_timeout=5,
-        )
-        with context.bind(request_id="demo-request-1"):
-            out("HTTP calls from the sync side (requests), request id demo-request-1:")
-            _sync_calls(out)
-            out("The same calls from the aio side (httpx):")
-            asyncio.run(_aio_calls(out))
-    code = _events(out)
-    out(f"done in {time.perf_counter() - started:.2f} s")
-    return code
