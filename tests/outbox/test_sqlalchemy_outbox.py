@@ -5,6 +5,7 @@ broker refuses for good is marked failed with the reason and listed by ``svclink
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import uuid
 from collections.abc import Iterator
@@ -33,6 +34,18 @@ pytestmark = pytest.mark.rabbitmq
 
 class Refused(Exception):
     """The application's own failure, after publish_on_commit: the transaction rolls back."""
+
+
+@pytest.fixture(params=["sync-requests", "aio-httpx"], ids=["sync", "aio"])
+def side(request: pytest.FixtureRequest) -> Iterator[Side]:
+    """The outbox's two sides (the HTTP transport plays no part here)."""
+    s = Side(request.param)
+    yield s
+    s.close()
+
+
+#: order numbers of a test of their own (the database is shared by the module's tests)
+_bases = itertools.count(1)
 
 
 @pytest.fixture
@@ -129,7 +142,7 @@ def test_a_rolled_back_transaction_publishes_nothing(
 ) -> None:
     view, exchange, queue = sink
     svclink.configure(service_name="shop", amqp_url=RABBITMQ_URL)
-    base = 1000 if side.name == "sync" else 2000
+    base = next(_bases) * 100
     committed = write_orders(
         side, database, exchange, [(base + 1, False), (base + 2, True), (base + 3, False)]
     )
@@ -147,7 +160,7 @@ def test_the_relay_sends_what_the_send_after_commit_could_not(
 ) -> None:
     view, exchange, queue = sink
     svclink.configure(service_name="shop", amqp_url=f"amqp://guest:guest@127.0.0.1:{closed_port()}/")
-    base = 3000 if side.name == "sync" else 4000
+    base = next(_bases) * 100
     with bind(request_id="req-sqlalchemy-1"):
         committed = write_orders(side, database, exchange, [(base + n, n != 2) for n in range(5)])
     assert query(database, "SELECT count(*) FROM svclink_outbox WHERE state = 'pending'") == [(4,)]
@@ -190,7 +203,7 @@ def test_with_the_send_after_commit_off_only_the_relay_sends(
 ) -> None:
     view, exchange, queue = sink
     svclink.configure(service_name="shop", amqp_url=RABBITMQ_URL, outbox_send_after_commit=False)
-    base = 5000 if side.name == "sync" else 6000
+    base = next(_bases) * 100
     committed = write_orders(side, database, exchange, [(base, True), (base + 1, True)])
     assert view.get(queue) is None
     assert query(database, "SELECT count(*) FROM svclink_outbox WHERE state = 'pending'") == [(2,)]
