@@ -167,7 +167,7 @@ class TestServer:
         assert self._server is not None
         return self._server.client_certs
 
-    def start(self) -> TestServer:
+    def start(self, port: int = 0) -> TestServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -237,7 +237,7 @@ class TestServer:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 
-        server = _Server(("127.0.0.1", 0), Handler)
+        server = _Server(("127.0.0.1", port), Handler)
         server.tls, server.client_certs = self.tls, []
         self._server = server
         # a short poll interval: stop() returns at once instead of after half a second

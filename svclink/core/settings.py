@@ -236,37 +236,37 @@ def load(values: Mapping[str, Any], environ: Mapping[str, str] | None = None) ->
     return build(merged)
 
 
-CURRENT_CONTEXT: Settings | None = None
+_current: Settings | None = None
 
 
 def configure(**values: Any) -> Settings:
     """Build and install the process-wide settings (explicit values over the environment)."""
-    global CURRENT_CONTEXT
-    CURRENT_CONTEXT = load(values)
-    return CURRENT_CONTEXT
+    global _current
+    _current = load(values)
+    return _current
 
 
 def installed() -> Settings | None:
     """The installed settings, if any, without loading them (for log filters, which must not raise)."""
-    return CURRENT_CONTEXT
+    return _current
 
 
 def install(settings: Settings) -> Settings:
     """Install an already built :class:`Settings` value (e.g. an ``attrs.evolve`` of the current one)."""
-    global CURRENT_CONTEXT
-    CURRENT_CONTEXT = settings
+    global _current
+    _current = settings
     return settings
 
 
 def get_settings() -> Settings:
     """The installed settings; on first use without :func:`configure`, those of the environment."""
-    global CURRENT_CONTEXT
-    if CURRENT_CONTEXT is None:
-        CURRENT_CONTEXT = load({})
-    return CURRENT_CONTEXT
+    global _current
+    if _current is None:
+        _current = load({})
+    return _current
 
 
 def reset() -> None:
     """Forget the installed settings (tests use this between cases)."""
-    global CURRENT_CONTEXT
-    CURRENT_CONTEXT = None
+    global _current
+    _current = None

@@ -1,0 +1,110 @@
+"""Every code example of README.md and docs/ runs as part of the test suite (with Sybil).
+
+The Python blocks of one page run in order in one namespace, as a reader would paste
+them into one session: a later block uses what an earlier one defined. A block may
+``await`` at its top level (it runs on the page's own event loop, kept for the whole
+page, as in ``python -m asyncio``). What a page needs around its examples (a service
+answering on 127.0.0.1:8001, a function the example calls, a check of what it did) is
+given by invisible blocks on the page itself (``.. invisible-code-block: python`` in
+reST, ``<!-- invisible-code-block: python -->`` in Markdown), so what runs is what a
+reader sees, plus what they would have in their own project.
+
+Every page starts with svclink unconfigured, the in-process broker empty, and a real
+HTTP server on 127.0.0.1:8001 (the address the examples use) as ``docs_server``, with no
+routes: a page's invisible setup gives it the routes its examples call. Where a page shows
+each example twice, captioned ``sync`` and ``aio``, and says that a name (``user``) is
+the object of the matching side, its setup binds ``side_names = {"sync": {...}, "aio":
+{...}}`` and each captioned block sees that side's objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ast
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from sybil import Example, Sybil
+from sybil.evaluators.python import pad
+from sybil.parsers.markdown import CodeBlockParser as MarkdownCodeBlockParser
+from sybil.parsers.rest import CodeBlockParser as RestCodeBlockParser
+
+import svclink
+import svclink.testing
+
+from .server import Reply, TestServer
+
+DOCS_PORT = 8001
+_RUNNER = "__docs_runner__"
+
+
+def _evaluate(example: Example) -> None:
+    """Run one block; a block with a top-level ``await`` runs on the page's event loop."""
+    namespace = example.namespace
+    caption = (example.region.lexemes.get("options") or {}).get("caption")
+    side_names = namespace.get("side_names")  # a page's names that differ by side
+    if isinstance(side_names, dict) and caption in side_names:
+        namespace.update(side_names[caption])
+    source = pad(example.parsed, example.line + example.parsed.line_offset)
+    flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    code = compile(source, str(example.path), "exec", flags=flags, dont_inherit=True)
+    result = eval(code, namespace)  # noqa: S307 - the docs' own examples, run on purpose
+    if asyncio.iscoroutine(result):
+        namespace[_RUNNER].run(result)
+
+
+def _start_docs_server() -> TestServer:
+    """The server the examples call; waits briefly if another run holds the port."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return TestServer().start(port=DOCS_PORT)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _setup(namespace: dict[str, Any]) -> None:
+    namespace["__environ__"] = dict(os.environ)
+    for name in [n for n in os.environ if n.startswith("SVCLINK_")]:
+        del os.environ[name]
+    svclink.configure()
+    svclink.testing.reset()
+    os.environ.setdefault("SVCLINK_SIGNING_KEY", "docs-example-signing-key-0123456789")
+    namespace[_RUNNER] = asyncio.Runner()
+    namespace["docs_server"] = _start_docs_server()
+    namespace["Reply"] = Reply
+
+
+def _teardown(namespace: dict[str, Any]) -> None:
+    runner: asyncio.Runner = namespace[_RUNNER]
+    with contextlib.suppress(Exception):
+
+        async def close() -> None:
+            await svclink.aio.aclose()
+
+        import svclink.aio
+
+        runner.run(close())
+    runner.close()
+    namespace["docs_server"].stop()
+    import svclink.sync
+
+    svclink.sync.close()
+    svclink.testing.reset()
+    os.environ.clear()
+    os.environ.update(namespace["__environ__"])
+    svclink.configure()
+
+
+def collector() -> Any:
+    """The pytest collector for README.md and the reST pages of docs/."""
+    root = str(Path(__file__).resolve().parent.parent)
+    common: dict[str, Any] = {"setup": _setup, "teardown": _teardown, "path": root, "excludes": ["docs/_build/*"]}
+    rest = Sybil(parsers=[RestCodeBlockParser("python", _evaluate)], patterns=["docs/*.rst"], **common)
+    markdown = Sybil(parsers=[MarkdownCodeBlockParser("python", _evaluate)], patterns=["README.md"], **common)
+    return (rest + markdown).pytest()
