@@ -5,9 +5,13 @@ them into one session: a later block uses what an earlier one defined. A block m
 ``await`` at its top level (it runs on the page's own event loop, kept for the whole
 page, as in ``python -m asyncio``). What a page needs around its examples (a service
 answering on 127.0.0.1:8001, a function the example calls, a check of what it did) is
-given by invisible blocks on the page itself (``.. invisible-code-block: python`` in
-reST, ``<!-- invisible-code-block: python -->`` in Markdown), so what runs is what a
-reader sees, plus what they would have in their own project.
+given by invisible blocks on the page itself; a block captioned with a file name
+(``myapp/views.py``) is written to that file of a temporary project (``project``) instead
+of being run, and ``run_project(project, script)`` runs a script against it in a fresh
+interpreter, as Django's ``manage.py`` or a worker would. Invisible blocks are
+``.. invisible-code-block: python`` in reST and ``<!-- invisible-code-block: python -->``
+in Markdown, so what runs is what a reader sees, plus what they would have in their own
+project.
 
 Every page starts with svclink unconfigured, the in-process broker empty, and a real
 HTTP server on 127.0.0.1:8001 (the address the examples use) as ``docs_server``, with no
@@ -23,6 +27,12 @@ import asyncio
 import ast
 import contextlib
 import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -39,12 +49,17 @@ from .server import Reply, TestServer
 
 DOCS_PORT = 8001
 _RUNNER = "__docs_runner__"
+#: a caption that names a file (``settings.py``, ``myproject/celery.py``)
+_FILE_CAPTION = re.compile(r"[\w./-]+\.py")
 
 
 def _evaluate(example: Example) -> None:
     """Run one block; a block with a top-level ``await`` runs on the page's event loop."""
     namespace = example.namespace
     caption = (example.region.lexemes.get("options") or {}).get("caption")
+    if caption is not None and _FILE_CAPTION.fullmatch(caption):
+        _write_project_file(namespace["project"], caption, example.parsed)
+        return
     side_names = namespace.get("side_names")  # a page's names that differ by side
     if isinstance(side_names, dict) and caption in side_names:
         namespace.update(side_names[caption])
@@ -54,6 +69,17 @@ def _evaluate(example: Example) -> None:
     result = eval(code, namespace)  # noqa: S307 - the docs' own examples, run on purpose
     if asyncio.iscoroutine(result):
         namespace[_RUNNER].run(result)
+
+
+def _write_project_file(project: Path, name: str, source: str) -> None:
+    """A block captioned ``myapp/views.py`` is that file of the reader's project."""
+    path = project / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for parent in path.relative_to(project).parents:
+        init = project / parent / "__init__.py"
+        if parent != Path(".") and not init.exists():
+            init.write_text("")
+    path.write_text(textwrap.dedent(str(source)))
 
 
 def _start_docs_server() -> TestServer:
@@ -69,6 +95,7 @@ def _start_docs_server() -> TestServer:
 
 
 def _setup(namespace: dict[str, Any]) -> None:
+    namespace["__name__"] = "docs_example"  # a module name, as the code would have in a project
     namespace["__environ__"] = dict(os.environ)
     for name in [n for n in os.environ if n.startswith("SVCLINK_")]:
         del os.environ[name]
@@ -78,6 +105,8 @@ def _setup(namespace: dict[str, Any]) -> None:
     namespace[_RUNNER] = asyncio.Runner()
     namespace["docs_server"] = _start_docs_server()
     namespace["Reply"] = Reply
+    namespace["project"] = Path(tempfile.mkdtemp(prefix="svclink-docs-project-"))
+    namespace["run_project"] = _run_project
 
 
 def _teardown(namespace: dict[str, Any]) -> None:
@@ -92,6 +121,7 @@ def _teardown(namespace: dict[str, Any]) -> None:
         runner.run(close())
     runner.close()
     namespace["docs_server"].stop()
+    shutil.rmtree(namespace["project"], ignore_errors=True)
     import svclink.sync
 
     svclink.sync.close()
@@ -99,6 +129,19 @@ def _teardown(namespace: dict[str, Any]) -> None:
     os.environ.clear()
     os.environ.update(namespace["__environ__"])
     svclink.configure()
+
+
+def _run_project(project: Path, script: str, **env: str) -> str:
+    """Run ``script`` with the reader's project on the path, in a fresh interpreter (as
+    ``manage.py`` or a worker would); its standard output, or AssertionError with its errors."""
+    root = Path(__file__).resolve().parent.parent
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(project), str(root)]), **env}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=project, env=environ, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 def collector() -> Any:
