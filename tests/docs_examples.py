@@ -7,7 +7,7 @@ page, as in ``python -m asyncio``). What a page needs around its examples (a ser
 answering on 127.0.0.1:8001, a function the example calls, a check of what it did) is
 given by invisible blocks on the page itself; a block captioned with a file name
 (``myapp/views.py``) is written to that file of a temporary project (``project``) instead
-of being run, and ``run_project(project, script)`` runs a script against it in a fresh
+of being run (a second block with the same caption adds to the file), and ``run_project(project, script)`` runs a script against it in a fresh
 interpreter, as Django's ``manage.py`` or a worker would. Invisible blocks are
 ``.. invisible-code-block: python`` in reST and ``<!-- invisible-code-block: python -->``
 in Markdown, so what runs is what a reader sees, plus what they would have in their own
@@ -72,14 +72,16 @@ def _evaluate(example: Example) -> None:
 
 
 def _write_project_file(project: Path, name: str, source: str) -> None:
-    """A block captioned ``myapp/views.py`` is that file of the reader's project."""
+    """A block captioned ``myapp/views.py`` is that file of the reader's project; a second
+    block with the same caption adds to it, as a reader adds to their settings.py."""
     path = project / name
     path.parent.mkdir(parents=True, exist_ok=True)
     for parent in path.relative_to(project).parents:
         init = project / parent / "__init__.py"
         if parent != Path(".") and not init.exists():
             init.write_text("")
-    path.write_text(textwrap.dedent(str(source)))
+    before = path.read_text() + "\n" if path.exists() else ""
+    path.write_text(before + textwrap.dedent(str(source)))
 
 
 def _start_docs_server() -> TestServer:
@@ -140,7 +142,7 @@ def _run_project(project: Path, script: str, **env: str) -> str:
         [sys.executable, "-c", textwrap.dedent(script)],
         cwd=project, env=environ, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     return done.stdout
 
 
