@@ -3,28 +3,30 @@
 The Python blocks of one page run in order in one namespace, as a reader would paste
 them into one session: a later block uses what an earlier one defined. A block may
 ``await`` at its top level (it runs on the page's own event loop, kept for the whole
-page, as in ``python -m asyncio``). What a page needs around its examples (a service
-answering on 127.0.0.1:8001, a function the example calls, a check of what it did) is
-given by invisible blocks on the page itself; a block captioned with a file name
-(``myapp/views.py``) is written to that file of a temporary project (``project``) instead
-of being run (a second block with the same caption adds to the file), and ``run_project(project, script)`` runs a script against it in a fresh
-interpreter, as Django's ``manage.py`` or a worker would. Invisible blocks are
-``.. invisible-code-block: python`` in reST and ``<!-- invisible-code-block: python -->``
-in Markdown, so what runs is what a reader sees, plus what they would have in their own
-project.
+page, as in ``python -m asyncio``).
 
-Every page starts with svclink unconfigured, the in-process broker empty, and a real
-HTTP server on 127.0.0.1:8001 (the address the examples use) as ``docs_server``, with no
-routes: a page's invisible setup gives it the routes its examples call. Where a page shows
-each example twice, captioned ``sync`` and ``aio``, and says that a name (``user``) is
-the object of the matching side, its setup binds ``side_names = {"sync": {...}, "aio":
-{...}}`` and each captioned block sees that side's objects.
+What a page needs around its examples (a service answering on 127.0.0.1:8001, a
+function the example calls, a check of what it did) is given by invisible blocks on the
+page itself (``.. invisible-code-block: python`` in reST, ``<!-- invisible-code-block:
+python -->`` in Markdown), so what runs is what a reader sees, plus what they would have
+in their own project. A block captioned with a file name (``myapp/views.py``) is written
+to that file of a temporary project (``project``) instead of being run (a second block
+with the same caption adds to the file), and ``run_project(project, script)`` runs a
+script against that project in a fresh interpreter, as ``manage.py`` or a worker would.
+
+Every page starts with svclink unconfigured, no ``SVCLINK_*`` variables, the in-process
+broker empty, and a real HTTP server on 127.0.0.1:8001 (the address the examples use) as
+``docs_server``, with no routes: a page's invisible setup gives it the routes its
+examples call. Where a page shows each example twice, captioned ``sync`` and ``aio``,
+and says that a name (``user``) is the object of the matching side, its setup binds
+``side_names = {"sync": {...}, "aio": {...}}`` and each captioned block sees that side's
+objects.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ast
+import asyncio
 import contextlib
 import os
 import re
@@ -43,6 +45,8 @@ from sybil.parsers.markdown import CodeBlockParser as MarkdownCodeBlockParser
 from sybil.parsers.rest import CodeBlockParser as RestCodeBlockParser
 
 import svclink
+import svclink.aio
+import svclink.sync
 import svclink.testing
 
 from .server import Reply, TestServer
@@ -66,7 +70,7 @@ def _evaluate(example: Example) -> None:
     source = pad(example.parsed, example.line + example.parsed.line_offset)
     flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
     code = compile(source, str(example.path), "exec", flags=flags, dont_inherit=True)
-    result = eval(code, namespace)  # noqa: S307 - the docs' own examples, run on purpose
+    result = eval(code, namespace)
     if asyncio.iscoroutine(result):
         namespace[_RUNNER].run(result)
 
@@ -114,18 +118,10 @@ def _setup(namespace: dict[str, Any]) -> None:
 def _teardown(namespace: dict[str, Any]) -> None:
     runner: asyncio.Runner = namespace[_RUNNER]
     with contextlib.suppress(Exception):
-
-        async def close() -> None:
-            await svclink.aio.aclose()
-
-        import svclink.aio
-
-        runner.run(close())
+        runner.run(svclink.aio.aclose())
     runner.close()
     namespace["docs_server"].stop()
     shutil.rmtree(namespace["project"], ignore_errors=True)
-    import svclink.sync
-
     svclink.sync.close()
     svclink.testing.reset()
     os.environ.clear()
@@ -149,7 +145,12 @@ def _run_project(project: Path, script: str, **env: str) -> str:
 def collector() -> Any:
     """The pytest collector for README.md and the reST pages of docs/."""
     root = str(Path(__file__).resolve().parent.parent)
-    common: dict[str, Any] = {"setup": _setup, "teardown": _teardown, "path": root, "excludes": ["docs/_build/*"]}
+    common: dict[str, Any] = {
+        "setup": _setup,
+        "teardown": _teardown,
+        "path": root,
+        "excludes": ["docs/_build/*"],
+    }
     rest = Sybil(parsers=[RestCodeBlockParser("python", _evaluate)], patterns=["docs/*.rst"], **common)
     markdown = Sybil(parsers=[MarkdownCodeBlockParser("python", _evaluate)], patterns=["README.md"], **common)
     return (rest + markdown).pytest()
