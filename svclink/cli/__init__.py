@@ -92,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         "--no-broker", action="store_true", help="skip the broker (for a service that sends no events)"
     )
     relay.add_parser(commands)
+    relay.add_prune_parser(commands)
     return parser
 
 
@@ -184,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "relay":
             return relay.run(args)
+        if args.command == "prune-inbox":
+            return relay.prune(args)
         if args.command == "worker":
             from . import worker
 

@@ -1,4 +1,5 @@
-"""``svclink relay``: send the pending events of an outbox table, with confirms.
+"""``svclink relay``: send the pending events of an outbox table, with confirms (and ``svclink
+prune-inbox``: forget the events deduplicating handlers handled long ago).
 
 The table is the one ``publish_on_commit`` writes, from SQLAlchemy (``outbox_table``) or
 Django (svclink's migration): ``--database-url`` names its database. ``--once`` sends what
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..core.events.outbox import relay_policy, status_lines
@@ -24,6 +26,30 @@ def add_parser(commands: Any) -> None:
     relay.add_argument("--once", action="store_true", help="send what is pending, then exit")
     relay.add_argument("--status", action="store_true", help="print the rows by state and the failed ones")
     relay.add_argument("--batch-size", type=int, default=None, help="rows sent per wait for confirms")
+
+
+def add_prune_parser(commands: Any) -> None:
+    prune = commands.add_parser("prune-inbox", help="delete inbox rows older than inbox_retention")
+    prune.add_argument(
+        "--database-url", required=True, metavar="URL", help="the inbox's database (SQLAlchemy URL)"
+    )
+    prune.add_argument("--older-than", type=float, default=None, help="seconds (default: inbox_retention)")
+
+
+def prune(args: argparse.Namespace) -> int:
+    from sqlalchemy.orm import sessionmaker
+
+    from ..contrib.sqlalchemy import SqlInbox
+    from ..contrib.sqlalchemy.engines import engine_of
+
+    age = args.older_than or get_settings().inbox_retention
+    engine = engine_of(args.database_url)
+    try:
+        deleted = SqlInbox(sessionmaker(engine)).prune(datetime.now(UTC) - timedelta(seconds=age))
+    finally:
+        engine.dispose()
+    print(f"pruned {deleted} inbox rows older than {age:g} s")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
