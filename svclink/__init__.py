@@ -6,9 +6,10 @@ This module imports no transport library: ``svclink.sync`` brings requests and p
 
 from ._version import __version__
 from .configuration import configure
-from .core.context.value import RequestContext
-from .core.logs import install as _install_log_context
-from .core.observe import LoggingObserver, Observer
+from .core.context.value import Caller, RequestContext, User, bind, current
+from .core.events.envelope import Event
+from .core.http.responses import Response
+from .core.observe import AttemptInfo, CallInfo, LoggingObserver, Observer, PublishInfo
 from .core.policy.breaker import BreakerPolicy
 from .core.policy.budget import BudgetPolicy
 from .core.policy.retry import RetryPolicy
@@ -17,19 +18,26 @@ from .errors import *  # noqa: F403
 from .errors import __all__ as _errors
 from .health import check
 
-_install_log_context()
-
 __all__ = [
+    "AttemptInfo",
     "BreakerPolicy",
     "BudgetPolicy",
+    "CallInfo",
+    "Caller",
+    "Event",
     "LoggingObserver",
     "Observer",
+    "PublishInfo",
     "RequestContext",
+    "Response",
     "RetryPolicy",
     "Settings",
+    "User",
     "__version__",
+    "bind",
     "check",
     "configure",
+    "current",
     "get_settings",
     "reset",
     *_errors,

@@ -10,11 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 from ._tls import load_all
+from .core import logs
 from .core.settings import Settings, install, load
 
 
 def configure(**values: Any) -> Settings:
-    """Build and install the process-wide settings (explicit values over the environment)."""
+    """Build and install the process-wide settings (explicit values over the environment).
+
+    Also installs svclink's log context for the transport libraries' records (see
+    :func:`svclink.logs.install`): from here on they carry the request id and are redacted.
+    """
     settings = load(values)
     load_all(settings)
+    logs.install()
     return install(settings)

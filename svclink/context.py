@@ -18,7 +18,7 @@ from .core.context.outgoing import (
     message_headers,
 )
 from .core.context.signing import Claims, SignatureError, sign, verify
-from .core.context.value import Caller, RequestContext, bind, current, new_request_id
+from .core.context.value import Caller, RequestContext, User, bind, current, new_request_id
 
 __all__ = [
     "CALLER_HEADER",
@@ -33,6 +33,7 @@ __all__ = [
     "Incoming",
     "RequestContext",
     "SignatureError",
+    "User",
     "bind",
     "current",
     "incoming",

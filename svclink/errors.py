@@ -69,3 +69,8 @@ __all__ = [
     "UnprocessableEntity",
     "UnroutableError",
 ]
+
+# shown as ``svclink.NotFound`` (where they are imported from) in tracebacks and reprs
+for _name in __all__:
+    globals()[_name].__module__ = "svclink"
+del _name

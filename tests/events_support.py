@@ -135,6 +135,17 @@ class RabbitView:
         finally:
             connection.close()
 
+    def connections(self, name: str) -> int:
+        """How many connections named ``name`` the broker has open (``rabbitmqctl list_connections``)."""
+        out = subprocess.run(
+            ["rabbitmqctl", "-q", "--no-table-headers", "list_connections", "client_properties"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        return sum(f'{{"connection_name","{name}"}}' in line for line in out.splitlines())
+
     def close_connections(self, name: str) -> int:
         """Close the broker's connections named ``name`` (``rabbitmqctl close_connection``); how many."""
         out = subprocess.run(
@@ -220,6 +231,9 @@ class MemoryView:
         )
         assert self.broker.publish(connection, message).wait(5) == "ack"
         connection.close()
+
+    def connections(self, name: str) -> int:
+        return self.broker.connection_names().count(name)
 
     def close_connections(self, name: str) -> int:
         return self.broker.close_connections(name)

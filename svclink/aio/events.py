@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
@@ -32,6 +31,7 @@ from ..core.events.publishing import BasePublisher, PublisherCache, Sending
 from ..core.events.readiness import check_wait
 from ..core.events.running import Phase, State, explain_lost, handler_timeout_error
 from ..core.events.topology import ConsumerConfig, topology
+from ..core.logs import logger
 from ..core.settings import Settings
 from ._loops import close_soon, close_with_loop, closes_done
 from ._memory import MemoryLink, MemorySession
@@ -39,7 +39,7 @@ from ._pika_link import PikaLink
 from ._pika_session import PikaSession
 from ._transport import PublishLink, Session
 
-log = logging.getLogger("svclink.events")
+log = logger("svclink.events")
 
 __all__ = ["Event", "EventConsumer", "Publisher", "get_publisher"]
 
@@ -54,7 +54,8 @@ class Publisher(BasePublisher):
 
     A connection belongs to the loop that opened it, so each loop gets its own, closed
     when that loop shuts down (at the end of ``asyncio.run()``); that is what lets code
-    publish from repeated ``asyncio.run()`` calls.
+    publish from repeated ``asyncio.run()`` calls. ``async with Publisher() as publisher:``
+    closes this loop's connection at the end of the block, as :meth:`aclose` does.
     """
 
     def __init__(self, settings: Settings | None = None, *, connection_name: str | None = None) -> None:
@@ -153,22 +154,23 @@ class Publisher(BasePublisher):
 
     async def _send(self, sending: Sending) -> None:
         """Send on this loop's connection, reopening it when :class:`Sending` says so."""
-        while (batch := sending.batch()) is not None:
-            link: PublishLink | None = None
-            try:
-                link = self._link()
-                if link is None:
-                    link = await self._new_link(sending.deadline)
-                outcomes = await link.publish(batch, sending.deadline)
-            except (Lost, BrokerUnavailable) as exc:
-                if link is not None:
+        with self._observed(sending, time.monotonic):
+            while (batch := sending.batch()) is not None:
+                link: PublishLink | None = None
+                try:
+                    link = self._link()
+                    if link is None:
+                        link = await self._new_link(sending.deadline)
+                    outcomes = await link.publish(batch, sending.deadline)
+                except (Lost, BrokerUnavailable) as exc:
+                    if link is not None:
+                        self._drop(link)
+                    sending.failed(exc)
+                    continue
+                if sending.sent(outcomes, now=time.monotonic()):
                     self._drop(link)
-                sending.failed(exc)
-                continue
-            if sending.sent(outcomes, now=time.monotonic()):
-                self._drop(link)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         """Close this loop's connection (the next publish opens a new one), and wait for those
         dropped earlier to finish closing."""
         loop = asyncio.get_running_loop()
@@ -176,6 +178,15 @@ class Publisher(BasePublisher):
         if entry is not None:
             await entry[1].aclose()
         await closes_done()
+
+    #: the same as :meth:`aclose`, kept so that code written for svclink 0.1 keeps working
+    close = aclose
+
+    async def __aenter__(self) -> Publisher:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
 
 
 _publishers = PublisherCache(Publisher)

@@ -32,9 +32,10 @@ import attrs
 from ..core.errors import SvclinkError
 from ..core.events.consumer import BaseConsumer
 from ..core.events.running import exit_code, probe
+from ..core.logs import logger
 from ..core.settings import get_settings, install
 
-log = logging.getLogger("svclink.worker")
+log = logger("svclink.worker")
 
 #: a sync or aio EventConsumer (``run()`` is each side's own: called, or awaited)
 Consumer = Any

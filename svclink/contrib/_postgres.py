@@ -9,14 +9,14 @@ wake-up: the relay polls anyway, and the listener reconnects on its next wait.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ..core.events.outbox import NOTIFY_CHANNEL
+from ..core.logs import logger
 
-log = logging.getLogger("svclink.outbox")
+log = logger("svclink.outbox")
 
 #: the statement that announces a new outbox row (delivered when the transaction commits)
 NOTIFY_SQL = f"NOTIFY {NOTIFY_CHANNEL}"

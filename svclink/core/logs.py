@@ -1,15 +1,17 @@
 """Log records that say which request they belong to, and never carry a credential.
 
 :class:`ContextFilter` adds ``record.request_id`` and ``record.svclink_service`` from the
-bound context (``"-"`` outside one) and redacts the formatted message. It sits on the
-``svclink`` logger; and since a logger's filters never see its children's records
-(``svclink.http``, ``svclink.events``...), :func:`install` also wraps the log record
-factory so that every record of an ``svclink.*`` logger gets the same treatment when it
-is made, whichever module made the logger and whenever. The records of the transport
-libraries svclink drives (urllib3, httpx, pika, aio-pika...) are treated the same way,
-since they log request URLs and connection details. Records of other loggers are left
-alone. An application may put the filter on its own handlers to get the same
-fields in all its logs::
+bound context (``"-"`` outside one) and redacts the formatted message. Every logger of
+svclink's own (``svclink.http``, ``svclink.events``...) is made with :func:`logger`, which
+puts the filter on it: a logger's filters never see its children's records, so each has
+its own. ``import svclink`` changes nothing else in the process's logging.
+
+:func:`install`, which :func:`svclink.configure` (and the Django app, the Celery signals
+and the ASGI middleware) call, also wraps the process's log record factory, so that the
+records of the transport libraries svclink drives (urllib3, httpx, pika, aio-pika...),
+which log request URLs and connection details, get the same treatment when they are made.
+Records of other loggers are left alone. An application may put the filter on its own
+handlers to get the same fields in all its logs::
 
     LOGGING = {..., "filters": {"svclink": {"()": "svclink.logs.ContextFilter"}}, ...}
 """
@@ -86,16 +88,24 @@ def _redacted(name: str) -> bool:
     return _ours(name) or name.split(".", 1)[0] in TRANSPORT_LOGGERS
 
 
+def logger(name: str) -> logging.Logger:
+    """svclink's logger ``name`` (``svclink.http``, say), with a :class:`ContextFilter` on it."""
+    log = logging.getLogger(name)
+    with _lock:
+        if not any(isinstance(f, ContextFilter) for f in log.filters):
+            log.addFilter(ContextFilter())
+    return log
+
+
 def install() -> None:
-    """Make every ``svclink`` record carry the context fields and a redacted message (idempotent)."""
+    """Make the records of svclink and of the transport libraries it drives carry the context
+    fields and a redacted message, by wrapping the log record factory (idempotent)."""
     global _installed
+    logger("svclink")
     with _lock:
         if _installed:
             return
         _installed = True
-        logger = logging.getLogger("svclink")
-        if not any(isinstance(f, ContextFilter) for f in logger.filters):
-            logger.addFilter(ContextFilter())
         previous: Callable[..., logging.LogRecord] = logging.getLogRecordFactory()
 
         def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:

@@ -13,9 +13,10 @@ from collections.abc import Iterable
 
 import attrs
 
+from .logs import logger
 from .policy.breaker import State
 
-log = logging.getLogger("svclink.observe")
+log = logger("svclink.observe")
 
 
 @attrs.frozen

@@ -10,7 +10,6 @@ so that both sides and every transport raise the same error with the same words.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -19,11 +18,12 @@ from urllib.parse import urlsplit
 import attrs
 
 from .errors import ConfigurationError, TLSFailure
+from .logs import logger
 
 if TYPE_CHECKING:
     from .settings import Settings
 
-log = logging.getLogger("svclink.tls")
+log = logger("svclink.tls")
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")

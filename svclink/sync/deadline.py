@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-import logging
 import os
 import socket
 import threading
@@ -35,8 +34,9 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from ..core.http.attempts import keep_connection
+from ..core.logs import logger
 
-log = logging.getLogger("svclink.http")
+log = logger("svclink.http")
 
 #: the longest single wait of the reaper; it looks at its heap again after it
 _LONGEST_WAIT = 3600.0

@@ -14,7 +14,6 @@ publisher's context bound.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import queue
 import threading
@@ -34,6 +33,7 @@ from ..core.events.readiness import check_wait
 from ..core.events.running import Phase, State, explain_lost, handler_timeout_error, overdue
 from ..core.events.topology import ConsumerConfig, topology
 from ..core.locks import ForkSafeLock
+from ..core.logs import logger
 from ..core.settings import Settings
 from ._handlers import HandlerThreads, Job
 from ._memory import MemoryLink, MemorySession
@@ -41,7 +41,7 @@ from ._pika_link import PikaLink
 from ._pika_session import PikaSession
 from ._transport import PublishLink, Received, Session
 
-log = logging.getLogger("svclink.events")
+log = logger("svclink.events")
 
 __all__ = ["Event", "EventConsumer", "Publisher", "get_publisher"]
 
@@ -54,7 +54,8 @@ class Publisher(BasePublisher):
     Each (process, thread) gets its own connection, opened on first use, so a forked
     child never touches its parent's socket and threads never share a channel. The
     connection of a thread that has ended is closed by the next thread that opens one,
-    or by :meth:`close`.
+    or by :meth:`close`. ``with Publisher() as publisher:`` closes this thread's connection
+    at the end of the block, as :meth:`close` does.
     """
 
     def __init__(self, settings: Settings | None = None, *, connection_name: str | None = None) -> None:
@@ -145,21 +146,28 @@ class Publisher(BasePublisher):
 
     def _send(self, sending: Sending) -> None:
         """Send on this thread's connection, reopening it when :class:`Sending` says so."""
-        while (batch := sending.batch()) is not None:
-            try:
-                outcomes = self._link(sending.deadline).publish(batch, sending.deadline)
-            except (Lost, BrokerUnavailable) as exc:
-                if isinstance(exc, Lost):
+        with self._observed(sending, time.monotonic):
+            while (batch := sending.batch()) is not None:
+                try:
+                    outcomes = self._link(sending.deadline).publish(batch, sending.deadline)
+                except (Lost, BrokerUnavailable) as exc:
+                    if isinstance(exc, Lost):
+                        self._drop(wait=False)
+                    sending.failed(exc)
+                    continue
+                if sending.sent(outcomes, now=time.monotonic()):
                     self._drop(wait=False)
-                sending.failed(exc)
-                continue
-            if sending.sent(outcomes, now=time.monotonic()):
-                self._drop(wait=False)
 
     def close(self) -> None:
         """Close this thread's connection and those of ended threads (the next publish opens a new one)."""
         self._drop()
         self._close_ended()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 def _close(link: PublishLink | None) -> None:

@@ -8,7 +8,6 @@ same one, so a row is marked only after its confirm, and rows another relay hold
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,10 +28,11 @@ from ..core.events.outbox import (
     relay_policy,
 )
 from ..core.events.publishing import Sending, publish_deadline
+from ..core.logs import logger
 from ..core.settings import get_settings
 from .events import Publisher, get_publisher
 
-log = logging.getLogger("svclink.outbox")
+log = logger("svclink.outbox")
 
 Send = Callable[[Sequence[StoredRow]], list[RowUpdate]]
 

@@ -114,3 +114,41 @@ def test_settings_never_show_keys() -> None:
     with pytest.raises(svclink.ConfigurationError) as info:
         svclink.configure(signing_key=KEY, verification_keys="tiny")
     assert info.value.field == "verification_keys" and "tiny" not in str(info.value)
+
+
+IMPORT_ONLY = """
+import logging, svclink, svclink.sync, svclink.aio, svclink.testing
+from svclink.context import bind
+assert logging.getLogRecordFactory() is logging.LogRecord, "import svclink replaced the record factory"
+records = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append(record)
+for name in ("svclink.events", "urllib3.connectionpool"):
+    logging.getLogger(name).addHandler(Keep())
+    logging.getLogger(name).setLevel(logging.DEBUG)
+with bind(request_id="req-import-only"):
+    logging.getLogger("svclink.events").warning("GET /x?token=s3cr3t-one")
+    logging.getLogger("urllib3.connectionpool").debug("GET /x?token=s3cr3t-two")
+ours, theirs = records
+assert ours.request_id == "req-import-only" and "s3cr3t-one" not in ours.getMessage()
+assert not hasattr(theirs, "request_id") and "s3cr3t-two" in theirs.getMessage()
+svclink.configure(service_name="api")
+assert logging.getLogRecordFactory() is not logging.LogRecord
+with bind(request_id="req-configured"):
+    logging.getLogger("urllib3.connectionpool").debug("GET /x?token=s3cr3t-three")
+last = records[-1]
+assert last.request_id == "req-configured" and "s3cr3t-three" not in last.getMessage()
+print("ok")
+"""
+
+
+def test_importing_svclink_leaves_the_log_record_factory_alone_until_configure() -> None:
+    """svclink's own loggers carry the context and redact from the start; the transport
+    libraries' records are treated only once ``configure()`` installs the record factory."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", IMPORT_ONLY], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -322,3 +322,51 @@ def test_an_exclusive_consumer_has_its_queues_only_while_it_runs(env: EventEnv) 
         eventually(lambda name=name: not env.broker.exists(name), what=f"{name} deleted")
     with pytest.raises(svclink.UnroutableError):
         env.publish("user.updated", {"n": 2})
+
+
+class PublishWatcher(svclink.Observer):
+    """An observer that keeps what ``on_publish`` was told."""
+
+    def __init__(self) -> None:
+        self.seen: list[svclink.PublishInfo] = []
+
+    def on_publish(self, info: svclink.PublishInfo) -> None:
+        self.seen.append(info)
+
+
+def test_observers_hear_of_every_publish_confirmed_or_not(env: EventEnv) -> None:
+    watcher = PublishWatcher()
+    env.configure(observers=[watcher])
+    env.sink(["user.*"])
+    publisher = env.publisher()
+    publisher.publish("user.updated", {"n": 1}, exchange=env.exchange)
+    with pytest.raises(svclink.UnroutableError):
+        publisher.publish("order.placed", {"n": 2}, exchange=env.exchange)
+    publisher.publish_many([("user.created", {}), ("user.deleted", {})], exchange=env.exchange)
+    kinds = [(i.exchange, i.event_type, i.error) for i in watcher.seen]
+    assert kinds == [
+        (env.exchange, "user.updated", None),
+        (env.exchange, "order.placed", "UnroutableError"),
+        (env.exchange, "user.created", None),
+        (env.exchange, "user.deleted", None),
+    ]
+    assert all(0 <= i.latency < 5 for i in watcher.seen)
+
+
+def test_a_publisher_is_a_context_manager_that_closes_its_connection(env: EventEnv) -> None:
+    env.sink(["user.*"])
+    name = f"{env.connection_name}-with"
+    if env.side == "sync":
+        with svclink.sync.Publisher(env.settings, connection_name=name) as publisher:
+            publisher.publish("user.updated", {}, exchange=env.exchange)
+            assert env.broker.connections(name) == 1
+    else:
+
+        async def publish_in_block() -> None:
+            async with svclink.aio.Publisher(env.settings, connection_name=name) as publisher:
+                await publisher.publish("user.updated", {}, exchange=env.exchange)
+                assert env.broker.connections(name) == 1
+
+        assert env.runner is not None
+        env.runner.run(publish_in_block())
+    eventually(lambda: env.broker.connections(name) == 0, what="the publisher's connection closed")

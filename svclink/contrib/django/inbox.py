@@ -10,16 +10,16 @@ that records its event, so both commit together or neither does.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, transaction
 
+from ...core.logs import logger
 from .models import InboxMessage
 
-log = logging.getLogger("svclink.events")
+log = logger("svclink.events")
 
 
 class DjangoInbox:

@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from ..logs import logger
 from ..settings import Settings
 from . import trace
 from .outgoing import (
@@ -43,7 +44,7 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._~:/+=@-]{1,200}$")
 _DEADLINE_RE = re.compile(r"^[0-9]{1,12}$")
 
 
-log = logging.getLogger("svclink.context")
+log = logger("svclink.context")
 
 
 @attrs.frozen

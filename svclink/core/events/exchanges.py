@@ -10,11 +10,12 @@ route svclink's events differently.
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 
-log = logging.getLogger("svclink.events")
+from ..logs import logger
+
+log = logger("svclink.events")
 
 
 #: the broker's reply when only these of an exchange's settings differ: such an exchange

@@ -10,7 +10,6 @@ unit-tested without a broker.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
@@ -19,7 +18,7 @@ import attrs
 
 from ..context.incoming import Incoming
 from ..errors import InvalidEvent
-from ..logs import configured_secrets
+from ..logs import configured_secrets, logger
 from ..redact import redact
 from ..settings import Settings
 from .envelope import Event
@@ -34,7 +33,7 @@ from .message import Delivery, OutgoingMessage, incoming_context
 from .topics import check_pattern, is_pattern, matches
 from .topology import ConsumerConfig
 
-log = logging.getLogger("svclink.events")
+log = logger("svclink.events")
 
 
 ATTEMPT_HEADER = "x-svclink-attempt"

@@ -15,14 +15,14 @@ whether it ran. Nothing here touches a database; the stores do.
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..errors import EventError, InvalidEvent
+from ..logs import logger
 from .envelope import Event
 
-log = logging.getLogger("svclink.events")
+log = logger("svclink.events")
 
 #: the Redis key prefix of the inbox
 REDIS_PREFIX = "svclink:inbox:"

@@ -12,7 +12,6 @@ or a socket; the stores and the relay drivers do.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -21,12 +20,13 @@ from typing import Any
 import attrs
 
 from ..errors import InvalidEvent, PublishError, PublishNacked, UnroutableError
+from ..logs import logger
 from ..settings import Settings
 from .envelope import Event
 from .handling import reconnect_delay
 from .message import OutgoingMessage, Properties, prepare
 
-log = logging.getLogger("svclink.outbox")
+log = logger("svclink.outbox")
 
 #: the tables of svclink's outbox and inbox (the Django models and the SQLAlchemy tables alike)
 OUTBOX_TABLE = "svclink_outbox"

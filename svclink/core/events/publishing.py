@@ -19,13 +19,17 @@ A driver's loop is then only::
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from ..errors import BrokerUnavailable, InvalidEvent, PublishError
 from ..locks import ForkSafeLock
+from ..observe import Observer, PublishInfo, notify
 from ..settings import Settings, get_settings
 from .broker import default_name
 from .envelope import Event
@@ -136,6 +140,18 @@ class Sending:
         self._attempt += 1
         return step.drop
 
+    def report(self, observers: Sequence[Observer], latency: float, raised: BaseException | None) -> None:
+        """Tell ``observers`` (``on_publish``) what became of each message: confirmed, its
+        publish error, or (for the messages still unsettled) what the send raised."""
+        for i, message in enumerate(self._messages):
+            error = self._errors.get(i)
+            unsettled = raised is not None and i in self._todo
+            name = type(error).__name__ if error is not None else type(raised).__name__ if unsettled else None
+            info = PublishInfo(
+                exchange=message.exchange, event_type=message.routing_key, latency=latency, error=name
+            )
+            notify(observers, "on_publish", info)
+
     def event(self) -> Event:
         """The one event of :meth:`publish`, or its error raised."""
         error = self._errors.get(0)
@@ -156,12 +172,38 @@ class Sending:
         return list(self._events)
 
 
+class Observed:
+    """A send watched by the settings' observers: on the way out, each message is reported."""
+
+    def __init__(self, observers: Sequence[Observer], sending: Sending, clock: Callable[[], float]) -> None:
+        self._observers, self._sending, self._clock = observers, sending, clock
+        self._started = clock()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, raised: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        self._sending.report(self._observers, self._clock() - self._started, raised)
+
+
+#: what a send is watched by when no observer is configured: nothing, at no cost
+_UNOBSERVED = contextlib.nullcontext()
+
+
 class BasePublisher:
     """A publisher's settings and connection name, and everything a publish decides before I/O."""
 
     def __init__(self, settings: Settings | None = None, *, connection_name: str | None = None) -> None:
         self.settings = settings or get_settings()
         self.connection_name = connection_name or default_name(self.settings, "publisher")
+
+    def _observed(self, sending: Sending, clock: Callable[[], float]) -> AbstractContextManager[None]:
+        """Wrap a send (``with``) so that ``Observer.on_publish`` hears of each of its messages;
+        ``clock`` is the driver's monotonic clock, for the latency."""
+        observers = self.settings.observers
+        return Observed(observers, sending, clock) if observers else _UNOBSERVED
 
     def _sending_one(
         self,

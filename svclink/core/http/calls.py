@@ -10,7 +10,6 @@ randomness are arguments, so the whole flow is tested without sockets or sleepin
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -32,6 +31,7 @@ from ..errors import (
     TransportFailure,
     class_for_status,
 )
+from ..logs import logger
 from ..observe import AttemptInfo, CallInfo, Observer, notify
 from ..policy.breaker import CircuitBreaker
 from ..policy.budget import RetryBudget
@@ -44,7 +44,7 @@ from .multipart import FileSpec
 from .responses import NotJSON, Response, decode_json, error_details, excerpt
 from .urls import same_origin
 
-log = logging.getLogger("svclink.http")
+log = logger("svclink.http")
 
 MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})

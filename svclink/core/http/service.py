@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import decimal
 import json
-import logging
 import re
 import uuid
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from .. import durations
 from ..context.outgoing import add_insanic_request_id, check_header, outgoing_headers, sign_headers
 from ..context.value import current
 from ..errors import InvalidRequest
+from ..logs import logger
 from ..observe import notify
 from ..policy.breaker import CircuitBreaker, State
 from ..policy.budget import RetryBudget
@@ -36,7 +36,7 @@ from .multipart import FileSpec
 from .registry import base_url
 from .urls import build_url
 
-log = logging.getLogger("svclink.http")
+log = logger("svclink.http")
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: a JSON body larger than this is refused before any I/O
