@@ -17,43 +17,48 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..core.errors import BrokerUnavailable, SvclinkError
+from ..core.events.broker import Lost, default_name, is_memory
 from ..core.events.consumer import BaseConsumer
-from ..core.events.topology import QueueSpec, Topology
+from ..core.events.topology import Binding, Declaration, ExchangeSpec, QueueSpec, Topology, declarations
 from ..core.settings import get_settings
 
 Consumer = BaseConsumer[Any]
 
 
 def _connect() -> Any:
-    import pika
-    import pika.exceptions
+    """A connection as a consumer's: the same nodes, TLS, timeouts and failures."""
+    from ..sync._pika_session import blocking_connection
 
     settings = get_settings()
-    if settings.amqp_url[0].startswith("memory:"):
+    if is_memory(settings):
         raise SvclinkError("declare needs a RabbitMQ amqp_url; memory:// lives in one process")
-    errors = []
-    for url in settings.amqp_url:
-        params = pika.URLParameters(url)
-        params.connection_attempts = 1
-        params.socket_timeout = settings.connect_timeout
-        params.client_properties = {"connection_name": "svclink:declare", "product": "svclink"}
-        try:
-            return pika.BlockingConnection(params)
-        except (pika.exceptions.AMQPError, OSError) as exc:
-            errors.append(repr(exc))
-    raise BrokerUnavailable(f"cannot connect to the broker: {'; '.join(errors)}")
+    try:
+        return blocking_connection(settings, default_name(settings, "declare"))
+    except Lost as exc:  # no node answered: what a consumer waits out, a command reports
+        raise BrokerUnavailable(str(exc)) from None
 
 
 def _steps(topo: Topology) -> Iterator[tuple[str, Callable[[Any], None]]]:
-    """Each thing to declare, as (what it is, how to declare it on a channel)."""
-    yield (
-        f"exchange {topo.exchange!r} (topic, durable)",
-        lambda ch: ch.exchange_declare(topo.exchange, exchange_type="topic", durable=True),
-    )
-    for spec in (topo.queue, *topo.retry_queues, topo.dead_queue):
-        yield _queue_line(spec), _queue_step(spec)
-    for pattern in topo.bindings:
-        yield f"binding {topo.queue.name!r} <- {topo.exchange!r} {pattern!r}", _bind_step(topo, pattern)
+    """Each thing to declare, in the order a consumer declares it, as (what it is, how to
+    declare it on a channel)."""
+    for step in declarations(topo):
+        yield _line(step), _declare_step(step)
+
+
+def _line(step: Declaration) -> str:
+    if isinstance(step, ExchangeSpec):
+        return f"exchange {step.name!r} (topic, durable)"
+    if isinstance(step, Binding):
+        return f"binding {step.queue!r} <- {step.exchange!r} {step.pattern!r}"
+    return _queue_line(step)
+
+
+def _declare_step(step: Declaration) -> Callable[[Any], None]:
+    if isinstance(step, ExchangeSpec):
+        return lambda ch: ch.exchange_declare(step.name, exchange_type="topic", durable=True)
+    if isinstance(step, Binding):
+        return lambda ch: ch.queue_bind(step.queue, step.exchange, routing_key=step.pattern)
+    return _queue_step(step)
 
 
 def _queue_line(spec: QueueSpec) -> str:
@@ -63,10 +68,6 @@ def _queue_line(spec: QueueSpec) -> str:
 
 def _queue_step(spec: QueueSpec) -> Callable[[Any], None]:
     return lambda ch: ch.queue_declare(spec.name, durable=True, arguments=dict(spec.arguments))
-
-
-def _bind_step(topo: Topology, pattern: str) -> Callable[[Any], None]:
-    return lambda ch: ch.queue_bind(topo.queue.name, topo.exchange, routing_key=pattern)
 
 
 def declare_all(consumers: Sequence[Consumer]) -> int:

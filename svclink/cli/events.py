@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from .._tls import failure_of
 from ..core.errors import SvclinkError
+from ..core.events.broker import default_name, is_memory
 from ..core.events.envelope import Event, format_time
 from ..core.settings import Settings, get_settings
 from ..core.tls import describe
@@ -42,7 +43,7 @@ def _quiet_transport_logs() -> None:
 
 
 def _real_broker(settings: Settings) -> Settings:
-    if settings.amqp_url[0].startswith("memory:"):
+    if is_memory(settings):
         raise SvclinkError(
             "amqp_url is memory://, the in-process broker, which no other process can reach; "
             "set SVCLINK_AMQP_URL to a RabbitMQ URL"
@@ -50,16 +51,12 @@ def _real_broker(settings: Settings) -> Settings:
     return settings
 
 
-def _name(settings: Settings, role: str) -> str:
-    return f"svclink:{settings.service_name or 'cli'}:{role}"
-
-
 def publish(event_type: str, data: Any, exchange: str | None) -> int:
     """Publish one event with confirms; print its id on standard output."""
     from ..sync import Publisher
 
     settings = _real_broker(get_settings())
-    publisher = Publisher(settings, connection_name=_name(settings, "publish"))
+    publisher = Publisher(settings, connection_name=default_name(settings, "publish"))
     try:
         event = publisher.publish(event_type, data, exchange=exchange)
     finally:
@@ -116,7 +113,7 @@ def listen(patterns: list[str], exchange: str | None) -> int:
         bindings=patterns,
         max_attempts=1,  # printing does not fail in a way a retry would fix
         exclusive=True,
-        connection_name=_name(settings, "listen"),
+        connection_name=default_name(settings, "listen"),
     )
 
     @consumer.default
@@ -196,7 +193,9 @@ def _handshake(url: str, settings: Settings, timeout: float) -> None:
         return
     from ..sync._pika import parameters
 
-    params = parameters(url, settings, _name(settings, "check"))  # amqps:// with svclink's TLS settings
+    params = parameters(
+        url, settings, default_name(settings, "check")
+    )  # amqps:// with svclink's TLS settings
     params.socket_timeout = timeout
     params.stack_timeout = timeout * 2
     pika.BlockingConnection(params).close()
@@ -220,7 +219,7 @@ def _reason(exc: BaseException, settings: Settings) -> str:
 
 def broker_status(settings: Settings) -> tuple[bool, str]:
     """Whether a node of ``amqp_url`` accepts a connection, and a line that says so."""
-    if settings.amqp_url[0].startswith("memory:"):
+    if is_memory(settings):
         return True, "broker: memory:// (the in-process broker; nothing to reach)"
     _quiet_transport_logs()
     errors = []

@@ -45,7 +45,7 @@ from ._pika import (
 from ._transport import Lost, Received
 
 
-def _blocking_connection(settings: Settings, name: str) -> pika.BlockingConnection:
+def blocking_connection(settings: Settings, name: str) -> pika.BlockingConnection:
     """A consumer's connection to the first node of ``amqp_url`` that takes one.
 
     Raises :class:`~svclink.EventError` when a node refused the login or the vhost (see
@@ -75,7 +75,7 @@ class PikaSession:
     """
 
     def __init__(self, settings: Settings, name: str, topo: Topology, prefetch: int) -> None:
-        self._connection = _blocking_connection(settings, name)
+        self._connection = blocking_connection(settings, name)
         self._deliveries: deque[Received] = deque()
         self._acks = Acks(prefetch)
         self._cancelled = False

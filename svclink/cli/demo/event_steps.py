@@ -19,7 +19,7 @@ import svclink
 from svclink import context, testing
 from svclink.core.events.envelope import Event
 from svclink.core.events.handling import DEAD_REASON_HEADER, ERROR_HEADER
-from svclink.core.events.topology import topology
+from svclink.core.events.topology import QueueSpec, declarations, topology
 
 from .steps import line
 
@@ -257,8 +257,8 @@ def events(out: Callable[[str], None]) -> int:
     out(f"Events through {where} (exchange demo.{run_id}):")
     seen = _Seen()
     notify, audit = _consumers(run_id, seen)
-    queues = [q.name for c in (notify, audit) for t in [topology(c.config)]
-              for q in (t.queue, *t.retry_queues, t.dead_queue)]  # fmt: skip
+    steps = [step for c in (notify, audit) for step in declarations(topology(c.config))]
+    queues = [step.name for step in steps if isinstance(step, QueueSpec)]
     try:
         with _quiet_logs(), _running(notify, audit) as started:
             _event_steps(notify, audit, seen, broker, started, out)
