@@ -62,3 +62,9 @@ def test_the_docs_import_only_the_public_surface() -> None:
     found = [f"{p.name}:{n}" for p in pages for n, line in enumerate(p.read_text().splitlines(), 1)
              if re.search(r"svclink\.core\b", line)]  # fmt: skip
     assert found == []
+
+
+def test_the_readme_names_every_docs_page() -> None:
+    readme = (ROOT / "README.md").read_text()
+    pages = sorted(p.name for p in (ROOT / "docs").glob("*.rst") if p.name != "index.rst")
+    assert [p for p in pages if f"(docs/{p})" not in readme] == []
