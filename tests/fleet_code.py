@@ -93,6 +93,8 @@ class HandWrittenConsumer:
         self.connection: aio_pika.abc.AbstractRobustConnection | None = None
         self.handled: list[dict[str, Any]] = []
         self.failed: list[BaseException] = []
+        #: the AMQP headers of every message, as aio-pika decoded them
+        self.headers: list[dict[str, Any]] = []
 
     def start(self, routing_keys: list[str]) -> None:
         self._loop.run(self._start(routing_keys))
@@ -109,6 +111,7 @@ class HandWrittenConsumer:
 
     async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         async with message.process(requeue=False):
+            self.headers.append(dict(message.headers))
             try:
                 event_data = json.loads(message.body)
                 event_type = event_data["event_type"]

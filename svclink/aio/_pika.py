@@ -14,6 +14,7 @@ The publisher link is in :mod:`._pika_link`, the consumer session in :mod:`._pik
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -31,6 +32,7 @@ from yarl import URL
 
 from .._tls import context, failure_of
 from ..core.events.broker import ConnectFailure, DeclareRefusal, Refusal, broker_address, connect_exception
+from ..core.events.existing import durable, refused_exchange, warn_existing
 from ..core.events.message import Delivery, OutgoingMessage, Properties
 from ..core.settings import Settings
 from ..core.tls import broker_tls
@@ -223,3 +225,35 @@ def declare_refusal(exc: aiormq.exceptions.ChannelClosed) -> DeclareRefusal:
         if isinstance(exc, kind):
             return meaning
     return DeclareRefusal.of(exc.args[0] if exc.args and isinstance(exc.args[0], int) else None)
+
+
+async def ensure_exchange(
+    connection: aio_pika.abc.AbstractConnection, settings: Settings, name: str, *, consumer: bool
+) -> None:
+    """Declare topic exchange ``name`` as core says (see :mod:`svclink.core.events.existing`), on
+    channels of their own: the broker closes the channel it refuses a declaration on."""
+    refused = await _declare_on_own_channel(connection, name, durable=durable(settings, name))
+    if refused is None:
+        return
+    error = refused_exchange(name, *refused, consumer=consumer)
+    if error is None:  # it exists with another durability: use it as it is
+        again = await _declare_on_own_channel(connection, name, passive=True)
+        error = None if again is None else refused_exchange(name, *again, consumer=consumer)
+    if error is not None:
+        raise error
+    warn_existing(name, refused[1])
+
+
+async def _declare_on_own_channel(
+    connection: aio_pika.abc.AbstractConnection, name: str, *, durable: bool = True, passive: bool = False
+) -> tuple[DeclareRefusal, str] | None:
+    """Declare exchange ``name`` on a new channel; why the broker refused, or None."""
+    channel = await connection.channel(publisher_confirms=False)
+    try:
+        await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=durable, passive=passive)
+    except aiormq.exceptions.ChannelClosed as exc:
+        return declare_refusal(exc), str(exc.args[1] if len(exc.args) > 1 else exc)
+    finally:
+        with contextlib.suppress(*AMQP_LOST):
+            await channel.close()
+    return None

@@ -18,13 +18,13 @@ import aio_pika.abc
 import aiormq
 import aiormq.exceptions
 
-from ..core.events.broker import CLOSED_WHILE_IDLE, IDLE, exchange_failed
+from ..core.events.broker import CLOSED_WHILE_IDLE, IDLE
 from ..core.events.message import OutgoingMessage
 from ..core.events.outcomes import Outcome
 from ..core.settings import Settings
 from ._confirm_deadlines import Deadlines
 from ._loops import close_soon
-from ._pika import AMQP_LOST, connect, declare_refusal, publish, underlay_of
+from ._pika import AMQP_LOST, connect, ensure_exchange, publish, underlay_of
 from ._transport import Lost
 
 
@@ -36,8 +36,10 @@ class PikaLink:
         connection: aio_pika.abc.AbstractConnection,
         channel: aio_pika.abc.AbstractChannel,
         underlay: aiormq.Channel,
+        settings: Settings,
     ) -> None:
         self._connection = connection
+        self._settings = settings
         self._channel = channel
         self._underlay = underlay
         self._declared: set[str] = {""}  # the default exchange needs no declaring
@@ -57,15 +59,12 @@ class PikaLink:
         except asyncio.CancelledError:  # the publish's deadline passed: leave no open connection behind
             close_soon(connection.close())
             raise
-        return cls(connection, channel, underlay)
+        return cls(connection, channel, underlay, settings)
 
     async def _declare(self, name: str) -> None:
         async with self._declaring:
             if name not in self._declared:
-                try:
-                    await self._channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
-                except aiormq.exceptions.ChannelPreconditionFailed as exc:
-                    raise exchange_failed(name, declare_refusal(exc), str(exc)) from None
+                await ensure_exchange(self._connection, self._settings, name, consumer=False)
                 self._declared.add(name)
 
     async def _one(self, message: OutgoingMessage, deadline: float) -> tuple[Outcome]:

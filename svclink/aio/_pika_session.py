@@ -12,14 +12,15 @@ import aiormq
 import aiormq.abc
 import aiormq.exceptions
 
+from ..core.errors import EventError
 from ..core.events.acks import Acks
 from ..core.events.broker import MOVE_TIMEOUT, declare_failed, move_failed, settle_failed
-from ..core.events.exchanges import use_as_is, warn_existing
+from ..core.events.existing import refused_queue
 from ..core.events.handling import Ack, Disposition, republish
 from ..core.events.message import Delivery
 from ..core.events.topology import Binding, ExchangeSpec, Topology, declarations
 from ..core.settings import Settings
-from ._pika import AMQP_LOST, connect, core_delivery, declare_refusal, publish, underlay_of
+from ._pika import AMQP_LOST, connect, core_delivery, declare_refusal, ensure_exchange, publish, underlay_of
 from ._transport import Lost, OnDelivery
 
 
@@ -53,7 +54,7 @@ class PikaSession:
             underlay = self._underlay = await underlay_of(channel)
             underlay.on_consumer_cancel_callbacks.add(self._on_close)  # the queue was deleted, say
             await channel.set_qos(prefetch_count=self._prefetch)
-            await _declare(self._connection, channel, topo)
+            await _declare(self._connection, self._settings, channel, topo)
 
             async def deliver(message: aiormq.abc.DeliveredMessage) -> None:
                 tag = message.delivery_tag or 0
@@ -68,6 +69,9 @@ class PikaSession:
         except AMQP_LOST as exc:
             await self.close()
             raise Lost(repr(exc)) from None
+        except (EventError, Lost):  # a declaration refused, in core's words
+            await self.close()
+            raise
 
     async def finish(self, token: Any, delivery: Delivery, disposition: Disposition) -> None:
         """Carry out ``disposition``: republish a copy if it says so (confirmed), then ack.
@@ -125,36 +129,24 @@ class PikaSession:
 
 
 async def _declare(
-    connection: aio_pika.abc.AbstractConnection, channel: aio_pika.abc.AbstractChannel, topo: Topology
+    connection: aio_pika.abc.AbstractConnection,
+    settings: Settings,
+    channel: aio_pika.abc.AbstractChannel,
+    topo: Topology,
 ) -> None:
     """Declare ``topo`` in the order of :func:`~svclink.core.events.topology.declarations`."""
     for step in declarations(topo):
         if isinstance(step, ExchangeSpec):
-            await _declare_exchange(connection, channel, step.name)
+            await ensure_exchange(connection, settings, step.name, consumer=True)
         elif isinstance(step, Binding):
             queue = await channel.get_queue(step.queue, ensure=False)
             await queue.bind(step.exchange, routing_key=step.pattern)
         else:
             arguments = dict(step.arguments)
-            await channel.declare_queue(
-                step.name, durable=not step.exclusive, exclusive=step.exclusive, arguments=arguments
-            )
-
-
-async def _declare_exchange(
-    connection: aio_pika.abc.AbstractConnection, channel: aio_pika.abc.AbstractChannel, name: str
-) -> None:
-    """Declare the exchange, or use it as it is when it exists with another durability
-    (declared first on a channel of its own, which the broker closes if refused)."""
-    probe = await connection.channel(publisher_confirms=False)
-    try:
-        await probe.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
-    except aiormq.exceptions.ChannelPreconditionFailed as exc:
-        detail = exc.args[0] if exc.args else str(exc)
-        if not use_as_is(str(detail)):
-            raise
-        warn_existing(name, str(detail))
-        await channel.get_exchange(name, ensure=True)
-    finally:
-        with contextlib.suppress(*AMQP_LOST):
-            await probe.close()
+            try:
+                await channel.declare_queue(
+                    step.name, durable=not step.exclusive, exclusive=step.exclusive, arguments=arguments
+                )
+            except aiormq.exceptions.ChannelClosed as exc:
+                detail = str(exc.args[1] if len(exc.args) > 1 else exc)
+                raise refused_queue(step, declare_refusal(exc), detail) from None

@@ -123,6 +123,7 @@ class Publisher(BasePublisher):
         event_id: str | None = None,
         headers: Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        format: str | None = None,
     ) -> Event:
         """Publish one event and wait for the broker's confirm; returns the event as sent.
 
@@ -130,7 +131,7 @@ class Publisher(BasePublisher):
         """
         sending = self._sending_one(
             event_type, data, exchange=exchange, event_id=event_id, headers=headers, timeout=timeout,
-            now=time.monotonic(), wall=time.time(),
+            layout=format, now=time.monotonic(), wall=time.time(),
         )  # fmt: skip
         await self._send(sending)
         return sending.event()
@@ -141,13 +142,14 @@ class Publisher(BasePublisher):
         *,
         exchange: str | None = None,
         timeout: float | None = None,
+        format: str | None = None,
     ) -> list[Event]:
         """Publish ``(event_type, data)`` pairs pipelined, waiting once for all their confirms.
 
         As :meth:`svclink.sync.Publisher.publish_many`.
         """
         sending = self._sending_many(
-            events, exchange=exchange, timeout=timeout, now=time.monotonic(), wall=time.time()
+            events, exchange=exchange, timeout=timeout, layout=format, now=time.monotonic(), wall=time.time()
         )
         await self._send(sending)
         return sending.events()

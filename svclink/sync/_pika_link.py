@@ -26,6 +26,7 @@ from ..core.events.broker import (
     connect_error,
     exchange_failed,
 )
+from ..core.events.existing import durable, refused_exchange, warn_existing
 from ..core.events.message import OutgoingMessage
 from ..core.events.outcomes import Outcome
 from ..core.settings import Settings
@@ -175,17 +176,44 @@ class PikaLink:
     # publishing
 
     def _declare(self, exchange: str, deadline: float) -> None:
-        done, on_done = self._flag()
-        self._channel.exchange_declare(
-            exchange=exchange, exchange_type="topic", durable=True, callback=on_done
-        )
-        if not self._wait(lambda: bool(done), deadline):
-            raise exchange_failed(
-                exchange,
-                self._declare_refusal if self._state == "closed" else DeclareRefusal.OTHER,
-                self._error,
-            )
+        """Declare the exchange as core says (see :mod:`svclink.core.events.existing`), on channels of
+        its own: the broker closes the channel it refuses a declaration on."""
+        durable_ = durable(self._settings, exchange)
+        refused = self._declare_on_own_channel(exchange, deadline, durable=durable_)
+        if refused is not None:
+            error = refused_exchange(exchange, *refused, consumer=False)
+            if error is None:  # it exists with another durability: use it as it is
+                again = self._declare_on_own_channel(exchange, deadline, passive=True)
+                error = None if again is None else refused_exchange(exchange, *again, consumer=False)
+            if error is not None:
+                raise error
+            warn_existing(exchange, refused[1])
         self._declared.add(exchange)
+
+    def _declare_on_own_channel(
+        self, exchange: str, deadline: float, *, durable: bool = True, passive: bool = False
+    ) -> tuple[DeclareRefusal, str] | None:
+        """Declare ``exchange`` on a new channel; why the broker refused, or None."""
+        opened: list[Any] = []
+        closed: list[BaseException] = []
+        if self._connection is None:
+            raise Lost(self._error or "connection closed")
+        self._connection.channel(on_open_callback=opened.append)
+        if not self._wait(lambda: bool(opened), deadline):
+            raise Lost(self._error or "no channel in time")
+        channel = opened[0]
+        channel.add_on_close_callback(lambda _channel, reason: closed.append(reason))
+        done, on_done = self._flag()
+        channel.exchange_declare(
+            exchange=exchange, exchange_type="topic", durable=durable, passive=passive, callback=on_done
+        )
+        if not self._wait(lambda: bool(done or closed), deadline):
+            raise exchange_failed(exchange, DeclareRefusal.OTHER, self._error)
+        if closed:
+            reason = closed[0]
+            return declare_refusal(reason), str(getattr(reason, "reply_text", reason))
+        channel.close()
+        return None
 
     def publish(self, messages: Sequence[OutgoingMessage], deadline: float) -> list[Outcome]:
         """Publish ``messages`` pipelined and wait for all their confirms; one outcome each.

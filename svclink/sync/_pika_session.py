@@ -21,14 +21,16 @@ from typing import Any
 import pika
 import pika.exceptions
 
+from ..core.errors import EventError
 from ..core.events.acks import AckFrame, Acks
 from ..core.events.broker import (
     CANCELLED,
+    DeclareRefusal,
     connect_exception,
     declare_failed,
     move_failed,
 )
-from ..core.events.exchanges import use_as_is, warn_existing
+from ..core.events.existing import durable, refused_exchange, refused_queue, warn_existing
 from ..core.events.handling import Ack, Disposition, republish
 from ..core.events.message import Delivery
 from ..core.events.topology import Binding, ExchangeSpec, Topology, declarations
@@ -75,6 +77,7 @@ class PikaSession:
     """
 
     def __init__(self, settings: Settings, name: str, topo: Topology, prefetch: int) -> None:
+        self._settings = settings
         self._connection = blocking_connection(settings, name)
         self._deliveries: deque[Received] = deque()
         self._acks = Acks(prefetch)
@@ -101,29 +104,50 @@ class PikaSession:
         except PIKA_LOST as exc:
             self.close()
             raise Lost(repr(exc)) from None
+        except (EventError, Lost):  # a declaration refused, in core's words
+            self.close()
+            raise
 
     def _declare(self, topo: Topology) -> None:
         for step in declarations(topo):
             if isinstance(step, ExchangeSpec):
-                self._declare_exchange(step.name)  # (on a new channel, if it takes the exchange as it is)
+                self._declare_exchange(step.name)
             elif isinstance(step, Binding):
                 self._channel.queue_bind(step.queue, step.exchange, routing_key=step.pattern)
             else:
                 arguments = dict(step.arguments)
-                self._channel.queue_declare(
-                    step.name, durable=not step.exclusive, exclusive=step.exclusive, arguments=arguments
-                )
+                try:
+                    self._channel.queue_declare(
+                        step.name, durable=not step.exclusive, exclusive=step.exclusive, arguments=arguments
+                    )
+                except pika.exceptions.ChannelClosedByBroker as exc:
+                    raise refused_queue(step, declare_refusal(exc), exc.reply_text) from None
 
     def _declare_exchange(self, name: str) -> None:
-        """Declare the exchange, or use it as it is when it exists with another durability."""
+        """Declare the exchange as core says (see :mod:`svclink.core.events.existing`), on channels of
+        its own: the broker closes the channel it refuses a declaration on."""
+        refused = self._declare_on_own_channel(name, durable=durable(self._settings, name))
+        if refused is None:
+            return
+        error = refused_exchange(name, *refused, consumer=True)
+        if error is None:  # it exists with another durability: use it as it is
+            again = self._declare_on_own_channel(name, passive=True)
+            error = None if again is None else refused_exchange(name, *again, consumer=True)
+        if error is not None:
+            raise error
+        warn_existing(name, refused[1])
+
+    def _declare_on_own_channel(
+        self, name: str, *, durable: bool = True, passive: bool = False
+    ) -> tuple[DeclareRefusal, str] | None:
+        """Declare exchange ``name`` on a new channel; why the broker refused, or None."""
+        channel = self._connection.channel()
         try:
-            self._channel.exchange_declare(name, exchange_type="topic", durable=True)
+            channel.exchange_declare(name, exchange_type="topic", durable=durable, passive=passive)
         except pika.exceptions.ChannelClosedByBroker as exc:
-            if exc.reply_code != 406 or not use_as_is(exc.reply_text):
-                raise
-            self._channel = self._connection.channel()
-            self._channel.exchange_declare(name, passive=True)
-            warn_existing(name, exc.reply_text)
+            return declare_refusal(exc), str(exc.reply_text)
+        channel.close()
+        return None
 
     def _on_cancel(self, _frame: Any) -> None:
         self._cancelled = True

@@ -109,18 +109,23 @@ class Publisher(BasePublisher):
         event_id: str | None = None,
         headers: Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        format: str | None = None,
     ) -> Event:
         """Publish one event and wait for the broker's confirm; returns the event as sent.
 
+        ``format="flat"`` writes the layout hand-written consumers read (the data's keys at
+        the top, with ``event_type``, ``event_id``, ``timestamp`` and ``service``); None
+        means the ``event_formats`` setting's for the exchange, else the envelope.
+
         Raises :class:`~svclink.InvalidEvent` before any I/O for a bad type, payload,
-        header or ``timeout`` (a positive, finite number of seconds; None means the
+        header, ``format`` or ``timeout`` (a positive, finite number of seconds; None means the
         ``publish_timeout`` setting), :class:`~svclink.UnroutableError` when no queue is
         bound for it, :class:`~svclink.PublishNacked`, :class:`~svclink.PublishTimeout`, or
         :class:`~svclink.BrokerUnavailable` when no broker can be reached in time.
         """
         sending = self._sending_one(
             event_type, data, exchange=exchange, event_id=event_id, headers=headers, timeout=timeout,
-            now=time.monotonic(), wall=time.time(),
+            layout=format, now=time.monotonic(), wall=time.time(),
         )  # fmt: skip
         self._send(sending)
         return sending.event()
@@ -131,6 +136,7 @@ class Publisher(BasePublisher):
         *,
         exchange: str | None = None,
         timeout: float | None = None,
+        format: str | None = None,
     ) -> list[Event]:
         """Publish ``(event_type, data)`` pairs pipelined, waiting once for all their confirms.
 
@@ -139,7 +145,7 @@ class Publisher(BasePublisher):
         attached to it. One bad event refuses the whole batch before any I/O.
         """
         sending = self._sending_many(
-            events, exchange=exchange, timeout=timeout, now=time.monotonic(), wall=time.time()
+            events, exchange=exchange, timeout=timeout, layout=format, now=time.monotonic(), wall=time.time()
         )
         self._send(sending)
         return sending.events()

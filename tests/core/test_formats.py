@@ -12,7 +12,7 @@ import pytest
 
 import svclink
 from svclink.core.events.envelope import ENVELOPE, FOREIGN, Event
-from svclink.core.events.exchanges import use_as_is, warn_existing
+from svclink.core.events.existing import use_as_is, warn_existing
 from svclink.core.events.formats import read_event
 from svclink.core.events.handling import DeadLetter, Handle, HandlerTable, log_disposition, receive
 from svclink.core.events.message import Delivery, Properties, prepare
@@ -121,14 +121,17 @@ def test_without_an_id_the_id_is_a_hash_of_routing_key_and_body_the_same_for_eve
 @pytest.mark.parametrize(
     ("stamp", "body_time", "expected"),
     [
-        (1_700_000_000, "2025-03-01T10:00:00Z", datetime.fromtimestamp(1_700_000_000, UTC)),
+        (1_700_000_000, "2025-03-01T10:00:00.5Z", datetime(2025, 3, 1, 10, 0, 0, 500000, tzinfo=UTC)),
         (None, "2025-03-01T12:00:00+02:00", datetime(2025, 3, 1, 10, tzinfo=UTC)),
-        (None, 1_700_000_000.5, datetime.fromtimestamp(1_700_000_000.5, UTC)),
+        (1_700_000_000, 1_700_000_100.5, datetime.fromtimestamp(1_700_000_100.5, UTC)),
+        (1_700_000_000, "2025-03-01T10:00:00", datetime.fromtimestamp(1_700_000_000, UTC)),
+        (None, "2025-03-01T10:00:00", datetime(2025, 3, 1, 10, tzinfo=UTC)),
+        (1_700_000_000, "yesterday", datetime.fromtimestamp(1_700_000_000, UTC)),
         (None, "yesterday", datetime.fromtimestamp(WALL, UTC)),
         (None, None, datetime.fromtimestamp(WALL, UTC)),
     ],
 )
-def test_the_time_comes_from_the_timestamp_property_then_the_body_then_the_arrival(
+def test_the_time_comes_from_a_zoned_body_time_then_the_property_then_a_naive_body_time(
     stamp: int | None, body_time: object, expected: datetime
 ) -> None:
     body = {"user_id": 5} if body_time is None else {"user_id": 5, "timestamp": body_time}
@@ -249,3 +252,45 @@ def test_the_request_id_of_an_insanic_caller_is_read_with_insanic_headers_only()
     both = {**headers, "X-Request-ID": "req-standard"}
     assert incoming(both, settings=on, now=0.0, wall=WALL).context.request_id == "req-standard"
     assert incoming(headers, settings=SETTINGS, now=0.0, wall=WALL).context.request_id != "req-from-insanic"
+
+
+# -- the flat layout out ------------------------------------------------------------------
+
+
+def _flat(settings: Settings = SETTINGS, **kwargs: Any) -> tuple[Event, Any]:
+    when = datetime(2025, 3, 1, 10, 0, 0, 250000, tzinfo=UTC)
+    kwargs.setdefault("layout", "flat")
+    return prepare(
+        settings, "user.updated", {"user_id": 5}, exchange="user_events", event_id="e-1", occurred_at=when,
+        wall=WALL, **kwargs,
+    )  # fmt: skip
+
+
+def test_a_flat_message_has_the_datas_keys_at_the_top_and_the_type_in_a_header() -> None:
+    event, message = _flat()
+    assert json.loads(message.body) == {
+        "event_type": "user.updated",
+        "event_id": "e-1",
+        "user_id": 5,
+        "timestamp": "2025-03-01T10:00:00.250000Z",
+        "service": "notifications",
+    }
+    headers = message.properties.headers
+    assert headers["event_type"] == headers["x-event-type"] == "user.updated"
+    assert headers["x-svclink-format"] == "flat" and "x-svclink-version" not in headers
+    assert message.properties.message_id == "e-1" and "X-Request-ID" in headers
+    assert event.format == "flat" and event.data == {"user_id": 5}
+    back = _read(Delivery(message.body, message.properties, "user_events", "user.updated"))
+    assert (back.format, back.data, back.event_id, back.occurred_at) == (
+        "flat",
+        {"user_id": 5},
+        "e-1",
+        event.occurred_at,
+    )
+
+
+def test_the_event_formats_setting_picks_the_layout_of_an_exchange() -> None:
+    flat_exchange = Settings(service_name="api", event_formats={"user_events": "flat"})
+    assert _flat(flat_exchange, layout=None)[0].format == "flat"
+    assert _flat(flat_exchange, layout="envelope")[0].format == "envelope"
+    assert _flat(SETTINGS, layout=None)[0].format == "envelope"

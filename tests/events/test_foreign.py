@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
+import svclink
+from svclink.core.context.value import bind
+
 from ..events_support import EventEnv, Recorder, env_fixture, eventually
-from ..fleet_code import HandWrittenPublisher, LoopThread
+from ..fleet_code import HandWrittenConsumer, HandWrittenPublisher, LoopThread
 
 env = env_fixture()
 rabbit_env = env_fixture([("sync", "rabbitmq"), ("aio", "rabbitmq")])
@@ -118,3 +123,111 @@ def test_a_strict_consumer_takes_svclink_envelopes_only(env: EventEnv) -> None:
     eventually(lambda: env.broker.count(queue + ".dead") == 1, what="the foreign event in .dead")
     dead = env.broker.get(queue + ".dead")
     assert dead is not None and "version" in dead.headers["x-svclink-error"]
+
+
+# -- flat events out, and exchanges declared by the other side ------------------------------
+
+ORDERS = ["foreign-first", "svclink-first"]
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_flat_events_reach_hand_written_aio_pika_consumers(
+    rabbit_env: EventEnv, loop: LoopThread, order: str
+) -> None:
+    consumer = HandWrittenConsumer(rabbit_env.exchange, rabbit_env.queue("hand-written"), loop)
+    try:
+        if order == "foreign-first":  # the exchange exists, not durable: svclink uses it as it is
+            consumer.start(["user.*"])
+            rabbit_env.configure(event_formats={rabbit_env.exchange: "flat"})
+            publisher = rabbit_env.publisher()
+        else:  # svclink declares it first, as aio-pika's defaults will ask for it later
+            rabbit_env.configure(
+                event_formats={rabbit_env.exchange: "flat"}, transient_exchanges=[rabbit_env.exchange]
+            )
+            publisher = rabbit_env.publisher()
+            with pytest.raises(svclink.UnroutableError):  # declares the exchange; nobody is bound yet
+                publisher.publish("user.created", {"user_id": 4}, exchange=rabbit_env.exchange)
+            consumer.start(["user.*"])
+        with bind(request_id="req-flat-1"):
+            sent = publisher.publish(
+                "user.updated", {"user_id": 5, "changes": {"name": "b"}}, exchange=rabbit_env.exchange
+            )
+        assert sent.format == "flat"
+        [event_data] = eventually(lambda: consumer.handled, what="the hand-written handler to run")
+        assert consumer.failed == []
+        assert event_data["event_type"] == "user.updated" and event_data["user_id"] == 5
+        assert event_data["changes"] == {"name": "b"} and event_data["event_id"] == sent.event_id
+        assert event_data["service"] == rabbit_env.settings.service_name
+        assert datetime.fromisoformat(event_data["timestamp"]) == sent.occurred_at
+        assert consumer.headers[-1]["event_type"] == "user.updated"
+        assert consumer.headers[-1]["X-Request-ID"] == "req-flat-1"
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_a_mixed_durability_exchange_works_for_svclink_consumers_in_either_order(
+    rabbit_env: EventEnv, loop: LoopThread, order: str
+) -> None:
+    publisher = HandWrittenPublisher(rabbit_env.exchange, loop)
+    rec = Recorder()
+    queue = rabbit_env.queue()
+    try:
+        if order == "foreign-first":
+            publisher.connect()
+            rabbit_env.consume(queue, {"user.updated": rec}, bindings=["user.*"])
+        else:
+            rabbit_env.configure(transient_exchanges=[rabbit_env.exchange])
+            rabbit_env.consume(queue, {"user.updated": rec}, bindings=["user.*"])
+            publisher.connect()
+        sent = publisher.publish_event("user.updated", {"user_id": 8})
+        [event] = rec.wait(1)
+        assert event.data == sent and event.event_type == "user.updated"
+        assert rabbit_env.broker.count(queue + ".dead") == 0
+    finally:
+        publisher.close()
+
+
+def test_flat_events_round_trip_to_svclink_consumers(env: EventEnv) -> None:
+    rec = Recorder()
+    queue = env.queue()
+    env.consume(queue, {"user.*": rec})
+    with bind(request_id="req-flat-2"):
+        sent = env.publish("user.updated", {"user_id": 5, "changes": {"name": "b"}}, format="flat")
+    env.configure(event_formats={env.exchange: "flat"})
+    by_setting = env.publisher().publish("user.created", {"user_id": 6}, exchange=env.exchange)
+    by_argument = env.publisher().publish(
+        "user.deleted", {"user_id": 7}, exchange=env.exchange, format="envelope"
+    )
+    events = {e.event_type: e for e in rec.wait(3)}
+    got = events["user.updated"]
+    assert (got.data, got.event_id, got.format) == (
+        {"user_id": 5, "changes": {"name": "b"}},
+        sent.event_id,
+        "flat",
+    )
+    assert got.source == env.settings.service_name and got.occurred_at == sent.occurred_at
+    assert [call[1] for call in rec.calls if call[0].event_type == "user.updated"] == ["req-flat-2"]
+    assert (by_setting.format, events["user.created"].format, events["user.created"].data) == (
+        "flat",
+        "flat",
+        {"user_id": 6},
+    )
+    assert (by_argument.format, events["user.deleted"].format) == ("envelope", "envelope")
+
+
+@pytest.mark.parametrize(
+    ("data", "kwargs", "says"),
+    [
+        ({"user_id": 5}, {"format": "xml"}, "format must be 'envelope' or 'flat'"),
+        ([1, 2], {"format": "flat"}, "must be a dict"),
+        ({"user_id": 5, "timestamp": "x"}, {"format": "flat"}, "must not have the keys 'timestamp'"),
+    ],
+)
+def test_bad_flat_publishes_are_refused_before_any_io(
+    env: EventEnv, data: Any, kwargs: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(svclink.InvalidEvent, match=re.escape(says)):
+        env.publish("user.updated", data, **kwargs)
+    with pytest.raises(svclink.InvalidEvent, match=re.escape(says)):
+        env.pub.publish_many([("user.updated", data)], exchange=env.exchange, **kwargs)

@@ -209,6 +209,15 @@ def check_shape(data: object, depth: int = 0) -> None:
                 check_shape(value, depth + 1)
 
 
+def encode_json(document: dict[str, Any], data: object) -> bytes:
+    """``document`` (which holds ``data``) as compact UTF-8 JSON, or the reason ``data`` cannot be."""
+    try:
+        return _dumps(document).encode("utf-8")  # a lone surrogate fails here, with a ValueError
+    except (TypeError, ValueError, RecursionError) as exc:
+        check_json(data)  # says precisely what is wrong, when it is the shape or a type
+        raise InvalidEvent(f"event data is not JSON-serialisable: {exc}") from None
+
+
 def envelope_json(
     event_id: str, event_type: str, occurred_at: str, source: str | None, context: dict[str, str], data: Any
 ) -> bytes:

@@ -15,10 +15,13 @@ import hashlib
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidEvent
+from ..fleet_settings import PUBLISH_FORMATS
+from ..settings import Settings
 from .envelope import (
+    ENVELOPE,
     EVENT_ID_HEADER,
     EVENT_TYPE_HEADER,
     FLAT,
@@ -26,11 +29,14 @@ from .envelope import (
     VERSION_HEADER,
     Event,
     check_id,
+    encode_json,
     from_envelope,
     load_json,
 )
-from .message import Delivery
 from .topics import check_event_type
+
+if TYPE_CHECKING:  # message.py builds flat messages with this module
+    from .message import Delivery
 
 #: the header that marks a message svclink wrote in the flat layout (its data is the body less
 #: :data:`FLAT_KEYS`)
@@ -54,6 +60,43 @@ _ENVELOPE_KEYS = frozenset(("version", "event_id", "event_type", "data"))
 
 
 _KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
+#: the header hand-written consumers read the type from, beside svclink's own
+FLAT_TYPE_HEADER = "event_type"
+
+
+def publish_format(settings: Settings, exchange: str, chosen: object) -> str:
+    """The layout of a publish to ``exchange``: ``chosen``, else the ``event_formats`` setting's
+    for the exchange, else the envelope."""
+    if chosen is None:
+        return settings.event_formats.get(exchange, ENVELOPE)
+    if chosen not in PUBLISH_FORMATS:
+        raise InvalidEvent(
+            f"format must be 'envelope' or 'flat' (or None for the event_formats setting), not {chosen!r}"
+        )
+    return str(chosen)
+
+
+def flat_json(event_id: str, event_type: str, timestamp: str, source: str | None, data: object) -> bytes:
+    """The flat layout's body: the data's own keys, plus ``event_type``, ``event_id``,
+    ``timestamp`` and ``service``, as hand-written consumers read them.
+
+    The data must be a JSON object without those four keys, so that a consumer that reads
+    the flat layout back (svclink's, with :data:`FORMAT_HEADER`) gets the data unchanged.
+    """
+    if not isinstance(data, dict):
+        raise InvalidEvent(
+            f"with format='flat' the data must be a dict (its keys go at the top), not {type(data).__name__}"
+        )
+    taken = [key for key in FLAT_KEYS if key in data]
+    if taken:
+        names = ", ".join(map(repr, taken))
+        raise InvalidEvent(
+            f"with format='flat' the data must not have the keys {names}: the layout adds them"
+        )
+    doc = {"event_type": event_type, "event_id": event_id, **data, "timestamp": timestamp, "service": source}
+    return encode_json(doc, data)
 
 
 def read_event(delivery: Delivery, *, strict: bool, attempt: int, wall: float) -> Event:
@@ -152,22 +195,27 @@ def _event_id(delivery: Delivery, doc: Mapping[str, Any], routing_key: str) -> s
 
 
 def _occurred_at(stamp: int | None, body_time: object, wall: float) -> datetime:
-    """The AMQP timestamp, else the body's ``timestamp`` (ISO 8601, read as UTC when it has no
-    zone, or epoch seconds), else the arrival time ``wall``."""
-    for value in (stamp, body_time):
-        moment = _moment(value)
-        if moment is not None:
-            return moment
-    return datetime.fromtimestamp(wall, UTC)
+    """The body's ``timestamp`` when it says its zone (ISO 8601 with an offset, or epoch
+    seconds), else the AMQP timestamp (whole seconds), else the body's time without a zone
+    read as UTC, else the arrival time ``wall``."""
+    moment, zoned = _moment(body_time)
+    if moment is not None and zoned:
+        return moment
+    if stamp is not None and (from_property := _moment(stamp)[0]) is not None:
+        return from_property
+    return moment if moment is not None else datetime.fromtimestamp(wall, UTC)
 
 
-def _moment(value: object) -> datetime | None:
+def _moment(value: object) -> tuple[datetime | None, bool]:
+    """``value`` as a UTC time, if it is one, and whether it said its zone."""
     try:
         if isinstance(value, str):
             moment = datetime.fromisoformat(value)
-            return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+            if moment.tzinfo is None:
+                return moment.replace(tzinfo=UTC), False
+            return moment.astimezone(UTC), True
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return datetime.fromtimestamp(value, UTC)
+            return datetime.fromtimestamp(value, UTC), True
     except (ValueError, OverflowError, OSError):
         pass
-    return None
+    return None, False

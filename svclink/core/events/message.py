@@ -32,6 +32,7 @@ from .envelope import (
     ENVELOPE_VERSION,
     EVENT_ID_HEADER,
     EVENT_TYPE_HEADER,
+    FLAT,
     SOURCE_HEADER,
     VERSION_HEADER,
     Event,
@@ -46,6 +47,7 @@ from .envelope import (
     utc,
 )
 from .fieldtable import check_headers, encode_table
+from .formats import FLAT_TYPE_HEADER, FORMAT_HEADER, flat_json, publish_format
 from .topics import check_event_type, check_name
 
 
@@ -99,8 +101,12 @@ def prepare(
     occurred_at: datetime,
     wall: float,
     headers: Mapping[str, Any] | None = None,
+    layout: str | None = None,
 ) -> tuple[Event, OutgoingMessage]:
     """The event and the message for one publish, checked before any I/O.
+
+    ``layout`` is ``"envelope"`` or ``"flat"`` (:func:`~svclink.core.events.formats.flat_json`);
+    None means the ``event_formats`` setting's for the exchange.
 
     The request context bound now (or a fresh request id) travels in the envelope and,
     with the signed caller context, in the headers. ``occurred_at`` and ``wall`` are the
@@ -110,6 +116,7 @@ def prepare(
     not checked again) and the body is encoded once.
     """
     exchange = check_name("exchange", settings.event_exchange if exchange is None else exchange)
+    layout = publish_format(settings, exchange, layout)
     event_type = check_event_type(event_type)
     event_id = new_event_id() if event_id is None else check_id("event_id", event_id)
     moment = utc(occurred_at)
@@ -137,12 +144,18 @@ def prepare(
         occurred_at=moment,
         source=source,
         context=RequestContext(request_id=request_id, traceparent=traceparent, tracestate=tracestate),
+        format=layout,
     )
-    body = envelope_json(event_id, event_type, format_utc(moment), source, fields, data)
     user_headers.update(ctx_headers)
     user_headers[EVENT_TYPE_HEADER] = event_type
     user_headers[EVENT_ID_HEADER] = event_id
-    user_headers[VERSION_HEADER] = ENVELOPE_VERSION
+    if layout == FLAT:
+        body = flat_json(event_id, event_type, format_utc(moment), source, data)
+        user_headers[FLAT_TYPE_HEADER] = event_type
+        user_headers[FORMAT_HEADER] = FLAT
+    else:
+        body = envelope_json(event_id, event_type, format_utc(moment), source, fields, data)
+        user_headers[VERSION_HEADER] = ENVELOPE_VERSION
     if source:
         user_headers[SOURCE_HEADER] = source
     properties = Properties(

@@ -216,6 +216,7 @@ class BasePublisher:
         timeout: float | None,
         now: float,
         wall: float,
+        layout: str | None = None,
     ) -> Sending:
         """Check a :meth:`publish` and build its message; ``now``/``wall`` are the monotonic/epoch clocks."""
         deadline = publish_deadline(self.settings, timeout, now)
@@ -228,6 +229,7 @@ class BasePublisher:
             occurred_at=datetime.fromtimestamp(wall, UTC),
             wall=wall,
             headers=headers,
+            layout=layout,
         )
         return Sending([prepared], deadline)
 
@@ -239,12 +241,22 @@ class BasePublisher:
         timeout: float | None,
         now: float,
         wall: float,
+        layout: str | None = None,
     ) -> Sending:
         """Check a :meth:`publish_many` and build all its messages; one bad event refuses them all."""
         deadline = publish_deadline(self.settings, timeout, now)
         at = datetime.fromtimestamp(wall, UTC)
         prepared = [
-            prepare(self.settings, t, d, exchange=exchange, event_id=None, occurred_at=at, wall=wall)
+            prepare(
+                self.settings,
+                t,
+                d,
+                exchange=exchange,
+                event_id=None,
+                occurred_at=at,
+                wall=wall,
+                layout=layout,
+            )
             for t, d in _pairs(events)
         ]
         return Sending(prepared, deadline)

@@ -116,7 +116,12 @@ class MemoryBroker(Inspection):
                 return
             existing.check_access(connection)
             if dict(existing.arguments) != dict(args):
-                raise MemoryBrokerError(406, f"PRECONDITION_FAILED - queue {name!r} has other arguments")
+                key = min(k for k in {*existing.arguments, *args} if existing.arguments.get(k) != args.get(k))
+                raise MemoryBrokerError(
+                    406,
+                    f"PRECONDITION_FAILED - inequivalent arg {key!r} for queue {name!r}: "
+                    f"received {args.get(key)!r} but current is {existing.arguments.get(key)!r}",
+                )
 
     def bind(self, queue: str, exchange: str, pattern: str = "#") -> None:
         """Capture what is published to ``exchange`` with a routing key matching ``pattern`` in

@@ -5,27 +5,35 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ...core.events.broker import DeclareRefusal, Lost, declare_failed, exchange_failed, publish_refused
+from ...core.events.broker import DeclareRefusal, Lost, declare_failed, publish_refused
+from ...core.events.existing import refused_exchange, refused_queue
 from ...core.events.message import OutgoingMessage
-from ...core.events.topology import Binding, ExchangeSpec, Topology, declarations
+from ...core.events.topology import Binding, ExchangeSpec, QueueSpec, Topology, declarations
 from .broker import MemoryBroker
 from .model import Confirm, ConnectionClosed, MemoryBrokerError, MemoryConnection
 
 
 def declare(broker: MemoryBroker, connection: MemoryConnection, topo: Topology) -> None:
     """Declare ``topo`` in the order of :func:`~svclink.core.events.topology.declarations`."""
-    try:
-        for step in declarations(topo):
+    for step in declarations(topo):
+        try:
             if isinstance(step, ExchangeSpec):
                 broker.declare_exchange(connection, step.name, "topic")
             elif isinstance(step, Binding):
                 broker.bind_queue(connection, step.queue, step.exchange, step.pattern)
             else:
                 broker.declare_queue(connection, step.name, step.arguments, exclusive=step.exclusive)
-    except ConnectionClosed as exc:
-        raise Lost(str(exc)) from None
-    except MemoryBrokerError as exc:
-        raise declare_failed(DeclareRefusal.of(exc.code), str(exc)) from None
+        except ConnectionClosed as exc:
+            raise Lost(str(exc)) from None
+        except MemoryBrokerError as exc:
+            refusal = DeclareRefusal.of(exc.code)
+            if isinstance(step, ExchangeSpec):  # the memory broker has no durability: always an error
+                raise refused_exchange(step.name, refusal, str(exc), consumer=True) or Lost(
+                    str(exc)
+                ) from None
+            if isinstance(step, QueueSpec):
+                raise refused_queue(step, refusal, str(exc)) from None
+            raise declare_failed(refusal, str(exc)) from None
 
 
 def send(
@@ -43,7 +51,8 @@ def send(
         except ConnectionClosed as exc:
             raise Lost(str(exc)) from None
         except MemoryBrokerError as exc:
-            raise exchange_failed(exchange, DeclareRefusal.of(exc.code), str(exc)) from None
+            refused = refused_exchange(exchange, DeclareRefusal.of(exc.code), str(exc), consumer=False)
+            raise refused or Lost(str(exc)) from None
     confirms: list[Confirm] = []
     try:
         for message in messages:
