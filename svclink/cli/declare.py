@@ -19,6 +19,7 @@ from typing import Any
 from ..core.errors import BrokerUnavailable, SvclinkError
 from ..core.events.broker import Lost, default_name, is_memory
 from ..core.events.consumer import BaseConsumer
+from ..core.events.existing import durable, use_as_is
 from ..core.events.topology import Binding, Declaration, ExchangeSpec, QueueSpec, Topology, declarations
 from ..core.settings import get_settings
 
@@ -47,7 +48,7 @@ def _steps(topo: Topology) -> Iterator[tuple[str, Callable[[Any], None]]]:
 
 def _line(step: Declaration) -> str:
     if isinstance(step, ExchangeSpec):
-        return f"exchange {step.name!r} (topic, durable)"
+        return f"exchange {step.name!r} (topic{', durable' if durable(get_settings(), step.name) else ''})"
     if isinstance(step, Binding):
         return f"binding {step.queue!r} <- {step.exchange!r} {step.pattern!r}"
     return _queue_line(step)
@@ -55,7 +56,8 @@ def _line(step: Declaration) -> str:
 
 def _declare_step(step: Declaration) -> Callable[[Any], None]:
     if isinstance(step, ExchangeSpec):
-        return lambda ch: ch.exchange_declare(step.name, exchange_type="topic", durable=True)
+        keep = durable(get_settings(), step.name)
+        return lambda ch: ch.exchange_declare(step.name, exchange_type="topic", durable=keep)
     if isinstance(step, Binding):
         return lambda ch: ch.queue_bind(step.queue, step.exchange, routing_key=step.pattern)
     return _queue_step(step)
@@ -88,10 +90,13 @@ def declare_all(consumers: Sequence[Consumer]) -> int:
                 except pika.exceptions.ChannelClosedByBroker as exc:
                     if exc.reply_code != 406:
                         raise SvclinkError(f"cannot declare {what}: {exc.reply_text}") from None
+                    channel = connection.channel()  # the broker closed the last one
+                    if what.startswith("exchange") and use_as_is(exc.reply_text):
+                        print(f"ok: {what}: exists with another durability; consumers use it as it is")
+                        continue
                     drifted += 1
                     print(f"drift: {what} is what svclink declares, but the broker has it with other "
                           f"arguments: {exc.reply_text}")  # fmt: skip
-                    channel = connection.channel()  # the broker closed the last one
                 else:
                     print(f"ok: {what}")
     finally:

@@ -238,3 +238,19 @@ def test_declare_reports_drift_with_both_arguments_and_exits_1(names: Names) -> 
     assert "1 declarations drifted" in result.stdout
     worker = run_cli(names, "worker", TARGET, "--declare-only")
     assert worker.returncode == 1 and "drift:" in worker.stdout
+
+
+def test_declare_takes_an_exchange_declared_not_durable_by_other_code_as_it_is(names: Names) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+    connection.channel().exchange_declare(
+        names.exchange, exchange_type="topic", durable=False
+    )  # aio-pika's default
+    connection.close()
+    result = run_cli(names, "declare", TARGET)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (
+        f"ok: exchange '{names.exchange}' (topic, durable): exists with another durability" in result.stdout
+    )
+    transient = run_cli(names, "declare", TARGET, SVCLINK_TRANSIENT_EXCHANGES=names.exchange)
+    assert transient.returncode == 0, transient.stdout + transient.stderr
+    assert f"ok: exchange '{names.exchange}' (topic)" in transient.stdout.splitlines()
