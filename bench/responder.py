@@ -2,12 +2,14 @@
 
 It answers every request with the same small JSON body, keeps connections alive and
 parses no more than it must, so that the client side (svclink or the raw library) is
-what the benchmark measures. Run: ``python bench/responder.py PORT_FILE``.
+what the benchmark measures. Run: ``python bench/responder.py PORT_FILE [CERT KEY]``;
+with a certificate chain and its key it speaks TLS (the TLS benchmarks).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 
 BODY = b'{"id":5,"name":"ada"}'
@@ -47,14 +49,20 @@ class Responder(asyncio.Protocol):
             self.transport.write(RESPONSE)
 
 
-async def serve(port_file: str) -> None:
+async def serve(port_file: str, tls: ssl.SSLContext | None = None) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Responder, "127.0.0.1", 0, backlog=1024)
+    server = await loop.create_server(Responder, "127.0.0.1", 0, backlog=1024, ssl=tls)
     port = server.sockets[0].getsockname()[1]
     with open(port_file, "w") as f:
         f.write(str(port))
     await server.serve_forever()
 
 
+def server_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1]))
+    asyncio.run(serve(sys.argv[1], server_context(*sys.argv[2:4]) if len(sys.argv) > 2 else None))

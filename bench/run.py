@@ -24,21 +24,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import bench_http, resources
 from bench.harness import Result, Target, report
 
-SECTIONS = ("http", "cpu", "events", "memory")
+SECTIONS = ("http", "tls", "cpu", "events", "memory")
 
 
 @contextmanager
-def responder() -> Iterator[str]:
-    """The loopback responder in its own process; yields its base URL."""
+def responder(*tls_files: str) -> Iterator[str]:
+    """The loopback responder in its own process (over TLS given a certificate chain and key
+    file); yields its base URL."""
     with tempfile.TemporaryDirectory() as tmp:
         port_file = os.path.join(tmp, "port")
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "responder.py"), port_file])
+        script = str(Path(__file__).parent / "responder.py")
+        proc = subprocess.Popen([sys.executable, script, port_file, *tls_files])
         try:
             for _ in range(100):
                 if os.path.exists(port_file) and Path(port_file).read_text():
                     break
                 time.sleep(0.05)
-            yield f"http://127.0.0.1:{Path(port_file).read_text()}"
+            scheme = "https" if tls_files else "http"
+            yield f"{scheme}://127.0.0.1:{Path(port_file).read_text()}"
         finally:
             proc.terminate()
             proc.wait(5)
@@ -81,6 +84,13 @@ def main(argv: list[str] | None = None) -> int:
             results += bench_http.sync_http(url, ops, rounds)
             results += bench_http.aio_http(url, ops, rounds)
             targets += bench_http.TARGETS
+        if "tls" in sections:
+            from bench import bench_tls
+
+            with bench_tls.certificates() as (ca_file, chain, key), responder(chain, key) as tls_url:
+                results += bench_tls.run(url, tls_url, ca_file, ops, rounds)
+                targets += bench_tls.TARGETS
+            bench_http.configure(url)
         if "cpu" in sections:
             us = min(bench_http.cpu_per_call(ops * 20) for _ in range(3))
             extra["cpu_us_per_call"] = round(us, 2)

@@ -200,3 +200,45 @@ def test_a_wrong_key_password_fails_at_configure_time_without_echoing_it(pki: PK
 def test_an_encrypted_key_without_a_password_says_which_setting_is_missing(pki: PKI) -> None:
     with pytest.raises(svclink.ConfigurationError, match="tls_key_password"):
         svclink.configure(tls_client_cert=pki.client_cert, tls_client_key=pki.encrypted_key)
+
+
+def test_one_context_per_configuration_is_built_once_and_shared_by_every_transport(
+    https: TestServer, pki: PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import ssl
+
+    import svclink.aio
+    import svclink.sync
+
+    loads: list[str] = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def counted(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        loads.append("ca")
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counted)
+    names = ["sync-requests", "sync-urllib3", "aio-httpx", "aio-aiohttp"]
+    svclink.configure(
+        service_connections=names,
+        service_hosts={name: https.url for name in names},
+        sync_transports={"sync-requests": "requests", "sync-urllib3": "urllib3"},
+        aio_transports={"aio-httpx": "httpx", "aio-aiohttp": "aiohttp"},
+        tls_ca_file=pki.ca_file,
+    )
+    for name in names[:2]:
+        for _ in range(3):
+            assert svclink.sync.get_service(name).http_dispatch("GET", "/hello") == {"hello": "tls"}
+
+    async def calls() -> None:
+        for name in names[2:]:
+            service = await svclink.aio.get_service(name)
+            for _ in range(3):
+                assert await service.http_dispatch("GET", "/hello") == {"hello": "tls"}
+            await service.aclose()
+
+    asyncio.run(calls())
+    svclink.sync.close()
+    assert loads == ["ca"]  # the CA file was read once, for twelve calls over four transports
+    assert https.handshakes == 4  # one connection per transport, reused
