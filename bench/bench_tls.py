@@ -3,8 +3,9 @@
 One responder speaks TLS with a certificate of a private CA made for the run (trustme);
 svclink is configured with that CA (``tls_ca_file``) and each raw client is given the
 same CA the way its users give it. Every variant keeps its connection, so the figures
-are the cost of encrypting and decrypting a call, not of handshakes. svclink over plain
-HTTP to the plain responder runs beside them: the difference is what TLS costs a call.
+are the cost of encrypting and decrypting a call, not of handshakes. svclink and the raw
+client over plain HTTP to a plain responder run beside them: the difference is what TLS
+costs a call, for each (:func:`tls_cost`).
 """
 
 from __future__ import annotations
@@ -37,8 +38,32 @@ TARGETS = [
     *(Target(f"https sync GET {t}", "svclink", f"{raw} (TLS)", "<=", 1.05) for t, raw in SYNC.items()),
     *(Target(f"https aio GET {t}", "svclink", f"{raw} (TLS)", "<=", 1.05) for t, raw in AIO.items()),
     *(Target(f"https sync GET {t}", "svclink", "svclink over http", "<=", None) for t in SYNC),
+    *(
+        Target(f"https sync GET {t}", f"{raw} (TLS)", f"{raw} over http", "<=", None)
+        for t, raw in SYNC.items()
+    ),
     *(Target(f"https aio GET {t}", "svclink", "svclink over http", "<=", None) for t in AIO),
+    *(Target(f"https aio GET {t}", f"{raw} (TLS)", f"{raw} over http", "<=", None) for t, raw in AIO.items()),
 ]
+
+
+def tls_cost(results: list[Result]) -> dict[str, dict[str, float]]:
+    """What TLS adds to a call, per transport: HTTPS time less plain HTTP time, wall and CPU
+    (microseconds), for svclink and for the raw client."""
+    by = {(r.benchmark, r.variant): r for r in results}
+    costs: dict[str, dict[str, float]] = {}
+    for side, table in (("sync", SYNC), ("aio", AIO)):
+        for transport, raw in table.items():
+            group = f"https {side} GET {transport}"
+            pairs = {"svclink": ("svclink", "svclink over http"), raw: (f"{raw} (TLS)", f"{raw} over http")}
+            for who, (tls, plain) in pairs.items():
+                a, b = by.get((group, tls)), by.get((group, plain))
+                if a is not None and b is not None:
+                    costs[f"{transport}: {who}"] = {
+                        "wall_us": round(a.per_op_us - b.per_op_us, 1),
+                        "cpu_us": round(a.cpu_per_op_us - b.cpu_per_op_us, 1),
+                    }
+    return costs
 
 
 @contextlib.contextmanager
@@ -76,17 +101,18 @@ def _configure(url: str, tls_url: str, ca_file: str) -> None:
 
 def run(url: str, tls_url: str, ca_file: str, ops: int, rounds: int) -> list[Result]:
     _configure(url, tls_url, ca_file)
-    return _sync(tls_url, ca_file, ops, rounds) + _aio(tls_url, ca_file, ops, rounds)
+    return _sync(url, tls_url, ca_file, ops, rounds) + _aio(url, tls_url, ca_file, ops, rounds)
 
 
-def _sync(tls_url: str, ca_file: str, ops: int, rounds: int) -> list[Result]:
+def _sync(url: str, tls_url: str, ca_file: str, ops: int, rounds: int) -> list[Result]:
     session = requests.Session()
     session.trust_env = False  # as svclink's: else REQUESTS_CA_BUNDLE would replace the CA given here
     session.verify = ca_file
     pool = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=ca_file)
-    raw: dict[str, Callable[[], Any]] = {
-        "requests": lambda: session.get(tls_url + PATH, timeout=(3, 10)).json(),
-        "urllib3": lambda: pool.request("GET", tls_url + PATH, timeout=urllib3.Timeout(3, 10)).json(),
+    timeout = urllib3.Timeout(3, 10)
+    raw: dict[str, Callable[[str], Any]] = {
+        "requests": lambda base: session.get(base + PATH, timeout=(3, 10)).json(),
+        "urllib3": lambda base: pool.request("GET", base + PATH, timeout=timeout).json(),
     }
     results: list[Result] = []
     for transport, name in SYNC.items():
@@ -100,8 +126,9 @@ def _sync(tls_url: str, ca_file: str, ops: int, rounds: int) -> list[Result]:
             rounds,
             {
                 "svclink": _loop(ops, partial(over_tls.http_dispatch, "GET", PATH)),
-                f"{name} (TLS)": _loop(ops, one),
+                f"{name} (TLS)": _loop(ops, partial(one, tls_url)),
                 "svclink over http": _loop(ops, partial(plain.http_dispatch, "GET", PATH)),
+                f"{name} over http": _loop(ops, partial(one, url)),
             },
         )
     session.close()
@@ -118,17 +145,17 @@ def _loop(ops: int, call: Callable[[], Any]) -> Callable[[], None]:
     return batch
 
 
-def _aio(tls_url: str, ca_file: str, ops: int, rounds: int) -> list[Result]:
+def _aio(url: str, tls_url: str, ca_file: str, ops: int, rounds: int) -> list[Result]:
     runner = asyncio.Runner()
     context = ssl.create_default_context(cafile=ca_file)
     client = runner.run(_httpx_client(context))
     session = runner.run(_aiohttp_session(context))
 
-    async def httpx_one() -> None:
-        (await client.get(tls_url + PATH)).json()
+    async def httpx_one(base: str) -> None:
+        (await client.get(base + PATH)).json()
 
-    async def aiohttp_one() -> None:
-        async with session.get(tls_url + PATH) as response:
+    async def aiohttp_one(base: str) -> None:
+        async with session.get(base + PATH) as response:
             await response.json()
 
     raw = {"httpx": httpx_one, "aiohttp": aiohttp_one}
@@ -154,8 +181,9 @@ def _aio(tls_url: str, ca_file: str, ops: int, rounds: int) -> list[Result]:
             rounds,
             {
                 "svclink": loop(svclink_one(f"tls-{transport}")),
-                f"{name} (TLS)": loop(raw[transport]),
+                f"{name} (TLS)": loop(partial(raw[transport], tls_url)),
                 "svclink over http": loop(svclink_one(f"plain-{transport}")),
+                f"{name} over http": loop(partial(raw[transport], url)),
             },
         )
     runner.run(client.aclose())

@@ -88,8 +88,12 @@ def main(argv: list[str] | None = None) -> int:
             from bench import bench_tls
 
             with bench_tls.certificates() as (ca_file, chain, key), responder(chain, key) as tls_url:
-                results += bench_tls.run(url, tls_url, ca_file, ops, rounds)
-                targets += bench_tls.TARGETS
+                tls_results = bench_tls.run(url, tls_url, ca_file, ops, rounds)
+                results, targets = results + tls_results, targets + bench_tls.TARGETS
+                extra["tls_cost_us"] = added = bench_tls.tls_cost(tls_results)
+                print("what TLS adds to a call on a reused connection (wall, CPU):")
+                for who, tls_us in added.items():
+                    print(f"  {who}: {tls_us['wall_us']:.1f} us, {tls_us['cpu_us']:.1f} us")
             bench_http.configure(url)
         if "cpu" in sections:
             us = min(bench_http.cpu_per_call(ops * 20) for _ in range(3))

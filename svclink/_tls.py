@@ -91,14 +91,20 @@ def _reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def load_all(settings: Settings) -> None:
+def load_all(settings: Settings, *, fresh: bool = False) -> None:
     """Build every context the settings name files for, so that a missing or unreadable file
-    fails at configure time, not on the first call."""
+    fails at configure time, not on the first call. ``fresh`` reads the files again even for
+    a configuration seen before: a certificate renewed in place is picked up by configuring
+    anew (service objects made after that use the new context)."""
     plans = [global_plan(settings), *(service_plan(settings, s) for s in settings.service_tls)]
-    for plan in plans:
-        config = plan.config
-        if config.ca_file is not None or config.client_cert is not None:
-            context(config)
+    configs = {p.config for p in plans if p.config.ca_file is not None or p.config.client_cert is not None}
+    if fresh:
+        built = {config: _build(config) for config in configs}  # all or nothing: a bad file changes none
+        with _lock:
+            _contexts.update(built)
+        return
+    for config in configs:
+        context(config)
 
 
 def http_context(settings: Settings, service: str, base_url: str) -> ssl.SSLContext | None:

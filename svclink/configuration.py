@@ -3,6 +3,7 @@
 Core checks every value without touching the disk; the TLS files the settings name are
 read here, before the settings are installed, so a missing CA file or a wrong key
 password fails at configure time with the setting named, and nothing is half-installed.
+Each ``configure()`` reads them anew: that is how a renewed certificate is taken up.
 """
 
 from __future__ import annotations
@@ -21,6 +22,6 @@ def configure(**values: Any) -> Settings:
     :func:`svclink.logs.install`): from here on they carry the request id and are redacted.
     """
     settings = load(values)
-    load_all(settings)
+    load_all(settings, fresh=True)
     logs.install()
     return install(settings)

@@ -242,3 +242,16 @@ def test_one_context_per_configuration_is_built_once_and_shared_by_every_transpo
     svclink.sync.close()
     assert loads == ["ca"]  # the CA file was read once, for twelve calls over four transports
     assert https.handshakes == 4  # one connection per transport, reused
+
+
+def test_configuring_again_reads_a_certificate_renewed_in_place(
+    side: Side, https: TestServer, pki: PKI
+) -> None:
+    bundle = pki.base / "renewed-ca.pem"
+    bundle.write_bytes(pki.other_ca.cert_pem.bytes())  # a CA that did not sign the server
+    use_server(https, tls_ca_file=str(bundle), retry=svclink.RetryPolicy(total=0))
+    with pytest.raises(svclink.ServiceTLSError):
+        side.call("user", "GET", "/hello")
+    bundle.write_bytes(Path(pki.ca_file).read_bytes())  # the secret's file replaced, same path
+    use_server(https, tls_ca_file=str(bundle))
+    assert side.call("user", "GET", "/hello") == {"hello": "tls"}
