@@ -255,3 +255,17 @@ def test_configuring_again_reads_a_certificate_renewed_in_place(
     bundle.write_bytes(Path(pki.ca_file).read_bytes())  # the secret's file replaced, same path
     use_server(https, tls_ca_file=str(bundle))
     assert side.call("user", "GET", "/hello") == {"hello": "tls"}
+
+
+def test_a_server_that_speaks_nothing_newer_than_tls_1_1_is_refused(side: Side, pki: PKI) -> None:
+    import ssl
+
+    server_context = pki.server_context()
+    server_context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    server_context.maximum_version = ssl.TLSVersion.TLSv1_1
+    server_context.set_ciphers("DEFAULT:@SECLEVEL=0")  # let OpenSSL offer TLS 1.1 at all
+    server = TestServer(tls=server_context).start()
+    try:
+        _refused(side, server, svclink.TLSFailure.HANDSHAKE, tls_ca_file=pki.ca_file)
+    finally:
+        server.stop()
