@@ -130,7 +130,8 @@ def failure_of(exc: BaseException, sent_client_cert: bool) -> TLSFailure | None:
         if isinstance(found, ssl.SSLCertVerificationError):
             return classify(found.verify_code, None, sent_client_cert)
         if isinstance(found, ssl.SSLError) and not isinstance(found, _BREAKS):
-            return classify(None, found.reason or str(found), sent_client_cert)
+            # getattr: a library's class that is also an SSLError (aiohttp's) may lack ssl's fields
+            return classify(None, getattr(found, "reason", None) or str(found), sent_client_cert)
     return None
 
 
