@@ -33,6 +33,7 @@ from ..core.events.running import Phase, State, explain_lost, handler_timeout_er
 from ..core.events.topology import ConsumerConfig, topology
 from ..core.logs import logger
 from ..core.settings import Settings
+from ..core.telemetry import HandlerSpan, NoHandlerSpan
 from ._loops import close_soon, close_with_loop, closes_done
 from ._memory import MemoryLink, MemorySession
 from ._pika_link import PikaLink
@@ -129,11 +130,12 @@ class Publisher(BasePublisher):
 
         Raises exactly what :meth:`svclink.sync.Publisher.publish` raises.
         """
-        sending = self._sending_one(
-            event_type, data, exchange=exchange, event_id=event_id, headers=headers, timeout=timeout,
-            layout=format, now=time.monotonic(), wall=time.time(),
-        )  # fmt: skip
-        await self._send(sending)
+        with self.traced(event_type, exchange):
+            sending = self._sending_one(
+                event_type, data, exchange=exchange, event_id=event_id, headers=headers, timeout=timeout,
+                layout=format, now=time.monotonic(), wall=time.time(),
+            )  # fmt: skip
+            await self._send(sending)
         return sending.event()
 
     async def publish_many(
@@ -148,10 +150,16 @@ class Publisher(BasePublisher):
 
         As :meth:`svclink.sync.Publisher.publish_many`.
         """
-        sending = self._sending_many(
-            events, exchange=exchange, timeout=timeout, layout=format, now=time.monotonic(), wall=time.time()
-        )
-        await self._send(sending)
+        with self.traced("", exchange):
+            sending = self._sending_many(
+                events,
+                exchange=exchange,
+                timeout=timeout,
+                layout=format,
+                now=time.monotonic(),
+                wall=time.time(),
+            )
+            await self._send(sending)
         return sending.events()
 
     async def _send(self, sending: Sending) -> None:
@@ -371,8 +379,8 @@ class EventConsumer(BaseConsumer[Handler]):
         step = self._receive(config, delivery, now=time.monotonic(), wall=time.time())
         if not isinstance(step, Handle):
             return step
-        error = await _call(step, self.handler_timeout)
-        return self._settle(config, delivery, step, error)
+        error = await _call(step, self.handler_timeout, self.traced(config, delivery, step))
+        return self._settle(config, delivery, step, error, time.monotonic())
 
 
 async def _first(*waits: Awaitable[Any]) -> None:
@@ -386,9 +394,20 @@ async def _first(*waits: Awaitable[Any]) -> None:
                 future.cancel()
 
 
-async def _call(step: Handle[Handler], limit: float) -> BaseException | None:
-    """Run a handler with the publisher's request context bound, for at most ``limit`` seconds;
-    its exception (or :class:`~svclink.HandlerTimeout`) is the outcome."""
+async def _call(
+    step: Handle[Handler], limit: float, span: HandlerSpan | NoHandlerSpan
+) -> BaseException | None:
+    """Run a handler in its span, with the publisher's request context bound, for at most
+    ``limit`` seconds; its exception (or :class:`~svclink.HandlerTimeout`) is the outcome
+    (and the span's)."""
+    with span:
+        error = await _run(step, limit)
+        if error is not None:
+            span.failed(error)
+    return error
+
+
+async def _run(step: Handle[Handler], limit: float) -> BaseException | None:
     deadline = asyncio.timeout(limit)
     try:
         with bind(step.event.context):

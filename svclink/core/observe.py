@@ -61,6 +61,24 @@ class PublishInfo:
     error: str | None
 
 
+@attrs.frozen
+class ConsumeInfo:
+    """One message a consumer finished with: handled, sent to retry, or dead-lettered."""
+
+    queue: str
+    event_type: str | None
+    event_id: str | None
+    attempt: int
+    #: "ack", "retry" or "dead-letter"
+    outcome: str
+    #: why it was dead-lettered ("max-attempts", "undecodable", ...), if it was
+    reason: str | None
+    #: the handler's exception class name, if it raised
+    error: str | None
+    #: how long the handler ran (None when no handler ran)
+    duration: float | None
+
+
 class Observer:
     """Base class of observers; every hook does nothing until overridden."""
 
@@ -75,6 +93,12 @@ class Observer:
 
     def on_publish(self, info: PublishInfo) -> None:
         """After each publish, confirmed or not."""
+
+    def on_retry_budget(self, service: str) -> None:
+        """When a retry is refused because the service's retry budget is spent."""
+
+    def on_consume(self, info: ConsumeInfo) -> None:
+        """After a consumer has finished with a message (acked, delayed or dead-lettered)."""
 
 
 class LoggingObserver(Observer):
@@ -98,9 +122,25 @@ class LoggingObserver(Observer):
         self.log.log(level, "publish %s", info)
 
 
+#: observers of the whole process (telemetry), beside each settings' own
+_installed: tuple[Observer, ...] = ()
+
+
+def add_observer(observer: Observer) -> None:
+    """Report to ``observer`` from every service and consumer of the process, whatever the settings."""
+    global _installed
+    _installed = (*_installed, observer)
+
+
+def watching(observers: tuple[Observer, ...]) -> bool:
+    """Is anyone listening? (a report is built only then)."""
+    return bool(observers or _installed)
+
+
 def notify(observers: Iterable[Observer], hook: str, *args: object) -> None:
-    """Call ``hook`` on every observer; an observer's exception is logged, never raised."""
-    for observer in observers:
+    """Call ``hook`` on every observer (the settings' and the process's); an observer's
+    exception is logged, never raised."""
+    for observer in (*observers, *_installed):
         try:
             getattr(observer, hook)(*args)
         except Exception:

@@ -35,6 +35,7 @@ from ..core.events.topology import ConsumerConfig, topology
 from ..core.locks import ForkSafeLock
 from ..core.logs import logger
 from ..core.settings import Settings
+from ..core.telemetry import HandlerSpan, NoHandlerSpan
 from ._handlers import HandlerThreads, Job
 from ._memory import MemoryLink, MemorySession
 from ._pika_link import PikaLink
@@ -123,11 +124,12 @@ class Publisher(BasePublisher):
         bound for it, :class:`~svclink.PublishNacked`, :class:`~svclink.PublishTimeout`, or
         :class:`~svclink.BrokerUnavailable` when no broker can be reached in time.
         """
-        sending = self._sending_one(
-            event_type, data, exchange=exchange, event_id=event_id, headers=headers, timeout=timeout,
-            layout=format, now=time.monotonic(), wall=time.time(),
-        )  # fmt: skip
-        self._send(sending)
+        with self.traced(event_type, exchange):
+            sending = self._sending_one(
+                event_type, data, exchange=exchange, event_id=event_id, headers=headers, timeout=timeout,
+                layout=format, now=time.monotonic(), wall=time.time(),
+            )  # fmt: skip
+            self._send(sending)
         return sending.event()
 
     def publish_many(
@@ -144,10 +146,16 @@ class Publisher(BasePublisher):
         ``published`` (the events confirmed) and ``failed`` (``(event, error)`` pairs)
         attached to it. One bad event refuses the whole batch before any I/O.
         """
-        sending = self._sending_many(
-            events, exchange=exchange, timeout=timeout, layout=format, now=time.monotonic(), wall=time.time()
-        )
-        self._send(sending)
+        with self.traced("", exchange):
+            sending = self._sending_many(
+                events,
+                exchange=exchange,
+                timeout=timeout,
+                layout=format,
+                now=time.monotonic(),
+                wall=time.time(),
+            )
+            self._send(sending)
         return sending.events()
 
     def _send(self, sending: Sending) -> None:
@@ -306,11 +314,12 @@ class EventConsumer(BaseConsumer[Handler]):
         def overdue() -> None:
             if unsettled.acquire(blocking=False):
                 error = handler_timeout_error(self.handler_timeout)
-                session.finish(received, self._settle(config, delivery, step, error))
+                session.finish(received, self._settle(config, delivery, step, error, time.monotonic()))
 
-        error = session.run(lambda: _call(step), self.handler_timeout, overdue)
+        span = self.traced(config, delivery, step)
+        error = session.run(lambda: _call(step, span), self.handler_timeout, overdue)
         if unsettled.acquire(blocking=False):
-            session.finish(received, self._settle(config, delivery, step, error))
+            session.finish(received, self._settle(config, delivery, step, error, time.monotonic()))
 
     def _serve_concurrently(self, session: Session, config: ConsumerConfig, concurrency: int) -> None:
         """Up to ``concurrency`` handlers on threads of their own; this thread keeps the connection."""
@@ -362,7 +371,8 @@ class EventConsumer(BaseConsumer[Handler]):
     ) -> None:
         step = self._receive(config, received.delivery, now=time.monotonic(), wall=time.time())
         if isinstance(step, Handle):
-            running[received.tag] = job = Job(received, step, _call)
+            span = self.traced(config, received.delivery, step)
+            running[received.tag] = job = Job(received, step, lambda s: _call(s, span))
             threads.start(job)
         else:
             session.finish(received, step)
@@ -378,20 +388,28 @@ class EventConsumer(BaseConsumer[Handler]):
                 break
             if running.get(job.received.tag) is job:
                 del running[job.received.tag]
-                session.finish(job.received, self._settle(config, job.received.delivery, job.step, error))
+                session.finish(
+                    job.received,
+                    self._settle(config, job.received.delivery, job.step, error, time.monotonic()),
+                )
         now = time.monotonic()
         for job in [j for j in running.values() if overdue(j.started, self.handler_timeout, now)]:
             del running[job.received.tag]
             threads.abandon(job)
             error = handler_timeout_error(self.handler_timeout)
-            session.finish(job.received, self._settle(config, job.received.delivery, job.step, error))
+            session.finish(
+                job.received, self._settle(config, job.received.delivery, job.step, error, time.monotonic())
+            )
 
 
-def _call(step: Handle[Handler]) -> BaseException | None:
-    """Run a handler with the publisher's request context bound; its exception is the outcome."""
-    try:
-        with bind(step.event.context):
-            step.handler(step.event)
-    except Exception as exc:
-        return exc
+def _call(step: Handle[Handler], span: HandlerSpan | NoHandlerSpan) -> BaseException | None:
+    """Run a handler in its span, with the publisher's request context bound; its exception
+    is the outcome (and the span's)."""
+    with span:
+        try:
+            with bind(step.event.context):
+                step.handler(step.event)
+        except Exception as exc:
+            span.failed(exc)
+            return exc
     return None

@@ -104,51 +104,52 @@ class Service(BaseService):
 
         See :doc:`/http` for every argument; the aio twin takes the same ones.
         """
-        plan = self.plan(
-            method,
-            endpoint,
-            query_params=query_params,
-            path_params=path_params,
-            payload=payload,
-            files=files,
-            headers=headers,
-            propagate_error=propagate_error,
-            include_status_code=include_status_code,
-            response_timeout=response_timeout,
-            retry_count=retry_count,
-            idempotency_key=idempotency_key,
-            raw_response=raw_response,
-            max_response_size=max_response_size,
-            wall=time.time(),
-        )
-        call = Call.start(plan, time.monotonic(), self.guard)
-        while True:
-            request = call.request(time.monotonic())
-            step: Retry | Done
-            failure: NoResponse | TooLarge | None = None
-            try:
-                stub = stubs.get(self.name)
-                answer = stub(request) if stub is not None else self._send(request)
-            except (NoResponse, TooLarge) as exc:
-                failure = exc
-            # outside the except block: the error raised carries no chained transport exception,
-            # whose text (the URL and its query string) svclink does not control
-            if isinstance(failure, TooLarge):
-                call.oversized(failure, time.monotonic())
-            if isinstance(failure, NoResponse):
-                now, rand = time.monotonic(), random.random()
-                step = call.failed(
-                    failure.kind, failure.detail, now, rand, failure.tls, reused=failure.reused
-                )
-            else:
-                status, reason, response_headers, body = answer
-                step = call.received(
-                    status, reason, response_headers, body,
-                    now=time.monotonic(), wall=time.time(), rand=random.random(),
-                )  # fmt: skip
-            if isinstance(step, Done):
-                return step.value
-            time.sleep(step.wait)
+        with self.traced(method, endpoint):
+            plan = self.plan(
+                method,
+                endpoint,
+                query_params=query_params,
+                path_params=path_params,
+                payload=payload,
+                files=files,
+                headers=headers,
+                propagate_error=propagate_error,
+                include_status_code=include_status_code,
+                response_timeout=response_timeout,
+                retry_count=retry_count,
+                idempotency_key=idempotency_key,
+                raw_response=raw_response,
+                max_response_size=max_response_size,
+                wall=time.time(),
+            )
+            call = Call.start(plan, time.monotonic(), self.guard)
+            while True:
+                request = call.request(time.monotonic())
+                step: Retry | Done
+                failure: NoResponse | TooLarge | None = None
+                try:
+                    stub = stubs.get(self.name)
+                    answer = stub(request) if stub is not None else self._send(request)
+                except (NoResponse, TooLarge) as exc:
+                    failure = exc
+                # outside the except block: the error raised carries no chained transport exception,
+                # whose text (the URL and its query string) svclink does not control
+                if isinstance(failure, TooLarge):
+                    call.oversized(failure, time.monotonic())
+                if isinstance(failure, NoResponse):
+                    now, rand = time.monotonic(), random.random()
+                    step = call.failed(
+                        failure.kind, failure.detail, now, rand, failure.tls, reused=failure.reused
+                    )
+                else:
+                    status, reason, response_headers, body = answer
+                    step = call.received(
+                        status, reason, response_headers, body,
+                        now=time.monotonic(), wall=time.time(), rand=random.random(),
+                    )  # fmt: skip
+                if isinstance(step, Done):
+                    return step.value
+                time.sleep(step.wait)
 
     def _send(self, request: HTTPRequest) -> Answer:
         """Perform one attempt; headers and body are read under the attempt's whole time budget.

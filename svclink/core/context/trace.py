@@ -60,6 +60,11 @@ def _otel() -> tuple[ModuleType, ModuleType, ModuleType] | None:
     return _modules
 
 
+def api() -> tuple[ModuleType, ModuleType, ModuleType] | None:
+    """The OpenTelemetry API's ``context``, ``propagate`` and ``trace`` modules, or None."""
+    return _otel()
+
+
 def available() -> bool:
     """Is the OpenTelemetry API installed?"""
     return _otel() is not None

@@ -17,9 +17,11 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import attrs
 
+from ..context import trace
 from ..context.incoming import log_incoming
 from ..errors import EventError
 from ..settings import Settings, get_settings
+from ..telemetry import NO_HANDLER_SPAN, HandlerSpan, NoHandlerSpan, consumer_span, report_consume, span
 from .broker import default_name
 from .envelope import Event
 from .handling import Disposition, Handle, HandlerTable, log_disposition, receive, settle
@@ -234,12 +236,38 @@ class BaseConsumer(Generic[H]):
             log_incoming(step.incoming, "event")
         else:
             log_disposition(config, delivery, step)
+            report_consume(self.settings, config, delivery, step)
         return step
 
     def _settle(
-        self, config: ConsumerConfig, delivery: Delivery, step: Handle[H], error: BaseException | None
+        self,
+        config: ConsumerConfig,
+        delivery: Delivery,
+        step: Handle[H],
+        error: BaseException | None,
+        now: float | None = None,
     ) -> Disposition:
-        """What becomes of a message whose handler returned (``error`` None) or raised (logged)."""
+        """What becomes of a message whose handler returned (``error`` None) or raised (logged);
+        ``now`` (monotonic) gives the handler's duration to the observers."""
         decision = settle(delivery, config, error)
         log_disposition(config, delivery, decision, step.event, error)
+        duration = None if now is None else now - step.received
+        report_consume(self.settings, config, delivery, decision, step.event, error, duration)
         return decision
+
+    def traced(
+        self, config: ConsumerConfig, delivery: Delivery, step: Handle[H]
+    ) -> HandlerSpan | NoHandlerSpan:
+        """The CONSUMER span of one handler run, child of the publisher's trace (a shared
+        no-op without OpenTelemetry); the driver runs the handler inside it."""
+        if not trace.available():
+            return NO_HANDLER_SPAN
+        event = step.event
+        name, attributes = consumer_span(
+            config.queue, delivery, event.event_type, event.event_id, event.attempt
+        )
+        context = event.context
+        parent = None
+        if context is not None and context.traceparent is not None:
+            parent = {"traceparent": context.traceparent, "tracestate": context.tracestate or ""}
+        return HandlerSpan(span("CONSUMER", name, attributes, parent), config, delivery)

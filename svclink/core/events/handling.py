@@ -152,6 +152,8 @@ class Handle(Generic[H]):
     handler: H
     #: how the message's context was read (for the driver to log what was not trusted)
     incoming: Incoming
+    #: when the message was received (monotonic clock), for the handler's duration
+    received: float = 0.0
 
 
 def attempt_of(delivery: Delivery) -> int:
@@ -203,7 +205,7 @@ def receive(
     handler = table.find(event.event_type)
     if handler is None:
         return Ack(handled=False, event_type=event.event_type)
-    return Handle(attrs.evolve(event, context=read.context), handler, read)
+    return Handle(attrs.evolve(event, context=read.context), handler, read, now)
 
 
 def settle(delivery: Delivery, config: ConsumerConfig, error: BaseException | None) -> Disposition:

@@ -27,10 +27,12 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from ..context import trace
 from ..errors import BrokerUnavailable, InvalidEvent, PublishError
 from ..locks import ForkSafeLock
 from ..observe import Observer, PublishInfo, notify
 from ..settings import Settings, get_settings
+from ..telemetry import NO_SPAN, annotate, producer_span, span
 from .broker import default_name
 from .envelope import Event
 from .message import OutgoingMessage, prepare
@@ -205,6 +207,14 @@ class BasePublisher:
         observers = self.settings.observers
         return Observed(observers, sending, clock) if observers else _UNOBSERVED
 
+    def traced(self, event_type: str, exchange: str | None) -> Any:
+        """The PRODUCER span of one publish (or batch), current while it is prepared and sent,
+        so the message's trace headers name it; a shared no-op without OpenTelemetry."""
+        if not trace.available():
+            return NO_SPAN
+        name, attributes = producer_span(exchange or self.settings.event_exchange, str(event_type))
+        return span("PRODUCER", name, attributes)
+
     def _sending_one(
         self,
         event_type: str,
@@ -231,6 +241,8 @@ class BasePublisher:
             headers=headers,
             layout=layout,
         )
+        if trace.available():
+            annotate({"messaging.message.id": prepared[0].event_id})
         return Sending([prepared], deadline)
 
     def _sending_many(

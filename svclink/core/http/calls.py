@@ -32,7 +32,7 @@ from ..errors import (
     class_for_status,
 )
 from ..logs import logger
-from ..observe import AttemptInfo, CallInfo, Observer, notify
+from ..observe import AttemptInfo, CallInfo, Observer, notify, watching
 from ..policy.breaker import CircuitBreaker
 from ..policy.budget import RetryBudget
 from ..policy.retry import STOP, Decision, Outcome, RetryPolicy, parse_retry_after
@@ -273,6 +273,7 @@ class Call:
             log.info(
                 "not retrying %s %s%s: retry budget spent", self.method, self.plan.service, self.plan.endpoint
             )
+            notify(self.guard.observers, "on_retry_budget", self.plan.service)
             return STOP
         return decision
 
@@ -287,7 +288,7 @@ class Call:
     def _observe_attempt(
         self, status: int | None, failure: str | None, now: float, decision: Decision
     ) -> None:
-        if self.guard.observers:
+        if watching(self.guard.observers):
             plan = self.plan
             info = AttemptInfo(
                 plan.service, self.method, plan.endpoint, self.attempts, status, failure,
@@ -296,7 +297,7 @@ class Call:
             notify(self.guard.observers, "on_attempt", info)
 
     def _observe_call(self, status: int | None, error: str | None, now: float) -> None:
-        if self.guard.observers:
+        if watching(self.guard.observers):
             plan = self.plan
             info = CallInfo(
                 plan.service, self.method, plan.endpoint, self.attempts, status, error, now - self.started

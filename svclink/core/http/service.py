@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from .. import durations
+from ..context import trace
 from ..context.outgoing import add_insanic_request_id, check_header, outgoing_headers, sign_headers
 from ..context.value import current
 from ..errors import InvalidRequest
@@ -27,7 +28,9 @@ from ..observe import notify
 from ..policy.breaker import CircuitBreaker, State
 from ..policy.budget import RetryBudget
 from ..policy.retry import RetryPolicy
+from ..redact import redact_url
 from ..settings import Settings
+from ..telemetry import NO_SPAN, annotate, client_span, span
 from ..tls import service_plan
 from . import multipart
 from .calls import CallPlan, Guard
@@ -238,6 +241,14 @@ class BaseService:
     def port(self, _value: object) -> None:
         raise AttributeError(_read_only(self.name, "port"))
 
+    def traced(self, method: str, endpoint: str) -> Any:
+        """The CLIENT span of one ``http_dispatch`` (current while it runs, so the trace headers
+        name it and the call flow's reports land on it); a shared no-op without OpenTelemetry."""
+        if not trace.available():
+            return NO_SPAN
+        name, attributes = client_span(self.name, str(method).upper(), str(endpoint), self.base_url)
+        return span("CLIENT", name, attributes)
+
     def plan(
         self,
         method: str,
@@ -302,6 +313,8 @@ class BaseService:
         if wall is not None:
             ttl = max(settings.context_ttl, timeout)
             sign_headers(hdrs, settings, ctx, audience=self.name, wall=wall, ttl=ttl)
+        if trace.available():  # the CLIENT span (see traced) learns the URL once it is built
+            annotate({"url.full": redact_url(url)})
         return CallPlan(
             service=self.name,
             method=method,
