@@ -122,3 +122,16 @@ def test_a_dead_lettered_event_is_counted_with_its_reason(env: EventEnv, telemet
     assert attributes["svclink.outcome"] == "dead-letter"
     assert attributes["svclink.dead_letter_reason"] == "max-attempts"
     assert spans[0].status.status_code is StatusCode.ERROR
+
+
+def test_publishes_are_timed_until_confirmed(env: EventEnv, telemetry: Telemetry) -> None:
+    env.sink(["audit.*"], "audit")
+    before = telemetry.count(
+        "messaging.client.operation.duration", **{"messaging.destination.name": env.exchange}
+    )
+    env.publish("audit.logged", {"n": 1})
+    env.pub.publish_many([("audit.logged", {"n": 2}), ("audit.logged", {"n": 3})], exchange=env.exchange)
+    after = telemetry.count(
+        "messaging.client.operation.duration", **{"messaging.destination.name": env.exchange}
+    )
+    assert after == before + 3

@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar
 from ..context import trace
 from ..errors import BrokerUnavailable, InvalidEvent, PublishError
 from ..locks import ForkSafeLock
-from ..observe import Observer, PublishInfo, notify
+from ..observe import Observer, PublishInfo, notify, watching
 from ..settings import Settings, get_settings
 from ..telemetry import NO_SPAN, annotate, producer_span, span
 from .broker import default_name
@@ -205,7 +205,7 @@ class BasePublisher:
         """Wrap a send (``with``) so that ``Observer.on_publish`` hears of each of its messages;
         ``clock`` is the driver's monotonic clock, for the latency."""
         observers = self.settings.observers
-        return Observed(observers, sending, clock) if observers else _UNOBSERVED
+        return Observed(observers, sending, clock) if watching(observers) else _UNOBSERVED
 
     def traced(self, event_type: str, exchange: str | None) -> Any:
         """The PRODUCER span of one publish (or batch), current while it is prepared and sent,
