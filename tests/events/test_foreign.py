@@ -61,7 +61,13 @@ def test_any_json_object_is_an_event_with_type_id_and_context_from_its_headers(e
     queue = env.queue()
     env.consume(queue, {"user.updated": rec, "order.paid": rec}, bindings=["user.*", "order.*"])
     body = json.dumps({"user_id": 5, "changes": {"name": "b"}}).encode()
-    headers = {"event_type": "user.updated", "X-Request-ID": "req-from-api", "user_id": 5}
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    headers = {
+        "event_type": "user.updated",
+        "X-Request-ID": "req-from-api",
+        "traceparent": trace,
+        "user_id": 5,
+    }
     env.broker.publish_raw(env.exchange, "user.anything", body, headers)
     env.broker.publish_raw(env.exchange, "user.anything", body, headers)  # the same message again
     env.broker.publish_raw(env.exchange, "order.paid", b'{"order_id": "o-1", "event_id": "evt-o-1"}')
@@ -74,7 +80,7 @@ def test_any_json_object_is_an_event_with_type_id_and_context_from_its_headers(e
     assert first.data == {"user_id": 5, "changes": {"name": "b"}} and first.format == "foreign"
     assert first.event_id == again.event_id  # the same message has the same id: deduplication works
     assert first_rid == "req-from-api" and first.context is not None
-    assert first.context.request_id == "req-from-api"
+    assert first.context.request_id == "req-from-api" and first.context.traceparent == trace
     assert paid_rid is not None and paid_rid != "req-from-api"  # no header: a fresh one
     assert env.broker.count(queue + ".dead") == 0
 
