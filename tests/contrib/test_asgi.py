@@ -227,3 +227,29 @@ def test_lifespan_passes_straight_through() -> None:
     scope = {"type": "lifespan", "asgi": {"version": "3.0"}}
     run_asgi(SvclinkMiddleware(lifespan_app), scope, [])
     assert scopes == [scope] and "svclink" not in scope
+
+
+@pytest.fixture(scope="module")
+def b_in_an_insanic_fleet(c: TestServer) -> Iterator[Uvicorn]:
+    env = clean_env(
+        SVCLINK_SERVICE_NAME="b",
+        SVCLINK_SERVICE_CONNECTIONS="c",
+        SVCLINK_SERVICE_C_URL=c.url,
+        SVCLINK_INSANIC_HEADERS="true",
+    )
+    server = Uvicorn("tests.asgi_app:app", env)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_an_insanic_callers_request_id_goes_on_under_both_names(
+    b_in_an_insanic_fleet: Uvicorn, c: TestServer, app: str
+) -> None:
+    rid = f"insanic-{app[1:]}-0123456789abcdef"
+    made = requests.get(  # as an Insanic service calls: its own header only
+        f"{b_in_an_insanic_fleet.url}{app}/call-c", headers={"X-Insanic-Request-ID": rid}, timeout=8
+    )
+    assert made.json()["request_id"] == rid
+    (req,) = seen_by_c(c, rid)
+    assert req.headers["x-insanic-request-id"] == rid  # an Insanic service C sees it too

@@ -97,7 +97,7 @@ def test_kombu_consumers_read_svclink_flat_events(rabbit_env: EventEnv) -> None:
     queue = kombu.Queue(rabbit_env.queue("kombu"), exchange=exchange, routing_key="user.*")
 
     def on_message(body: dict[str, Any], message: kombu.Message) -> None:
-        received.append((body, dict(message.headers)))
+        received.append((body, {**message.headers, "delivery_mode": message.properties.get("delivery_mode")}))
         message.ack()
 
     with (
@@ -109,6 +109,7 @@ def test_kombu_consumers_read_svclink_flat_events(rabbit_env: EventEnv) -> None:
         connection.drain_events(timeout=8)
     [(body, headers)] = received
     assert headers["event_type"] == "user.updated" and headers["X-Request-ID"] == "req-to-kombu"
+    assert headers["delivery_mode"] == 2  # persistent, as an envelope is
     assert body == {
         "event_type": "user.updated",
         "event_id": sent.event_id,
