@@ -125,6 +125,7 @@ class Publisher(BasePublisher):
         headers: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         format: str | None = None,
+        unroutable: str | None = None,
     ) -> Event:
         """Publish one event and wait for the broker's confirm; returns the event as sent.
 
@@ -133,7 +134,7 @@ class Publisher(BasePublisher):
         with self.traced(event_type, exchange):
             sending = self._sending_one(
                 event_type, data, exchange=exchange, event_id=event_id, headers=headers, timeout=timeout,
-                layout=format, now=time.monotonic(), wall=time.time(),
+                layout=format, now=time.monotonic(), wall=time.time(), unroutable=unroutable,
             )  # fmt: skip
             await self._send(sending)
         return sending.event()
@@ -145,6 +146,7 @@ class Publisher(BasePublisher):
         exchange: str | None = None,
         timeout: float | None = None,
         format: str | None = None,
+        unroutable: str | None = None,
     ) -> list[Event]:
         """Publish ``(event_type, data)`` pairs pipelined, waiting once for all their confirms.
 
@@ -158,6 +160,7 @@ class Publisher(BasePublisher):
                 layout=format,
                 now=time.monotonic(),
                 wall=time.time(),
+                unroutable=unroutable,
             )
             await self._send(sending)
         return sending.events()
@@ -380,7 +383,7 @@ class EventConsumer(BaseConsumer[Handler]):
         if not isinstance(step, Handle):
             return step
         error = await _call(step, self.handler_timeout, self.traced(config, delivery, step))
-        return self._settle(config, delivery, step, error, time.monotonic())
+        return self._settle(config, delivery, step, error, time.monotonic(), wall=time.time())
 
 
 async def _first(*waits: Awaitable[Any]) -> None:

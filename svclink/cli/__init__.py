@@ -80,12 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     listen.add_argument("patterns", nargs="+", metavar="PATTERN", help="routing-key patterns such as user.*")
     listen.add_argument("--exchange", help="the topic exchange (default: the settings' event exchange)")
 
-    from . import declare, worker
+    from . import dead, declare, worker
 
     worker.add_arguments(commands.add_parser("worker", help="run consumers until SIGTERM (graceful stop)"))
     declare.add_arguments(
         commands.add_parser("declare", help="declare the consumers' exchanges, queues and bindings")
     )
+    dead.add_parser(commands)
 
     check = commands.add_parser("check", help="check the settings, the required services and the broker")
     check.add_argument(
@@ -195,6 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from . import declare
 
             return declare.run(args)
+        if args.command == "dead":
+            from . import dead
+
+            return dead.run(args)
         from . import events
 
         return events.run(args)

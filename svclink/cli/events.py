@@ -58,7 +58,7 @@ def publish(event_type: str, data: Any, exchange: str | None) -> int:
     settings = _real_broker(get_settings())
     publisher = Publisher(settings, connection_name=default_name(settings, "publish"))
     try:
-        event = publisher.publish(event_type, data, exchange=exchange)
+        event = publisher.publish(event_type, data, exchange=exchange, unroutable="raise")  # say so, exit 1
     finally:
         publisher.close()
     print(event.event_id)

@@ -79,6 +79,16 @@ class ConsumeInfo:
     duration: float | None
 
 
+@attrs.frozen
+class UnroutableInfo:
+    """An event published under ``unroutable="warn"`` that no queue took."""
+
+    exchange: str
+    routing_key: str
+    event_type: str
+    event_id: str
+
+
 class Observer:
     """Base class of observers; every hook does nothing until overridden."""
 
@@ -99,6 +109,9 @@ class Observer:
 
     def on_consume(self, info: ConsumeInfo) -> None:
         """After a consumer has finished with a message (acked, delayed or dead-lettered)."""
+
+    def on_unroutable(self, info: UnroutableInfo) -> None:
+        """When a published event reached no queue and ``unroutable`` is ``"warn"``."""
 
 
 class LoggingObserver(Observer):

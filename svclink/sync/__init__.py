@@ -9,7 +9,18 @@ from .._extras import require
 require("requests", "sync")
 require("pika", "sync")
 
+from .dead import DeadEvent, DeadLetters  # noqa: E402
 from .events import Event, EventConsumer, Publisher, get_publisher  # noqa: E402
 from .http import Service, close, get_service  # noqa: E402
 
-__all__ = ["Event", "EventConsumer", "Publisher", "Service", "close", "get_publisher", "get_service"]
+__all__ = [
+    "DeadEvent",
+    "DeadLetters",
+    "Event",
+    "EventConsumer",
+    "Publisher",
+    "Service",
+    "close",
+    "get_publisher",
+    "get_service",
+]

@@ -111,6 +111,7 @@ class Publisher(BasePublisher):
         headers: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         format: str | None = None,
+        unroutable: str | None = None,
     ) -> Event:
         """Publish one event and wait for the broker's confirm; returns the event as sent.
 
@@ -127,7 +128,7 @@ class Publisher(BasePublisher):
         with self.traced(event_type, exchange):
             sending = self._sending_one(
                 event_type, data, exchange=exchange, event_id=event_id, headers=headers, timeout=timeout,
-                layout=format, now=time.monotonic(), wall=time.time(),
+                layout=format, now=time.monotonic(), wall=time.time(), unroutable=unroutable,
             )  # fmt: skip
             self._send(sending)
         return sending.event()
@@ -139,6 +140,7 @@ class Publisher(BasePublisher):
         exchange: str | None = None,
         timeout: float | None = None,
         format: str | None = None,
+        unroutable: str | None = None,
     ) -> list[Event]:
         """Publish ``(event_type, data)`` pairs pipelined, waiting once for all their confirms.
 
@@ -154,6 +156,7 @@ class Publisher(BasePublisher):
                 layout=format,
                 now=time.monotonic(),
                 wall=time.time(),
+                unroutable=unroutable,
             )
             self._send(sending)
         return sending.events()
@@ -314,12 +317,16 @@ class EventConsumer(BaseConsumer[Handler]):
         def overdue() -> None:
             if unsettled.acquire(blocking=False):
                 error = handler_timeout_error(self.handler_timeout)
-                session.finish(received, self._settle(config, delivery, step, error, time.monotonic()))
+                session.finish(
+                    received, self._settle(config, delivery, step, error, time.monotonic(), wall=time.time())
+                )
 
         span = self.traced(config, delivery, step)
         error = session.run(lambda: _call(step, span), self.handler_timeout, overdue)
         if unsettled.acquire(blocking=False):
-            session.finish(received, self._settle(config, delivery, step, error, time.monotonic()))
+            session.finish(
+                received, self._settle(config, delivery, step, error, time.monotonic(), wall=time.time())
+            )
 
     def _serve_concurrently(self, session: Session, config: ConsumerConfig, concurrency: int) -> None:
         """Up to ``concurrency`` handlers on threads of their own; this thread keeps the connection."""
@@ -390,7 +397,9 @@ class EventConsumer(BaseConsumer[Handler]):
                 del running[job.received.tag]
                 session.finish(
                     job.received,
-                    self._settle(config, job.received.delivery, job.step, error, time.monotonic()),
+                    self._settle(
+                        config, job.received.delivery, job.step, error, time.monotonic(), wall=time.time()
+                    ),
                 )
         now = time.monotonic()
         for job in [j for j in running.values() if overdue(j.started, self.handler_timeout, now)]:
@@ -398,7 +407,10 @@ class EventConsumer(BaseConsumer[Handler]):
             threads.abandon(job)
             error = handler_timeout_error(self.handler_timeout)
             session.finish(
-                job.received, self._settle(config, job.received.delivery, job.step, error, time.monotonic())
+                job.received,
+                self._settle(
+                    config, job.received.delivery, job.step, error, time.monotonic(), wall=time.time()
+                ),
             )
 
 

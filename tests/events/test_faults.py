@@ -72,6 +72,7 @@ def test_publish_many_pipelines_and_reports_each_failure(env: EventEnv) -> None:
         env.pub.publish_many(
             [("user.updated", {"i": 1}), ("order.paid", {}), ("user.created", {"i": 2})],
             exchange=env.exchange,
+            unroutable="raise",
         )
     assert [e.event_type for e in info.value.published] == ["user.updated", "user.created"]
     assert [e.event_type for e, _ in info.value.failed] == ["order.paid"]

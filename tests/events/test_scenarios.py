@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ import pytest
 
 import svclink
 from svclink.core.context.value import bind
+from svclink.core.observe import UnroutableInfo
 
 from ..events_support import EventEnv, Recorder, env_fixture, eventually
 
@@ -87,11 +89,46 @@ def test_events_larger_than_a_frame_arrive_whole_between_small_ones(env: EventEn
     assert env.broker.get(sink) is None
 
 
-def test_unroutable_publish_raises(env: EventEnv) -> None:
+def test_an_unroutable_publish_warns_once_a_minute_and_returns_not_routed(
+    env: EventEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[UnroutableInfo] = []
+
+    class Seen(svclink.Observer):
+        def on_unroutable(self, info: UnroutableInfo) -> None:
+            seen.append(info)
+
+    env.configure(observers=[Seen()])
+    pub = env.publisher()
+    env.sink(["user.*"])
+    with caplog.at_level(logging.WARNING, "svclink.events"):
+        first = pub.publish("order.paid", {"id": 1}, exchange=env.exchange)
+        second = pub.publish("order.paid", {"id": 2}, exchange=env.exchange)
+    assert (first.routed, second.routed) == (False, False)
+    (warning,) = [r.getMessage() for r in caplog.records if "was not routed" in r.getMessage()]
+    assert f"exchange {env.exchange!r}" in warning and "routing key 'order.paid'" in warning
+    assert first.event_id in warning
+    assert [(i.event_id, i.routing_key, i.exchange) for i in seen] == [
+        (first.event_id, "order.paid", env.exchange),
+        (second.event_id, "order.paid", env.exchange),
+    ]
+    assert pub.publish("user.updated", {}, exchange=env.exchange).routed
+    batch = pub.publish_many([("order.paid", {}), ("user.updated", {})], exchange=env.exchange)
+    assert [e.routed for e in batch] == [False, True]
+
+
+def test_unroutable_raise_per_publish_or_in_settings(env: EventEnv) -> None:
     env.sink(["user.*"])
     with pytest.raises(svclink.UnroutableError, match=r"order\.paid"):
-        env.publish("order.paid", {"id": 1})
+        env.publish("order.paid", {"id": 1}, unroutable="raise")
     env.publish("user.updated", {})  # the publisher is still usable afterwards
+    with pytest.raises(svclink.InvalidEvent, match="unroutable must be 'warn' or 'raise'"):
+        env.publish("order.paid", {}, unroutable="drop")
+    env.configure(unroutable="raise")
+    pub = env.publisher()
+    with pytest.raises(svclink.UnroutableError):
+        pub.publish("order.paid", {"id": 2}, exchange=env.exchange)
+    assert not pub.publish("order.paid", {"id": 3}, exchange=env.exchange, unroutable="warn").routed
 
 
 def test_invalid_events_are_refused_before_any_io(env: EventEnv) -> None:

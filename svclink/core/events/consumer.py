@@ -246,10 +246,13 @@ class BaseConsumer(Generic[H]):
         step: Handle[H],
         error: BaseException | None,
         now: float | None = None,
+        *,
+        wall: float | None = None,
     ) -> Disposition:
         """What becomes of a message whose handler returned (``error`` None) or raised (logged);
-        ``now`` (monotonic) gives the handler's duration to the observers."""
-        decision = settle(delivery, config, error)
+        ``now`` (monotonic) gives the handler's duration to the observers, ``wall`` (the epoch
+        clock) is when a dead letter died."""
+        decision = settle(delivery, config, error, wall=wall)
         log_disposition(config, delivery, decision, step.event, error)
         duration = None if now is None else now - step.received
         report_consume(self.settings, config, delivery, decision, step.event, error, duration)

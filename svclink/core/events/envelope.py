@@ -121,6 +121,8 @@ class Event:
     format: str = ENVELOPE
     #: the delivery attempt this is (1 on the first delivery, 2 on the first retry, ...)
     attempt: int = attrs.field(default=1, eq=False)
+    #: as a publish returns it: False when no queue was bound for it (``unroutable="warn"``)
+    routed: bool = attrs.field(default=True, eq=False)
 
 
 def format_time(moment: datetime) -> str:

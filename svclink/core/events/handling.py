@@ -48,6 +48,10 @@ ERROR_TYPE_HEADER = "x-svclink-error-type"
 DEAD_REASON_HEADER = "x-svclink-dead-reason"
 
 
+#: when the message was dead-lettered, in seconds since the epoch
+DEAD_AT_HEADER = "x-svclink-dead-lettered-at"
+
+
 QUEUE_HEADER = "x-svclink-queue"
 
 
@@ -197,25 +201,29 @@ def receive(
     try:
         event = read_event(delivery, strict=config.strict, attempt=attempt, wall=wall)
     except InvalidEvent as exc:
-        return dead_letter(delivery, config, "undecodable", describe_error(exc), attempt)
+        return dead_letter(delivery, config, "undecodable", describe_error(exc), attempt, wall=wall)
     read = incoming_context(delivery, event, settings, now=now, wall=wall)
     if read.rejected:
         why = f"caller context not verified: {read.caller.reason}"
-        return dead_letter(delivery, config, "untrusted", why, attempt)
+        return dead_letter(delivery, config, "untrusted", why, attempt, wall=wall)
     handler = table.find(event.event_type)
     if handler is None:
         return Ack(handled=False, event_type=event.event_type)
     return Handle(attrs.evolve(event, context=read.context), handler, read, now)
 
 
-def settle(delivery: Delivery, config: ConsumerConfig, error: BaseException | None) -> Disposition:
-    """What to do once the handler has run: ack on success, else retry or dead-letter by attempt."""
+def settle(
+    delivery: Delivery, config: ConsumerConfig, error: BaseException | None, *, wall: float | None = None
+) -> Disposition:
+    """What to do once the handler has run: ack on success, else retry or dead-letter by attempt.
+
+    ``wall`` (the epoch clock) is recorded in a dead letter's headers as when it died."""
     if error is None:
         return Ack()
     attempt = attempt_of(delivery)
     text = describe_error(error)
     if attempt >= config.max_attempts:
-        return dead_letter(delivery, config, "max-attempts", text, attempt)
+        return dead_letter(delivery, config, "max-attempts", text, attempt, wall=wall)
     delay = config.delay(attempt)
     headers = _carried_headers(delivery)
     headers.update({ATTEMPT_HEADER: attempt + 1, ERROR_HEADER: text, ERROR_TYPE_HEADER: type(error).__name__})
@@ -229,7 +237,13 @@ def settle(delivery: Delivery, config: ConsumerConfig, error: BaseException | No
 
 
 def dead_letter(
-    delivery: Delivery, config: ConsumerConfig, reason: str, error: str, attempt: int
+    delivery: Delivery,
+    config: ConsumerConfig,
+    reason: str,
+    error: str,
+    attempt: int,
+    *,
+    wall: float | None = None,
 ) -> DeadLetter:
     headers = _carried_headers(delivery)
     headers.update(
@@ -240,6 +254,8 @@ def dead_letter(
             QUEUE_HEADER: config.queue,
         }
     )
+    if wall is not None:
+        headers[DEAD_AT_HEADER] = int(wall)
     return DeadLetter(queue=config.dead_queue, headers=MappingProxyType(headers), reason=reason, error=error)
 
 

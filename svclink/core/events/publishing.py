@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+import attrs
+
 from ..context import trace
 from ..errors import BrokerUnavailable, InvalidEvent, PublishError
 from ..locks import ForkSafeLock
@@ -37,6 +39,7 @@ from .broker import default_name
 from .envelope import Event
 from .message import OutgoingMessage, prepare
 from .outcomes import SEND_ATTEMPTS, Outcome, publish_error, resolve
+from .unroutable import policy, report
 
 #: the longest a publish may be given, in seconds (a day): the drivers' timers and polls take
 #: no more, and a publish that waits longer than that for a confirm is lost anyway
@@ -79,9 +82,18 @@ class Sending:
     same event ids) if there is time.
     """
 
-    def __init__(self, prepared: Sequence[tuple[Event, OutgoingMessage]], deadline: float) -> None:
+    def __init__(
+        self,
+        prepared: Sequence[tuple[Event, OutgoingMessage]],
+        deadline: float,
+        unrouted: Callable[[OutgoingMessage, float], None] | None = None,
+    ) -> None:
         #: the monotonic time by which every confirm must be in
         self.deadline = deadline
+        #: under ``unroutable="warn"``: told of each message the broker returned, which is then
+        #: no error (None: a returned message raises :class:`~svclink.UnroutableError`)
+        self._unrouted = unrouted
+        self._returned: set[int] = set()  # positions returned under "warn"
         events, messages = zip(*prepared, strict=True) if prepared else ((), ())
         self._events: tuple[Event, ...] = events
         self._messages: tuple[OutgoingMessage, ...] = messages
@@ -136,6 +148,10 @@ class Sending:
         step = resolve(outcomes, attempt=self._attempt, late=now >= self.deadline)
         for position, outcome in step.final:
             i = self._todo[position]
+            if outcome is Outcome.RETURNED and self._unrouted is not None:
+                self._returned.add(i)
+                self._unrouted(self._messages[i], now)
+                continue
             self._errors[i] = publish_error(outcome, self._messages[i])
         self._todo = tuple(self._todo[p] for p in step.retry)
         self._resending = True
@@ -159,19 +175,23 @@ class Sending:
         error = self._errors.get(0)
         if error is not None:
             raise error
-        return self._events[0]
+        return self._as_published(0)
+
+    def _as_published(self, position: int) -> Event:
+        event = self._events[position]
+        return attrs.evolve(event, routed=False) if position in self._returned else event
 
     def events(self) -> list[Event]:
         """The events of :meth:`publish_many`; on any failure the first error is raised, with
         ``published`` (the events confirmed) and ``failed`` (``(event, error)`` pairs) on it."""
-        outcomes = [(event, self._errors.get(i)) for i, event in enumerate(self._events)]
+        outcomes = [(self._as_published(i), self._errors.get(i)) for i in range(len(self._events))]
         failed = [(event, error) for event, error in outcomes if error is not None]
         if failed:
             first = failed[0][1]
             first.published = tuple(event for event, error in outcomes if error is None)
             first.failed = tuple(failed)
             raise first
-        return list(self._events)
+        return [event for event, _ in outcomes]
 
 
 class Observed:
@@ -215,6 +235,13 @@ class BasePublisher:
         name, attributes = producer_span(exchange or self.settings.event_exchange, str(event_type))
         return span("PRODUCER", name, attributes)
 
+    def _unrouted(self, unroutable: str | None) -> Callable[[OutgoingMessage, float], None] | None:
+        """What a publish does with a returned message: report it (``"warn"``) or None (raise)."""
+        if policy(self.settings, unroutable) == "raise":
+            return None
+        settings = self.settings
+        return lambda message, now: report(settings, message, now=now)
+
     def _sending_one(
         self,
         event_type: str,
@@ -227,9 +254,11 @@ class BasePublisher:
         now: float,
         wall: float,
         layout: str | None = None,
+        unroutable: str | None = None,
     ) -> Sending:
         """Check a :meth:`publish` and build its message; ``now``/``wall`` are the monotonic/epoch clocks."""
         deadline = publish_deadline(self.settings, timeout, now)
+        unrouted = self._unrouted(unroutable)
         prepared = prepare(
             self.settings,
             event_type,
@@ -243,7 +272,7 @@ class BasePublisher:
         )
         if trace.available():
             annotate({"messaging.message.id": prepared[0].event_id})
-        return Sending([prepared], deadline)
+        return Sending([prepared], deadline, unrouted)
 
     def _sending_many(
         self,
@@ -254,9 +283,11 @@ class BasePublisher:
         now: float,
         wall: float,
         layout: str | None = None,
+        unroutable: str | None = None,
     ) -> Sending:
         """Check a :meth:`publish_many` and build all its messages; one bad event refuses them all."""
         deadline = publish_deadline(self.settings, timeout, now)
+        unrouted = self._unrouted(unroutable)
         at = datetime.fromtimestamp(wall, UTC)
         prepared = [
             prepare(
@@ -271,7 +302,7 @@ class BasePublisher:
             )
             for t, d in _pairs(events)
         ]
-        return Sending(prepared, deadline)
+        return Sending(prepared, deadline, unrouted)
 
 
 P = TypeVar("P", bound=BasePublisher)
