@@ -9,7 +9,7 @@ from .configuration import configure
 from .core.context.value import Caller, RequestContext, User, bind, current
 from .core.events.envelope import Event
 from .core.http.responses import Response
-from .core.observe import AttemptInfo, CallInfo, LoggingObserver, Observer, PublishInfo
+from .core.observe import AttemptInfo, CallInfo, LoggingObserver, Observer, PublishInfo, UnroutableInfo
 from .core.policy.breaker import BreakerPolicy
 from .core.policy.budget import BudgetPolicy
 from .core.policy.retry import RetryPolicy
@@ -28,6 +28,7 @@ __all__ = [
     "LoggingObserver",
     "Observer",
     "PublishInfo",
+    "UnroutableInfo",
     "RequestContext",
     "Response",
     "RetryPolicy",

@@ -12,7 +12,6 @@ import pytest
 
 import svclink
 from svclink.core.context.value import bind
-from svclink.core.observe import UnroutableInfo
 
 from ..events_support import EventEnv, Recorder, env_fixture, eventually
 
@@ -92,10 +91,10 @@ def test_events_larger_than_a_frame_arrive_whole_between_small_ones(env: EventEn
 def test_an_unroutable_publish_warns_once_a_minute_and_returns_not_routed(
     env: EventEnv, caplog: pytest.LogCaptureFixture
 ) -> None:
-    seen: list[UnroutableInfo] = []
+    seen: list[svclink.UnroutableInfo] = []
 
     class Seen(svclink.Observer):
-        def on_unroutable(self, info: UnroutableInfo) -> None:
+        def on_unroutable(self, info: svclink.UnroutableInfo) -> None:
             seen.append(info)
 
     env.configure(observers=[Seen()])
