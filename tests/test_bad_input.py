@@ -177,6 +177,14 @@ BAD_SETTINGS: list[tuple[str, Any]] = [
     ("tls_trusted_proxies", ["10.0.0.1/8"]),  # host bits set
     ("tls_trusted_proxies", "proxy.internal"),
     ("tls_trusted_proxies", 5),
+    ("event_formats", {"user_events": "xml"}),
+    ("event_formats", 5),
+    ("inbox_retention", -1),
+    ("insanic_headers", "maybe"),
+    ("outbox_poll_interval", 0),
+    ("outbox_retention", "soon"),
+    ("outbox_send_after_commit", "maybe"),
+    ("transient_exchanges", ["bad name!"]),
     ("no_such_setting", 1),
 ]
 
@@ -238,6 +246,13 @@ BAD_ENV: list[tuple[str, str, str]] = [
     ("SVCLINK_SERVICE_USER_TLS_VERIFY", "maybe", "service_tls"),
     ("SVCLINK_TLS_CLIENT_SUBJECT_HEADER", "bad header", "tls_client_subject_header"),
     ("SVCLINK_TLS_TRUSTED_PROXIES", "127.0.0.1,not-an-address", "tls_trusted_proxies"),
+    ("SVCLINK_EVENT_FORMATS", "user_events=xml", "event_formats"),
+    ("SVCLINK_INBOX_RETENTION", "-1", "inbox_retention"),
+    ("SVCLINK_INSANIC_HEADERS", "maybe", "insanic_headers"),
+    ("SVCLINK_OUTBOX_POLL_INTERVAL", "-1", "outbox_poll_interval"),
+    ("SVCLINK_OUTBOX_RETENTION", "-1", "outbox_retention"),
+    ("SVCLINK_OUTBOX_SEND_AFTER_COMMIT", "maybe", "outbox_send_after_commit"),
+    ("SVCLINK_TRANSIENT_EXCHANGES", "bad name!", "transient_exchanges"),
 ]
 
 
@@ -299,7 +314,6 @@ BAD_CALLS: list[tuple[str, dict[str, Any], str]] = [
     ("payload-deep", {"payload": deep_list}, "nested"),
     ("payload-surrogate", {"payload": {"x": "\ud800"}}, "JSON"),
     ("files-list", {"files": [("f", b"x")]}, "files"),
-    ("files-empty", {"files": {}}, "files"),
     ("files-short-tuple", {"files": {"f": ("a.txt",)}}, "file"),
     ("files-name-int", {"files": {"f": (5, b"x")}}, "file"),
     ("files-type-crlf", {"files": {"f": ("a.txt", b"x", "text/plain\r\nX-Evil: 1")}}, "Content-Type"),
