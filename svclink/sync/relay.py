@@ -86,7 +86,7 @@ class Relay:
             publisher._send(sending)
         except BrokerUnavailable as exc:
             return claimed.unsent(exc)
-        return claimed.outcomes(sending.errors())
+        return claimed.outcomes(sending.errors(), publisher.settings.unroutable)
 
     def _batch(
         self, pace: RelayPace, ids: Sequence[int] | None = None, timeout: float | None = None

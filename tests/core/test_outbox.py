@@ -72,7 +72,8 @@ def test_bad_input_is_refused_before_anything_is_written() -> None:
 
 def test_what_an_outcome_makes_of_a_row() -> None:
     assert verdict(1, None) == RowUpdate(1, SENT)
-    assert verdict(2, UnroutableError("no queue")) == RowUpdate(2, FAILED, "no queue")
+    assert verdict(2, UnroutableError("no queue"), "raise") == RowUpdate(2, FAILED, "no queue")
+    assert verdict(2, UnroutableError("no queue"), "warn") == RowUpdate(2, SENT, "no queue")  # as publish
     assert verdict(3, PublishNacked("refused")).state == FAILED
     assert verdict(4, PublishTimeout("late")) == RowUpdate(4, PENDING, "late")  # may have landed: again
     assert verdict(5, PublishError("lost")).state == PENDING
@@ -84,7 +85,7 @@ def test_a_garbled_row_fails_at_once_and_the_rest_are_sent() -> None:
     claimed = batch([good, bad])
     assert [r.id for r in claimed.rows] == [1] and len(claimed.messages) == 1
     assert [u.id for u in claimed.invalid] == [2] and claimed.invalid[0].state == FAILED
-    assert claimed.outcomes({}) == [claimed.invalid[0], RowUpdate(1, SENT)]
+    assert claimed.outcomes({}, "warn") == [claimed.invalid[0], RowUpdate(1, SENT)]
     assert [u.state for u in claimed.unsent(OSError("down"))] == [FAILED, PENDING]
 
 

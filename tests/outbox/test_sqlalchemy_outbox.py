@@ -172,8 +172,11 @@ def test_the_relay_sends_what_the_send_after_commit_could_not(
     assert {g["context"]["request_id"] for g in got} == {"req-sqlalchemy-1"}  # captured at the call
 
 
-def test_a_refused_row_is_failed_with_its_reason_and_listed_by_status(
-    database: str, sink: tuple[RabbitView, str, str], capsys: pytest.CaptureFixture[str]
+def test_an_unroutable_row_under_raise_is_failed_with_its_reason_and_listed_by_status(
+    database: str,
+    sink: tuple[RabbitView, str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     view, exchange, queue = sink
     svclink.configure(service_name="shop", amqp_url=f"amqp://guest:guest@127.0.0.1:{closed_port()}/")
@@ -182,7 +185,8 @@ def test_a_refused_row_is_failed_with_its_reason_and_listed_by_status(
         routed = publish_on_commit(session, "order.created", {"n": 1}, exchange=exchange)
         lost = publish_on_commit(session, "invoice.created", {"n": 2}, exchange=exchange)  # no queue bound
     engine.dispose()
-    svclink.configure(service_name="shop", amqp_url=RABBITMQ_URL)
+    monkeypatch.setenv("SVCLINK_AMQP_URL", RABBITMQ_URL)  # the command reads the environment's settings
+    monkeypatch.setenv("SVCLINK_UNROUTABLE", "raise")
     url = pg_url(database)
     assert main(["relay", "--database-url", url, "--once"]) == 0
     assert "sent 1, failed 1, pending 0" in capsys.readouterr().out
@@ -209,3 +213,20 @@ def test_with_the_send_after_commit_off_only_the_relay_sends(
     assert query(database, "SELECT count(*) FROM svclink_outbox WHERE state = 'pending'") == [(2,)]
     assert relay_once(side, database).sent == 2
     assert [g["event_id"] for g in eventually(lambda: drain(view, queue))] == committed
+
+
+def test_an_unroutable_row_under_warn_is_sent_with_a_warning_as_publish_does(
+    database: str, sink: tuple[RabbitView, str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    exchange = sink[1]
+    svclink.configure(service_name="shop", amqp_url=RABBITMQ_URL, outbox_send_after_commit=False)
+    engine = create_engine(pg_url(database, "+psycopg"))
+    with Session(engine) as session, session.begin():
+        lost = publish_on_commit(session, "invoice.created", {"n": 1}, exchange=exchange)  # no queue bound
+    engine.dispose()
+    store = SqlOutbox(pg_url(database))
+    counts = svclink.sync.relay.Relay(store).run_once()
+    store.close()
+    assert (counts.sent, counts.failed, counts.pending) == (1, 0, 0)
+    assert query(database, "SELECT count(*) FROM svclink_outbox") == [(0,)]
+    assert any(lost.event_id in r.getMessage() and "unroutable" in r.getMessage() for r in caplog.records)

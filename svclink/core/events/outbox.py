@@ -145,16 +145,20 @@ def stored_message(row: StoredRow) -> OutgoingMessage:
     )
 
 
-def verdict(row_id: int, error: PublishError | None) -> RowUpdate:
+def verdict(row_id: int, error: PublishError | None, unroutable: str = "warn") -> RowUpdate:
     """What a publish's outcome makes of its row.
 
-    Confirmed: sent. Refused for good (unroutable, nacked): failed, with the reason, and not
-    retried hot. Anything else (no confirm in time, the connection lost after the send) may
-    or may not have landed: the row stays pending and is sent again, with the same event id.
+    Confirmed: sent. Refused for good (nacked; unroutable under ``unroutable="raise"``):
+    failed, with the reason, and not retried hot. Unroutable under ``"warn"``: sent, with a
+    warning, as ``publish`` reports it (no queue wanted it). Anything else (no confirm in
+    time, the connection lost after the send) may or may not have landed: the row stays
+    pending and is sent again, with the same event id.
     """
     if error is None:
         return RowUpdate(row_id, SENT)
-    if isinstance(error, (UnroutableError, PublishNacked)):
+    if isinstance(error, UnroutableError):
+        return RowUpdate(row_id, FAILED if unroutable == "raise" else SENT, str(error))
+    if isinstance(error, PublishNacked):
         return RowUpdate(row_id, FAILED, str(error))
     return RowUpdate(row_id, PENDING, str(error))
 
@@ -168,9 +172,11 @@ class Batch:
     #: rows that are not a message any more fail at once: sending them again cannot help
     invalid: tuple[RowUpdate, ...]
 
-    def outcomes(self, errors: Mapping[int, PublishError]) -> list[RowUpdate]:
-        """The updates once the messages were sent; ``errors`` by position, as ``Sending.errors`` has them."""
-        return [*self.invalid, *(verdict(row.id, errors.get(i)) for i, row in enumerate(self.rows))]
+    def outcomes(self, errors: Mapping[int, PublishError], unroutable: str) -> list[RowUpdate]:
+        """The updates once the messages were sent; ``errors`` by position, as ``Sending.errors``
+        has them; ``unroutable`` is the setting (see :func:`verdict`)."""
+        updates = (verdict(row.id, errors.get(i), unroutable) for i, row in enumerate(self.rows))
+        return [*self.invalid, *updates]
 
     def unsent(self, error: Exception) -> list[RowUpdate]:
         """The updates when nothing could be sent (no broker): every row stays pending."""
@@ -192,7 +198,7 @@ def batch(rows: Sequence[StoredRow]) -> Batch:
 def log_updates(updates: Sequence[RowUpdate]) -> None:
     """A warning for each row that was not sent, the same from both relays."""
     for update in updates:
-        if update.state != SENT:
+        if update.state != SENT or update.reason:
             log.warning("outbox row %d %s: %s", update.id, update.state, update.reason)
 
 
