@@ -31,7 +31,7 @@ import attrs
 
 from ..core.errors import SvclinkError
 from ..core.events.consumer import BaseConsumer
-from ..core.events.running import exit_code, probe
+from ..core.events.running import State, exit_code, probe
 from ..core.logs import logger
 from ..core.settings import get_settings, install
 
@@ -62,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser, *, targets_required: bool = T
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     parser.add_argument(
         "--declare-only", action="store_true", help="declare the consumers' queues and bindings, then exit"
+    )
+    parser.add_argument(
+        "--relay",
+        metavar="DATABASE_URL",
+        help="also run the outbox relay of this database (SQLAlchemy URL), stopped with the consumers",
     )
 
 
@@ -281,8 +286,50 @@ def run_consumers(consumers: list[Consumer], args: argparse.Namespace) -> int:
     return worker.run()
 
 
+@attrs.frozen
+class ServiceName:
+    """What the worker reads of a consumer's config: the name it logs and probes it by."""
+
+    queue: str
+
+
+class RelayRunner:
+    """The outbox relay as one of the worker's services: started, signalled, drained and probed
+    with the consumers (its batch in hand finishes within the grace)."""
+
+    asynchronous = False
+
+    def __init__(self, relay: Any, grace: float) -> None:
+        self.relay = relay
+        self.grace = grace
+        self.config = ServiceName("outbox relay")
+        self.state = State.STOPPED
+
+    def run(self) -> None:
+        self.state = State.CONSUMING
+        try:
+            self.relay.run()
+        finally:
+            self.state = State.STOPPED
+
+    def stop(self) -> None:
+        self.state = State.DRAINING
+        self.relay.stop()
+
+
+def relay_runner(database_url: str) -> RelayRunner:
+    """The relay of ``--relay DATABASE_URL``."""
+    from ..contrib.sqlalchemy import SqlOutbox
+    from ..sync.relay import Relay
+
+    return RelayRunner(Relay(SqlOutbox(database_url)), get_settings().consumer_grace)
+
+
 def run(args: argparse.Namespace) -> int:
     """``svclink worker``."""
     configure_logging(args.log_level)
     apply_options(args)
-    return run_consumers(load(args.targets), args)
+    consumers = load(args.targets)
+    if args.relay and not args.declare_only:
+        consumers.append(relay_runner(args.relay))
+    return run_consumers(consumers, args)

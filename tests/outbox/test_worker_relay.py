@@ -1,0 +1,56 @@
+"""``svclink worker --relay URL``: the outbox relay runs in the worker beside its consumers, is
+probed with them, and stops with them on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
+
+import svclink
+from svclink.contrib.sqlalchemy import publish_on_commit
+
+from ..cli.test_worker import Names, lines, probe, start_worker
+from ..cli.test_worker import names as names  # the fixture: the worker test's queue and exchange
+from ..events_support import RABBITMQ_URL, eventually
+from ..outbox_support import pg_url, query, scratch_database
+from ..rabbit_node import free_port
+from .shop_tables import metadata
+
+pytestmark = pytest.mark.rabbitmq
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    with scratch_database() as name:
+        engine = create_engine(pg_url(name, "+psycopg"))
+        metadata.create_all(engine)
+        engine.dispose()
+        yield name
+
+
+def test_the_worker_relays_the_outbox_beside_its_consumers(
+    names: Names, database: str, tmp_path: Path
+) -> None:
+    assert start_worker(names, "sync", "--declare-only").wait(30) == 0  # as a deployment declares first
+    svclink.configure(amqp_url=RABBITMQ_URL, service_name="worker-test", outbox_send_after_commit=False)
+    engine = create_engine(pg_url(database, "+psycopg"))
+    with Session(engine) as session, session.begin():
+        for n in range(3):
+            publish_on_commit(session, "work.item", {"n": n}, exchange=names.exchange)
+    engine.dispose()
+    port, log = free_port(), tmp_path / "handled"
+    worker = start_worker(names, "sync", "--relay", pg_url(database), "--health-port", str(port), log=log)
+    try:
+        eventually(lambda: sorted(n for what, n, _ in lines(log) if what == "done") == [0, 1, 2], timeout=30)
+        _, body = eventually(lambda: (r := probe(port, "/readyz"))[0] == 200 and r, timeout=10)
+        assert body["consumers"]["outbox relay"] == "consuming"
+        assert query(database, "SELECT count(*) FROM svclink_outbox") == [(0,)]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 0, out
