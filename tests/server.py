@@ -38,6 +38,11 @@ class Reply:
     trickle_pause: float = 0.0
     #: read the request, then reset the connection without answering
     reset: bool = False
+    #: send the body chunked (Transfer-Encoding), announcing no length
+    chunked: bool = False
+    #: after answering, close the connection without saying so (no ``Connection: close``),
+    #: as uvicorn does after an application error
+    close_after: bool = False
 
 
 @attrs.frozen
@@ -225,15 +230,27 @@ class TestServer:
                     self.send_header("Content-Type", ctype)
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
+                if reply.chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                else:
+                    self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
-                if reply.trickle:
+                if reply.chunked:
+                    for i in range(0, len(payload), 65536):
+                        piece = payload[i : i + 65536]
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    self.wfile.write(b"0\r\n\r\n")
+                elif reply.trickle:
                     for i in range(0, len(payload), reply.trickle):
                         self.wfile.write(payload[i : i + reply.trickle])
                         self.wfile.flush()
                         time.sleep(reply.trickle_pause)
                 elif self.command != "HEAD":
                     self.wfile.write(payload)
+                if reply.close_after:
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
 

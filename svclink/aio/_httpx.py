@@ -10,6 +10,7 @@ slower (``python bench/run.py --only http``).
 from __future__ import annotations
 
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -17,7 +18,7 @@ import httpx
 from .._tls import failure_of
 from ..core.errors import TransportFailure
 from ..core.http.attempts import Answer, HTTPRequest, NoResponse, keep_connection
-from ..core.http.bodies import Body
+from ..core.http.bodies import CHUNK, Body
 from ..core.http.urls import env_proxy
 from ..core.settings import Settings
 from ..core.tls import TLSPlan
@@ -67,6 +68,25 @@ def _failure(exc: Exception, progress: _Progress) -> TransportFailure:
     return TransportFailure.RESET if progress.sent else TransportFailure.NOT_SENT
 
 
+async def _pieces(content: bytes) -> AsyncIterator[bytes]:
+    """A large request body in pieces of :data:`CHUNK` bytes. asyncio takes one large write
+    whole into its buffer and, should the connection be lost before that buffer is flushed,
+    reports the write as done; written in pieces, the next piece's write fails instead, and
+    the attempt is known not to have been sent whole."""
+    for start in range(0, len(content), CHUNK):
+        yield content[start : start + CHUNK]
+
+
+def _outgoing(request: HTTPRequest, extensions: dict[str, Any]) -> httpx.Request:
+    content, headers = request.content, request.headers
+    if content is not None and len(content) > CHUNK:  # with its length: not sent chunked
+        headers = {**headers, "Content-Length": str(len(content))}
+        return httpx.Request(
+            request.method, request.url, headers=headers, content=_pieces(content), extensions=extensions
+        )
+    return httpx.Request(request.method, request.url, headers=headers, content=content, extensions=extensions)
+
+
 class HttpxTransport:
     """Sends planned requests through httpx's connection pool; made and used on one event loop."""
 
@@ -93,14 +113,12 @@ class HttpxTransport:
         pool_wait = max(0.0, request.timeout - POOL_MARGIN)
         timeout = httpx.Timeout(request.timeout, connect=request.connect_timeout, pool=pool_wait)
         progress = _Progress()
+        extensions = {"timeout": timeout.as_dict(), "trace": progress.trace, **self._extensions}
         try:
-            outgoing = httpx.Request(
-                request.method,
-                request.url,
-                headers=request.headers,
-                content=request.content,
-                extensions={"timeout": timeout.as_dict(), "trace": progress.trace, **self._extensions},
-            )
+            outgoing = _outgoing(request, extensions)
+        except (httpx.InvalidURL, UnicodeError) as exc:  # a URL httpx cannot send to (idna's errors too)
+            raise NoResponse(TransportFailure.CONNECT, type(exc).__name__) from None
+        try:
             response = await self._pool.handle_async_request(outgoing)
             try:
                 # httpx's items() are lower-cased, with repeated headers joined as on the sync side

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from . import durations, tls
 from .errors import ConfigurationError
+from .http.hosts import host_problem
 from .http.transports import AIO_TRANSPORTS, SYNC_TRANSPORTS, check_transport
 from .observe import Observer
 from .policy.breaker import BreakerPolicy
@@ -51,6 +52,9 @@ def check_base_url(field: str, url: object) -> str:
         raise ConfigurationError(field, "must start with http:// or https://")
     if not parts.hostname:
         raise ConfigurationError(field, "has no host")
+    problem = host_problem(parts.hostname)
+    if problem is not None:
+        raise ConfigurationError(field, problem)
     if parts.query or parts.fragment:
         raise ConfigurationError(field, "must not have a query string or fragment")
     if parts.username or parts.password:

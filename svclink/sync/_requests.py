@@ -18,10 +18,17 @@ from ..core.settings import Settings
 from ..core.tls import TLSPlan
 from .deadline import POOL_CLASSES
 
+#: raised by requests before any I/O, for a URL it cannot send to (as httpx.InvalidURL on the aio side)
+_UNSENDABLE = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+)
+
 
 def _failure(exc: requests.RequestException) -> TransportFailure:
     """Which kind of transport failure a requests exception is."""
-    if isinstance(exc, requests.ConnectTimeout):
+    if isinstance(exc, (requests.ConnectTimeout, *_UNSENDABLE)):
         return TransportFailure.CONNECT
     if isinstance(exc, requests.Timeout):
         return TransportFailure.TIMEOUT

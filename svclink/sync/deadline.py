@@ -156,8 +156,9 @@ class _Armed:
         if attempt is not None:
             attempt.tokens.append(_reaper.arm(attempt, self))  # type: ignore[arg-type]
             attempt.reused = getattr(self, "sock", None) is not None and self._sent_on_socket > 0
-        self._sent_on_socket += 1
         super().request(*args, **kwargs)  # type: ignore[misc]
+        # counted after: a new socket connects inside request(), which resets the count
+        self._sent_on_socket += 1
         if attempt is not None:
             attempt.sent = True
 

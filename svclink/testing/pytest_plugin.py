@@ -5,7 +5,10 @@
 - ``svclink_broker``: switches events to the in-process ``memory://`` broker for the
   test and returns it, empty, for assertions.
 
-Settings changed by either fixture are put back after the test.
+Settings changed by either fixture are put back after the test. And every test starts
+with every service's circuit breaker closed and its retry budget full, so that one
+test's failures (a breaker opened against a dependency that was down on purpose) never
+decide another's outcome, whatever the order the tests run in.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import attrs
 import pytest
 
 from ..core import settings as settings_module
+from ..core.http.registry import reset_guards
 from .memory import MemoryBroker, get_broker, reset
 from .stubs import ServiceStub, stub_service
 
@@ -49,3 +53,10 @@ def svclink_broker() -> Iterator[MemoryBroker]:
     finally:
         reset()
         settings_module.install(saved)
+
+
+@pytest.fixture(autouse=True)
+def _svclink_fresh_guards() -> Iterator[None]:
+    """Every service's circuit breaker closed and retry budget full, before each test."""
+    reset_guards()
+    yield

@@ -105,9 +105,12 @@ class Done:
     value: Any
 
 
-@attrs.frozen
+@attrs.frozen(eq=False)
 class Guard:
-    """What a service keeps across its calls: its circuit breaker, retry budget and observers."""
+    """What a service keeps across its calls: its circuit breaker, retry budget and observers.
+
+    Compared (and hashed) by identity: it holds live state, and the registry keeps weak
+    references to the guards of live services."""
 
     breaker: CircuitBreaker | None = None
     budget: RetryBudget | None = None
@@ -115,6 +118,14 @@ class Guard:
 
 
 NO_GUARD = Guard()
+
+
+def reset_guard(guard: Guard) -> None:
+    """Close the breaker and empty the budget of ``guard``."""
+    if guard.breaker is not None:
+        guard.breaker.reset()
+    if guard.budget is not None:
+        guard.budget.reset()
 
 
 @attrs.define

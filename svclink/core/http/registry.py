@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -9,12 +10,28 @@ from ..errors import ServiceNotDeclared
 from ..locks import ForkSafeLock
 from ..settings import Settings, get_settings
 from .attempts import Answer, HTTPRequest
+from .calls import Guard, reset_guard
 
 S = TypeVar("S")
 
 #: in-process answerers standing in for services, keyed by service name; installed by
 #: :func:`svclink.testing.stub_service` and consulted by both drivers before any I/O
 stubs: dict[str, Callable[[HTTPRequest], Answer]] = {}
+
+
+#: the circuit breakers and retry budgets of every service object alive, on both sides, so
+#: that the pytest plugin can start each test with them fresh (see :func:`reset_guards`)
+live_guards: weakref.WeakSet[Guard] = weakref.WeakSet()
+
+
+def reset_guards() -> None:
+    """Close every live service's circuit breaker and empty its retry budget.
+
+    The service objects themselves (and their pooled connections) are kept: only the
+    state that one test's failures would carry into the next is dropped.
+    """
+    for guard in list(live_guards):
+        reset_guard(guard)
 
 
 def base_url(settings: Settings, name: str) -> str:

@@ -36,7 +36,7 @@ from . import multipart
 from .calls import CallPlan, Guard
 from .credentials import add_authorization, netrc_authorization
 from .multipart import FileSpec
-from .registry import base_url
+from .registry import base_url, live_guards
 from .urls import build_url
 
 log = logger("svclink.http")
@@ -159,6 +159,18 @@ def _timeout(value: object) -> float:
     return checked
 
 
+#: headers that frame the body on the wire: the transport sets them from the body it sends
+_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding"})
+
+
+def _check_framing(headers: Mapping[str, str]) -> None:
+    """A caller's own framing header would contradict the body (requests replaces it, httpx
+    sends it and fails, both together are a request smuggling pattern): refused."""
+    for name in headers:
+        if name.lower() in _FRAMING_HEADERS:
+            raise InvalidRequest(f"header {name!r} is set by svclink from the body; do not pass it")
+
+
 def _flag(name: str, value: object) -> bool:
     """A yes/no argument: a bool, not anything with a truth value (``"no"`` is true)."""
     if not isinstance(value, bool):
@@ -204,6 +216,7 @@ class BaseService:
             budget=RetryBudget(settings.retry_budget),
             observers=settings.observers,
         )
+        live_guards.add(self.guard)
 
     def _breaker_changed(self, service: str, old: State, new: State) -> None:
         log.warning("circuit breaker of service %r: %s -> %s", service, old.value, new.value)
@@ -288,6 +301,7 @@ class BaseService:
         hdrs = outgoing_headers(
             caller=settings.service_name, context=ctx, extra=headers, idempotency_key=idempotency_key
         )
+        _check_framing(hdrs)
         add_authorization(hdrs, self.netrc_authorization)
         if settings.insanic_headers:
             add_insanic_request_id(hdrs)

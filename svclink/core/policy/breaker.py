@@ -94,6 +94,11 @@ class CircuitBreaker:
                 self.opened_at = now
                 self._move(State.OPEN)
 
+    def reset(self) -> None:
+        """Back to closed with no failures counted, without reporting a change (a test's fresh start)."""
+        with self._lock:
+            self.state, self.failures, self.opened_at, self.probes = State.CLOSED, 0, 0.0, 0
+
     def _move(self, new: State) -> None:
         old, self.state = self.state, new
         if self.on_change is not None and old is not new:

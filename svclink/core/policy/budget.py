@@ -67,3 +67,8 @@ class RetryBudget:
                 return False
             bucket[1] += 1
             return True
+
+    def reset(self) -> None:
+        """Forget every call and retry counted (a test's fresh start)."""
+        with self._lock:
+            self._buckets.clear()
