@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -17,7 +18,7 @@ import aiohttp
 from .._tls import failure_of
 from ..core.errors import TransportFailure
 from ..core.http.attempts import Answer, HTTPRequest, NoResponse, keep_connection
-from ..core.http.bodies import Body, declared_size
+from ..core.http.bodies import CHUNK, Body, declared_size
 from ..core.http.urls import env_proxy
 from ..core.settings import Settings
 from ..core.tls import TLSPlan
@@ -33,6 +34,21 @@ def _failure(exc: aiohttp.ClientError) -> TransportFailure:
     return TransportFailure.RESET
 
 
+class _Pieces:
+    """A large request body written in pieces of :data:`CHUNK` bytes, noting when the last
+    one was taken. asyncio takes one large write whole into its buffer and reports it done
+    even if the connection is lost before the buffer is flushed; in pieces, a failure comes
+    before the last one is taken, and the attempt is known not to have been sent whole."""
+
+    def __init__(self, content: bytes) -> None:
+        self.content, self.taken = content, False
+
+    async def iterate(self) -> AsyncIterator[bytes]:
+        for start in range(0, len(self.content), CHUNK):
+            yield self.content[start : start + CHUNK]
+        self.taken = True
+
+
 #: set when this task's attempt opened a new connection (else it reused a pooled one)
 _connected: contextvars.ContextVar[bool] = contextvars.ContextVar("svclink_aiohttp_connected", default=False)
 
@@ -44,6 +60,19 @@ class _Connector(aiohttp.TCPConnector):
     async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
         _connected.set(True)
         return await super()._create_connection(req, traces, timeout)
+
+
+def _drop_connection(response: aiohttp.ClientResponse) -> None:
+    """Have the response's connection closed instead of pooled. aiohttp has already pooled
+    it when the whole body came with the head (it releases it at the body's end, before the
+    response is returned; no other task ran since), so its protocol is reached directly."""
+    protocol = response._protocol
+    if protocol is None:
+        return
+    if response.connection is None:  # already back in the pool: closed there, dropped on next use
+        protocol.close()
+    else:
+        protocol.force_close()  # closed when released
 
 
 def _headers(response: aiohttp.ClientResponse) -> dict[str, str]:
@@ -93,40 +122,48 @@ class AiohttpTransport:
         else:
             await slots.acquire()
         _connected.set(False)
+        content, headers = request.content, request.headers
+        data: bytes | AsyncIterator[bytes] | None = content
+        pieces = None
+        if content is not None and len(content) > CHUNK:  # with its length: not sent chunked
+            pieces = _Pieces(content)
+            headers, data = {**headers, "Content-Length": str(len(content))}, pieces.iterate()
         try:
             async with self._session.request(
                 request.method,
                 request.url,
-                headers=request.headers,
-                data=request.content,
+                headers=headers,
+                data=data,
                 allow_redirects=False,
                 proxy=self._proxy,
                 server_hostname=self._server_hostname,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=request.connect_timeout),
             ) as response:
-                headers = _headers(response)
+                answer_headers = _headers(response)
                 status, limit = response.status, request.max_response_size
-                body = Body.start(request.method, status, headers, limit)
-                if limit is None or declared_size(request.method, status, headers) is not None:
+                if not keep_connection(status):
+                    _drop_connection(response)
+                body = Body.start(request.method, status, answer_headers, limit)
+                if limit is None or declared_size(request.method, status, answer_headers) is not None:
                     body.add(await response.read())  # within the bound, as Body.start checked
                 else:
                     async for chunk in response.content.iter_any():
                         body.add(chunk)
-                if not keep_connection(status):
-                    response.close()  # the connection is dropped, not pooled
         except aiohttp.ClientConnectorCertificateError as exc:  # an ssl error class without its fields
             refused = failure_of(exc.certificate_error, self._sends_client_cert)
             raise NoResponse(TransportFailure.CONNECT, type(exc).__name__, refused) from None
         except aiohttp.ClientError as exc:
             refused = failure_of(exc, self._sends_client_cert)
             kind, reused = _failure(exc), not _connected.get()
+            if kind is TransportFailure.RESET and pieces is not None and not pieces.taken:
+                kind = TransportFailure.NOT_SENT
             raise NoResponse(kind, type(exc).__name__, refused, reused=reused) from None
         except ssl.SSLError as exc:  # an alert read after a TLS 1.3 handshake
             refused = failure_of(exc, self._sends_client_cert)
             raise NoResponse(TransportFailure.RESET, type(exc).__name__, refused) from None
         finally:
             slots.release()
-        return status, response.reason or "", headers, body.value()
+        return status, response.reason or "", answer_headers, body.value()
 
     async def aclose(self) -> None:
         await self._session.close()
