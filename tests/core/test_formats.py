@@ -294,3 +294,13 @@ def test_the_event_formats_setting_picks_the_layout_of_an_exchange() -> None:
     assert _flat(flat_exchange, layout=None)[0].format == "flat"
     assert _flat(flat_exchange, layout="envelope")[0].format == "envelope"
     assert _flat(SETTINGS, layout=None)[0].format == "envelope"
+
+
+def test_flat_data_with_the_envelopes_keys_is_still_read_flat() -> None:
+    data = {"version": 2, "data": {"a": 1}}  # the data's own keys, not an envelope's
+    now = datetime.now(UTC)
+    _, message = prepare(
+        SETTINGS, "user.updated", data, exchange="x", event_id="e-2", occurred_at=now, wall=0.0, layout="flat"
+    )
+    back = _read(Delivery(message.body, message.properties, "x", "user.updated"))
+    assert (back.format, back.data, back.event_id) == ("flat", data, "e-2")
