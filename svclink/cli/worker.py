@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, targets_required: bool = T
     parser.add_argument("--handler-timeout", type=float, help="seconds a handler may run (default 300)")
     parser.add_argument("--health-port", type=int, help="serve /livez and /readyz on this port")
     parser.add_argument("--health-host", default="0.0.0.0", help="the address to serve them on")
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus /metrics on this port (svclink[prometheus])"
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     parser.add_argument(
         "--declare-only", action="store_true", help="declare the consumers' queues and bindings, then exit"
@@ -279,6 +282,11 @@ def run_consumers(consumers: list[Consumer], args: argparse.Namespace) -> int:
         from .declare import declare_all
 
         return declare_all(consumers)
+    if getattr(args, "metrics_port", None) is not None:
+        from ..contrib.prometheus import serve
+
+        serve(args.metrics_port, args.health_host)
+        log.info("worker: metrics on http://%s:%s/metrics", args.health_host, args.metrics_port)
     port = get_settings().worker_health_port
     worker = Worker(consumers, health=None if port is None else (args.health_host, port))
     queues = ", ".join(c.config.queue for c in consumers)

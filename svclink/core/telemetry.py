@@ -44,6 +44,17 @@ INSTRUMENTS = (HTTP_DURATION, PUBLISH_DURATION, PROCESS_DURATION, RETRIES, BREAK
                BUDGET_EXHAUSTED, DEAD_LETTERED)  # fmt: skip
 
 
+_UNIT_SUFFIX = {"s": "seconds"}
+
+
+def prometheus_name(name: str, unit: str) -> str:
+    """The Prometheus name of an instrument: dots as underscores, the unit as a suffix
+    (``http.client.request.duration``, ``s`` -> ``http_client_request_duration_seconds``)."""
+    base = name.replace(".", "_")
+    suffix = _UNIT_SUFFIX.get(unit)
+    return f"{base}_{suffix}" if suffix else base
+
+
 def client_span(service: str, method: str, endpoint: str, base_url: str) -> tuple[str, dict[str, Any]]:
     """The CLIENT span of a call: its name and starting attributes (HTTP semantic conventions);
     ``url.full`` is added once the call's URL is built."""

@@ -3,6 +3,7 @@
 ``WORKER_SIDE`` (sync or aio), ``WORKER_QUEUE``, ``WORKER_EXCHANGE``, ``WORKER_SLEEP`` (the
 handler's seconds), ``WORKER_LOG`` (a file: one ``start <n>`` and one ``done <n>`` line per
 handled event, written as they happen), ``WORKER_MAX_ATTEMPTS``, ``WORKER_RETRY_DELAY``.
+An event whose data says ``fail`` fails.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ if SIDE == "sync":
     def handle(event: svclink.sync.Event) -> None:
         note("start", event)
         time.sleep(SLEEP)
+        if event.data.get("fail"):
+            raise RuntimeError("asked to fail")
         note("done", event)
 
 else:
@@ -47,4 +50,6 @@ else:
     async def handle_async(event: svclink.aio.Event) -> None:
         note("start", event)
         await asyncio.sleep(SLEEP)
+        if event.data.get("fail"):
+            raise RuntimeError("asked to fail")
         note("done", event)

@@ -17,6 +17,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from ..cli.test_worker import names  # noqa: F401 - the worker tests' queue names, a fixture
+
 _spans = InMemorySpanExporter()
 _metrics = InMemoryMetricReader()
 _installed = False
