@@ -101,3 +101,15 @@ def test_the_relay_sends_what_the_send_after_commit_could_not(
     assert [g["event_id"] for g in got] == [e.event_id for e in events]  # in order of creation
     assert all(g["context"]["request_id"] == "req-outbox-1" for g in got)  # captured at the call
     assert query(pg, "SELECT count(*) FROM svclink_outbox") == [(0,)]
+
+
+def test_bad_input_is_refused_before_anything_is_written(pg: str) -> None:
+    svclink.configure(service_name="shop", amqp_url=RABBITMQ_URL)
+    before = query(pg, "SELECT count(*) FROM svclink_outbox")
+    with pytest.raises(svclink.InvalidEvent, match="format='flat'"):
+        publish_on_commit("order.created", [1], format="flat", using="pg")
+    with pytest.raises(svclink.InvalidEvent):
+        publish_on_commit("", {}, using="pg")
+    with pytest.raises(svclink.InvalidEvent, match="headers must be JSON values"):
+        publish_on_commit("order.created", {}, headers={"x-raw": b"bytes"}, using="pg")
+    assert query(pg, "SELECT count(*) FROM svclink_outbox") == before

@@ -230,3 +230,38 @@ def test_an_unroutable_row_under_warn_is_sent_with_a_warning_as_publish_does(
     assert (counts.sent, counts.failed, counts.pending) == (1, 0, 0)
     assert query(database, "SELECT count(*) FROM svclink_outbox") == [(0,)]
     assert any(lost.event_id in r.getMessage() and "unroutable" in r.getMessage() for r in caplog.records)
+
+
+def test_format_flat_goes_through_the_outbox_as_publish_writes_it(
+    side: Side, database: str, sink: tuple[RabbitView, str, str]
+) -> None:
+    view, exchange, queue = sink
+    svclink.configure(service_name="shop", amqp_url=RABBITMQ_URL, outbox_send_after_commit=False)
+    url = pg_url(database, "+psycopg")
+    if side.runner is None:
+        engine = create_engine(url)
+        with Session(engine) as session, session.begin():
+            event = publish_on_commit(session, "order.created", {"n": 7}, exchange=exchange, format="flat")
+        engine.dispose()
+    else:
+
+        async def go() -> Any:
+            engine = create_async_engine(url)
+            async with AsyncSession(engine) as session, session.begin():
+                made = await publish_on_commit(
+                    session, "order.created", {"n": 7}, exchange=exchange, format="flat"
+                )
+            await engine.dispose()
+            return made
+
+        event = side.runner.run(go())
+    engine = create_engine(url)
+    with pytest.raises(svclink.InvalidEvent, match="format='flat'"), Session(engine) as session:
+        publish_on_commit(
+            session, "order.created", [1], exchange=exchange, format="flat"
+        )  # checked at the call
+    engine.dispose()
+    assert relay_once(side, database).sent == 1
+    (got,) = eventually(lambda: drain(view, queue))
+    assert got == {"event_type": "order.created", "event_id": event.event_id, "n": 7,
+                   "timestamp": got["timestamp"], "service": "shop"}  # fmt: skip

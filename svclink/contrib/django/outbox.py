@@ -49,6 +49,7 @@ def publish_on_commit(
     exchange: str | None = None,
     event_id: str | None = None,
     headers: Mapping[str, Any] | None = None,
+    format: str | None = None,
     using: str = DEFAULT_DB_ALIAS,
 ) -> Event:
     """Publish an event if, and only if, the current transaction on ``using`` commits.
@@ -57,11 +58,12 @@ def publish_on_commit(
     autocommit), with the request context bound now. After the commit it is sent at once
     (best effort, without waiting for the relay); the relay (``manage.py svclink_relay``)
     sends it for sure. Bad arguments raise :class:`~svclink.InvalidEvent` before anything is
-    written, as :meth:`publish` does. Returns the event as it will be sent.
+    written, as :meth:`publish` does; ``format`` is publish's (``"flat"`` for hand-written
+    consumers). Returns the event as it will be sent.
     """
     event, row = outbox_row(
         get_settings(), event_type, data, exchange=exchange, event_id=event_id, headers=headers,
-        wall=time.time(),
+        wall=time.time(), layout=format,
     )  # fmt: skip
     with transaction.atomic(using=using):
         saved = OutboxMessage.objects.using(using).create(**attrs.asdict(row))

@@ -64,6 +64,7 @@ def publish_on_commit(
     exchange: str | None = None,
     event_id: str | None = None,
     headers: Mapping[str, Any] | None = None,
+    format: str | None = None,
 ) -> Coroutine[Any, Any, Event]: ...
 
 
@@ -76,6 +77,7 @@ def publish_on_commit(
     exchange: str | None = None,
     event_id: str | None = None,
     headers: Mapping[str, Any] | None = None,
+    format: str | None = None,
 ) -> Event: ...
 
 
@@ -87,16 +89,17 @@ def publish_on_commit(
     exchange: str | None = None,
     event_id: str | None = None,
     headers: Mapping[str, Any] | None = None,
+    format: str | None = None,
 ) -> Event | Coroutine[Any, Any, Event]:
     """Publish an event if, and only if, ``session``'s transaction commits (awaited for an AsyncSession).
 
     The message is built now, with the request context bound now, and bad arguments raise
-    :class:`~svclink.InvalidEvent` here, before anything is written. Returns the event as it
-    will be sent.
+    :class:`~svclink.InvalidEvent` here, before anything is written; ``format`` is publish's
+    (``"flat"`` for hand-written consumers). Returns the event as it will be sent.
     """
     built, row = outbox_row(
         get_settings(), event_type, data, exchange=exchange, event_id=event_id, headers=headers,
-        wall=time.time(),
+        wall=time.time(), layout=format,
     )  # fmt: skip
     values = attrs.asdict(row)
     if isinstance(session, AsyncSession):

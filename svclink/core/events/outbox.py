@@ -95,6 +95,7 @@ def outbox_row(
     event_id: str | None,
     headers: Mapping[str, Any] | None,
     wall: float,
+    layout: str | None = None,
 ) -> tuple[Event, OutboxRow]:
     """The event and the row for one ``publish_on_commit``, checked before any I/O (as ``publish`` checks).
 
@@ -104,7 +105,7 @@ def outbox_row(
     occurred = datetime.fromtimestamp(wall, UTC)
     event, message = prepare(
         settings, event_type, data, exchange=exchange, event_id=event_id, occurred_at=occurred,
-        wall=wall, headers=headers,
+        wall=wall, headers=headers, layout=layout,
     )  # fmt: skip
     props = message.properties
     fields = {
