@@ -5,8 +5,10 @@ broker refuses for good is marked failed with the reason and listed by ``svclink
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -265,3 +267,35 @@ def test_format_flat_goes_through_the_outbox_as_publish_writes_it(
     (got,) = eventually(lambda: drain(view, queue))
     assert got == {"event_type": "order.created", "event_id": event.event_id, "n": 7,
                    "timestamp": got["timestamp"], "service": "shop"}  # fmt: skip
+
+
+def test_several_relays_at_once_send_each_row_once(database: str, sink: tuple[RabbitView, str, str]) -> None:
+    view, exchange, queue = sink
+    svclink.configure(service_name="shop", amqp_url=RABBITMQ_URL, outbox_send_after_commit=False)
+    engine = create_engine(pg_url(database, "+psycopg"))
+    with Session(engine) as session, session.begin():
+        written = [
+            publish_on_commit(session, "order.created", {"n": n}, exchange=exchange) for n in range(600)
+        ]
+    engine.dispose()
+    stores = [SqlOutbox(pg_url(database)) for _ in range(3)]
+    policy = svclink.sync.relay.RelayPolicy(batch_size=50)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:  # each claims rows the others do not hold
+        counts = list(
+            pool.map(lambda store: svclink.sync.relay.Relay(store, policy=policy).run_once(), stores)
+        )
+    for store in stores:
+        store.close()
+    assert sum(c.sent for c in counts) == 600 and all(c.sent > 0 for c in counts)
+    got = eventually(lambda: (messages := drain_all(view, queue, 600)) and messages)
+    assert sorted(g["event_id"] for g in got) == sorted(e.event_id for e in written)  # each once
+
+
+def drain_all(view: RabbitView, queue: str, expected: int) -> list[dict[str, Any]]:
+    """The messages of ``queue`` once ``expected`` have arrived (more would show as duplicates)."""
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 10
+    while len(got) < expected and time.monotonic() < deadline:
+        got += drain(view, queue)
+    time.sleep(0.2)
+    return got + drain(view, queue)
