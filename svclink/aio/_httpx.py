@@ -87,8 +87,19 @@ def _outgoing(request: HTTPRequest, extensions: dict[str, Any]) -> httpx.Request
     return httpx.Request(request.method, request.url, headers=headers, content=content, extensions=extensions)
 
 
+#: connections per httpcore pool: a pool scans all of its connections (and its queue) each
+#: time a request starts or ends, so its cost per request grows with its size; several small
+#: pools keep that scan short (see :class:`HttpxTransport`)
+POOL_SLICE = 4
+
+
 class HttpxTransport:
-    """Sends planned requests through httpx's connection pool; made and used on one event loop."""
+    """Sends planned requests through httpx's connection pools; made and used on one event loop.
+
+    ``pool_maxsize`` connections are split into pools of :data:`POOL_SLICE`. A request goes
+    to the first pool with a free connection (so calls one at a time keep reusing one
+    connection), else to the least busy pool, to wait there for one of its connections.
+    """
 
     def __init__(
         self, settings: Settings, base_url: str, context: ssl.SSLContext | None, tls: TLSPlan
@@ -98,14 +109,34 @@ class HttpxTransport:
         self._extensions: dict[str, Any] = (
             {"sni_hostname": tls.server_hostname} if tls.server_hostname else {}
         )
-        size, trust_env = settings.pool_maxsize, settings.trust_env
-        # the one place this transport's pool is made
-        self._pool = httpx.AsyncHTTPTransport(
+        size = settings.pool_maxsize
+        self._sizes = [min(POOL_SLICE, size - start) for start in range(0, size, POOL_SLICE)]
+        proxy = env_proxy(base_url) if settings.trust_env else None
+        if context is None:  # httpx's default (certifi; SSL_CERT_FILE with trust_env), made once for all
+            context = httpx.create_ssl_context(trust_env=settings.trust_env)
+        self._pools = [self._new_pool(n, context, settings.trust_env, proxy) for n in self._sizes]
+        #: requests in flight per pool
+        self._busy = [0] * len(self._pools)
+
+    @staticmethod
+    def _new_pool(
+        size: int, context: ssl.SSLContext, trust_env: bool, proxy: str | None
+    ) -> httpx.AsyncHTTPTransport:
+        """The one place this transport's pools are made."""
+        return httpx.AsyncHTTPTransport(
             limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-            verify=context if context is not None else True,
+            verify=context,
             trust_env=trust_env,
-            proxy=env_proxy(base_url) if trust_env else None,
+            proxy=proxy,
         )
+
+    def _choose(self) -> int:
+        """The pool for the next request: the first with a free connection, else the least busy."""
+        busy, sizes = self._busy, self._sizes
+        for index, count in enumerate(busy):
+            if count < sizes[index]:
+                return index
+        return busy.index(min(busy))
 
     async def send(self, request: HTTPRequest) -> Answer:
         """One attempt, the body read chunk by chunk into a bounded :class:`Body`; a failure
@@ -119,7 +150,13 @@ class HttpxTransport:
         except (httpx.InvalidURL, UnicodeError) as exc:  # a URL httpx cannot send to (idna's errors too)
             raise NoResponse(TransportFailure.CONNECT, type(exc).__name__) from None
         try:
-            response = await self._pool.handle_async_request(outgoing)
+            index = self._choose()
+            self._busy[index] += 1
+            try:
+                response = await self._pools[index].handle_async_request(outgoing)
+            except BaseException:
+                self._busy[index] -= 1
+                raise
             try:
                 # httpx's items() are lower-cased, with repeated headers joined as on the sync side
                 headers = dict(response.headers.items())
@@ -129,6 +166,7 @@ class HttpxTransport:
                 if not keep_connection(response.status_code):
                     await response.extensions["network_stream"].aclose()  # the pool then drops it
             finally:
+                self._busy[index] -= 1
                 await response.aclose()  # not read to the end (too large, cut off): closes the connection
         except _HTTPX_ERRORS as exc:  # DecodingError too, as on the sync side; and InvalidURL, StreamError...
             refused = failure_of(exc, self._sends_client_cert)
@@ -140,4 +178,5 @@ class HttpxTransport:
         return response.status_code, response.reason_phrase, headers, body.value()
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        for pool in self._pools:
+            await pool.aclose()
