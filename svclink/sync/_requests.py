@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import ssl
-from http.cookiejar import DefaultCookiePolicy
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import requests.adapters
-from urllib3.exceptions import EmptyPoolError, NewConnectionError, ReadTimeoutError
+from urllib3.exceptions import HTTPError, NewConnectionError, ReadTimeoutError
 
 from .._tls import failure_of
 from ..core.errors import TransportFailure
 from ..core.http.attempts import Answer, HTTPRequest, NoResponse
-from ..core.http.bodies import CHUNK, Body
+from ..core.http.bodies import CHUNK, Body, declared_size
+from ..core.http.urls import env_proxy
 from ..core.settings import Settings
 from ..core.tls import TLSPlan
+from ._urllib3 import no_response
 from .deadline import POOL_CLASSES
 
 #: raised by requests before any I/O, for a URL it cannot send to (as httpx.InvalidURL on the aio side)
@@ -38,12 +40,6 @@ def _failure(exc: requests.RequestException) -> TransportFailure:
     if isinstance(getattr(reason, "reason", None), NewConnectionError):
         return TransportFailure.CONNECT
     return TransportFailure.RESET
-
-
-def _as_planned(request: requests.PreparedRequest) -> requests.PreparedRequest:
-    """A session ``auth`` that leaves the request as it is: with one set, requests does not put
-    ``.netrc`` credentials over the ``Authorization`` header svclink's core decided on."""
-    return request
 
 
 class _Adapter(requests.adapters.HTTPAdapter):
@@ -73,47 +69,51 @@ class _Adapter(requests.adapters.HTTPAdapter):
 
 
 class RequestsTransport:
-    """Sends planned requests through a ``requests.Session`` on svclink's deadline-aware pool."""
+    """Sends planned requests through requests' ``HTTPAdapter`` on svclink's deadline-aware pool.
+
+    The adapter is given each request prepared, not a ``Session``: what a session adds on
+    every call (merging its defaults and the environment's settings, hooks, the cookie jar,
+    ``.netrc``, redirect bookkeeping) is decided by svclink's core or unwanted between
+    services. The proxy, when ``trust_env`` asks for one, is looked up once.
+    """
 
     def __init__(
         self, settings: Settings, base_url: str, context: ssl.SSLContext | None, tls: TLSPlan
     ) -> None:
         self._sends_client_cert = context is not None and tls.config.sends_client_cert
-        session = requests.Session()  # the one place this transport's pool is made
-        session.trust_env = settings.trust_env  # no proxies unless asked
-        if settings.trust_env:  # only then would requests read .netrc itself, on every request
-            session.auth = _as_planned
-        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # stateless, thread-safe
-        adapter = _Adapter(context, tls.server_hostname, settings.pool_maxsize)
-        adapter.poolmanager.pool_classes_by_scheme = POOL_CLASSES
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        self._session = session
+        proxy = env_proxy(base_url) if settings.trust_env else None
+        self._proxies = {urlsplit(base_url).scheme: proxy} if proxy else {}
+        # the one place this transport's pool is made
+        self._adapter = _Adapter(context, tls.server_hostname, settings.pool_maxsize)
+        self._adapter.poolmanager.pool_classes_by_scheme = POOL_CLASSES
 
     def send(self, request: HTTPRequest) -> Answer:
-        """One attempt, the body read chunk by chunk into a bounded :class:`Body`; a failure
-        before a whole response is a :class:`NoResponse` of the right kind."""
+        """One attempt, the body read into a bounded :class:`Body`; a failure before a whole
+        response is a :class:`NoResponse` of the right kind."""
+        prepared = requests.PreparedRequest()
         try:
-            response = self._session.request(
-                request.method,
-                request.url,
-                headers=request.headers,
-                data=request.content,
-                timeout=(request.connect_timeout, request.timeout),
-                allow_redirects=False,
+            prepared.prepare(request.method, request.url, dict(request.headers), data=request.content)
+            response = self._adapter.send(
+                prepared,
                 stream=True,
+                timeout=(request.connect_timeout, request.timeout),
+                proxies=self._proxies,
             )
             with response:  # not read to the end (too large, cut off): its connection is closed
                 headers = {k.lower(): v for k, v in response.headers.items()}
-                body = Body.start(request.method, response.status_code, headers, request.max_response_size)
-                for chunk in response.iter_content(CHUNK):
-                    body.add(chunk)
+                status, limit = response.status_code, request.max_response_size
+                body = Body.start(request.method, status, headers, limit)
+                if limit is None or declared_size(request.method, status, headers) is not None:
+                    body.add(response.raw.read(decode_content=True))  # within the bound, as checked
+                else:
+                    for chunk in response.iter_content(CHUNK):
+                        body.add(chunk)
         except requests.RequestException as exc:
             refused = failure_of(exc, self._sends_client_cert)
             raise NoResponse(_failure(exc), type(exc).__name__, refused) from None
-        except EmptyPoolError:  # every pooled connection stayed busy until the deadline
-            raise NoResponse(TransportFailure.POOL, "no free connection in the pool") from None
-        return response.status_code, response.reason or "", headers, body.value()
+        except HTTPError as exc:  # urllib3's own: a full pool, or a body read from the pool's response
+            raise no_response(exc, self._sends_client_cert) from None
+        return status, response.reason or "", headers, body.value()
 
     def close(self) -> None:
-        self._session.close()
+        self._adapter.close()

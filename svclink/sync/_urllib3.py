@@ -24,7 +24,7 @@ from urllib3.exceptions import (
 from .._tls import failure_of
 from ..core.errors import TransportFailure
 from ..core.http.attempts import Answer, HTTPRequest, NoResponse
-from ..core.http.bodies import CHUNK, Body
+from ..core.http.bodies import CHUNK, Body, declared_size
 from ..core.http.urls import env_proxy
 from ..core.settings import Settings
 from ..core.tls import TLSPlan
@@ -38,6 +38,13 @@ def _failure(exc: HTTPError) -> TransportFailure:
     if isinstance(exc, ReadTimeoutError):
         return TransportFailure.TIMEOUT
     return TransportFailure.RESET
+
+
+def no_response(exc: HTTPError, sends_client_cert: bool) -> NoResponse:
+    """What a urllib3 exception says about the attempt (raised through requests too)."""
+    if isinstance(exc, EmptyPoolError):  # every pooled connection stayed busy until the deadline
+        return NoResponse(TransportFailure.POOL, "no free connection in the pool")
+    return NoResponse(_failure(exc), type(exc).__name__, failure_of(exc, sends_client_cert))
 
 
 class Urllib3Transport:
@@ -80,20 +87,21 @@ class Urllib3Transport:
             try:
                 found = response.headers
                 headers = {k.lower(): found[k] for k in found}  # repeated headers joined by urllib3
-                body = Body.start(request.method, response.status, headers, request.max_response_size)
-                for chunk in response.stream(CHUNK):
-                    body.add(chunk)
+                status, limit = response.status, request.max_response_size
+                body = Body.start(request.method, status, headers, limit)
+                if limit is None or declared_size(request.method, status, headers) is not None:
+                    body.add(response.read())  # within the bound, as Body.start checked
+                else:
+                    for chunk in response.stream(CHUNK):
+                        body.add(chunk)
             except BaseException:  # not read to the end (too large, cut off): the connection is closed
                 response.close()
                 raise
             finally:
                 response.release_conn()
-        except EmptyPoolError:  # every pooled connection stayed busy until the deadline
-            raise NoResponse(TransportFailure.POOL, "no free connection in the pool") from None
         except HTTPError as exc:
-            refused = failure_of(exc, self._sends_client_cert)
-            raise NoResponse(_failure(exc), type(exc).__name__, refused) from None
-        return response.status, response.reason or "", headers, body.value()
+            raise no_response(exc, self._sends_client_cert) from None
+        return status, response.reason or "", headers, body.value()
 
     def close(self) -> None:
         self._pool.clear()
