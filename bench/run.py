@@ -1,5 +1,9 @@
 """svclink's benchmarks: ``python bench/run.py [--quick] [--json FILE] [--only SECTION ...]``.
 
+``--only sweep`` runs HTTP at growing concurrency over every transport beside the raw
+clients (aio: 1, 10, 50, 100 calls at a time; sync: 1, 8, 32 threads) and prints a table
+of throughput ratios.
+
 Each benchmark runs svclink and the raw library on the same work, in the same run, in
 alternating rounds, against a responder in its own process on 127.0.0.1, and prints
 medians and ratios. Nothing here is a pass/fail test: targets are reported, not asserted.
@@ -21,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import bench_http, resources
+from bench import bench_http, bench_sweep, resources
 from bench.harness import Result, Target, report
 
-SECTIONS = ("http", "tls", "cpu", "events", "memory")
+SECTIONS = ("http", "tls", "sweep", "cpu", "events", "memory")
 
 
 @contextmanager
@@ -94,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
                 print("what TLS adds to a call on a reused connection (wall, CPU):")
                 for who, tls_us in added.items():
                     print(f"  {who}: {tls_us['wall_us']:.1f} us, {tls_us['cpu_us']:.1f} us")
+        if "sweep" in sections:
+            bench_sweep.configure(url)
+            swept = bench_sweep.aio_sweep(url, ops, rounds) + bench_sweep.sync_sweep(url, ops, rounds)
+            bench_sweep.table(swept)
+            results += swept
             bench_http.configure(url)
         if "cpu" in sections:
             us = min(bench_http.cpu_per_call(ops * 20) for _ in range(3))
