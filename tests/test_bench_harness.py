@@ -54,3 +54,28 @@ def test_a_target_line_gives_the_ratio_its_verdict_and_the_spread_of_the_rounds(
     assert "CPU ratio 1.07" in verdict and "middle half of rounds" in verdict
     missed = Target("b", "svclink", "raw", "<=", 0.95).check(results)
     assert missed == (1.0, False)
+
+
+def test_the_sweep_table_gives_each_transport_its_own_raw_client_as_the_baseline() -> None:
+    from bench.bench_sweep import table
+
+    def result(level: str, variant: str, seconds: float) -> Result:
+        return Result(level, variant, 100, seconds, cpu_seconds=seconds / 2)
+
+    results = [
+        result("aio c=1", "svclink httpx", 0.5),
+        result("aio c=1", "raw httpx", 0.4),
+        result("aio c=1", "svclink aiohttp", 0.1),
+        result("aio c=1", "raw aiohttp", 0.1),
+        result("aio c=50", "svclink httpx", 0.2),
+        result("aio c=50", "raw httpx", 0.3),
+        result("aio c=10", "svclink httpx", 0.2),
+    ]
+    lines: list[str] = []
+    table(results, lines.append)
+    rows = {line.split()[1]: line for line in lines if line.startswith("aio c=")}
+    assert list(rows) == ["c=1", "c=10", "c=50"]  # by concurrency, not as text
+    assert "0.80 (2500, 2000 us)" in rows["c=1"] and "1.00 (500, 500 us)" in rows["c=1"]
+    assert "1.50 (1000, 1500 us)" in rows["c=50"]
+    assert "-" in rows["c=10"]  # its raw client did not run: no ratio
+    assert not any(line.startswith("sync") for line in lines)

@@ -67,7 +67,9 @@ class Service(BaseService):
 
     def __init__(self, name: str, settings: Settings) -> None:
         super().__init__(name, settings)
-        self._transport_class = transport_class(settings.aio_transport_of(name))
+        #: the HTTP library that carries this service's calls ("httpx" or "aiohttp")
+        self.transport = settings.aio_transport_of(name)
+        self._transport_class = transport_class(self.transport)
         #: built (or found) once: a certificate file that cannot be read fails here, not on a call
         self._tls = http_context(settings, name, self.base_url)
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPool] = (

@@ -51,7 +51,9 @@ class Service(BaseService):
 
     def __init__(self, name: str, settings: Settings) -> None:
         super().__init__(name, settings)
-        self._transport_class = TRANSPORTS[settings.sync_transport_of(name)]
+        #: the HTTP library that carries this service's calls ("requests" or "urllib3")
+        self.transport = settings.sync_transport_of(name)
+        self._transport_class = TRANSPORTS[self.transport]
         #: built (or found) once: a certificate file that cannot be read fails here, not on a call
         self._tls = http_context(settings, name, self.base_url)
         self._lock = ForkSafeLock()
