@@ -1,4 +1,4 @@
-"""The requests transport (the sync default): one ``requests.Session`` per service and process."""
+"""The requests transport (the sync default): one requests adapter (urllib3 pool) per service and process."""
 
 from __future__ import annotations
 
