@@ -1,7 +1,8 @@
 """Log records that say which request they belong to, and never carry a credential.
 
 :class:`ContextFilter` adds ``record.request_id`` and ``record.svclink_service`` from the
-bound context (``"-"`` outside one) and redacts the formatted message. Every logger of
+bound context, and ``record.event_id`` and ``record.event_type`` while a consumer handles an
+event (``"-"`` outside one) and redacts the formatted message. Every logger of
 svclink's own (``svclink.http``, ``svclink.events``...) is made with :func:`logger`, which
 puts the filter on it: a logger's filters never see its children's records, so each has
 its own. ``import svclink`` changes nothing else in the process's logging.
@@ -18,9 +19,11 @@ handlers to get the same fields in all its logs::
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import settings as _settings
@@ -29,6 +32,22 @@ from .redact import redact
 
 _lock = threading.Lock()
 _installed = False
+
+
+#: the event a consumer is handling in this thread or task: (event id, event type)
+HANDLING: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "svclink_handling", default=None
+)
+
+
+@contextlib.contextmanager
+def handling(event_id: str, event_type: str) -> Iterator[None]:
+    """Records made inside carry this event's id and type."""
+    token = HANDLING.set((event_id, event_type))
+    try:
+        yield
+    finally:
+        HANDLING.reset(token)
 
 
 def configured_secrets() -> tuple[str, ...]:
@@ -47,6 +66,9 @@ def annotate(record: logging.LogRecord, redact_message: bool = True) -> None:
     if not hasattr(record, "svclink_service"):
         settings = _settings.installed()
         record.svclink_service = (settings.service_name if settings is not None else None) or "-"
+    if not hasattr(record, "event_id"):
+        handling = HANDLING.get()
+        record.event_id, record.event_type = handling if handling is not None else ("-", "-")
     if not redact_message or getattr(record, "_svclink_clean", False):
         return
     try:
@@ -63,7 +85,8 @@ def annotate(record: logging.LogRecord, redact_message: bool = True) -> None:
 
 
 class ContextFilter(logging.Filter):
-    """Adds ``request_id`` and ``svclink_service`` to each record and redacts its message."""
+    """Adds ``request_id``, ``svclink_service``, ``event_id`` and ``event_type`` to each record
+    and redacts its message."""
 
     def __init__(self, name: str = "", *, redact_messages: bool = True) -> None:
         super().__init__(name)

@@ -25,6 +25,7 @@ from .events.envelope import Event
 from .events.handling import Ack, DeadLetter, Delay, Disposition, attempt_of, settle
 from .events.message import Delivery
 from .events.topology import ConsumerConfig
+from .logs import HANDLING
 from .observe import AttemptInfo, CallInfo, ConsumeInfo, Observer, PublishInfo, add_observer, notify, watching
 from .policy.breaker import State
 from .settings import Settings
@@ -154,19 +155,22 @@ class HandlerSpan:
     """The CONSUMER span of one handler run; the driver reports the handler's exception with
     :meth:`failed`, and the span closes with the outcome core's :func:`settle` gives it."""
 
-    def __init__(self, opened: Any, config: ConsumerConfig, delivery: Delivery) -> None:
-        self._opened, self._config, self._delivery = opened, config, delivery
+    def __init__(self, event: Event, opened: Any, config: ConsumerConfig, delivery: Delivery) -> None:
+        self._event, self._opened, self._config, self._delivery = event, opened, config, delivery
         self._error: BaseException | None = None
         self._span: Any = None
+        self._token: Any = None
 
     def failed(self, error: BaseException) -> None:
         self._error = error
 
     def __enter__(self) -> HandlerSpan:
+        self._token = HANDLING.set((self._event.event_id, self._event.event_type))
         self._span = self._opened.__enter__()
         return self
 
     def __exit__(self, *exc_info: Any) -> Any:
+        HANDLING.reset(self._token)
         outcome = settle(self._delivery, self._config, self._error)
         self._span.set_attribute("svclink.outcome", _outcome(outcome)[0])
         if isinstance(outcome, DeadLetter):
@@ -178,19 +182,21 @@ class HandlerSpan:
 
 
 class NoHandlerSpan:
-    """:class:`HandlerSpan` without OpenTelemetry: nothing at all."""
+    """:class:`HandlerSpan` without OpenTelemetry: only the event in the log records."""
+
+    def __init__(self, event: Event) -> None:
+        self._event = event
+        self._token: Any = None
 
     def failed(self, error: BaseException) -> None:
         pass
 
     def __enter__(self) -> NoHandlerSpan:
+        self._token = HANDLING.set((self._event.event_id, self._event.event_type))
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        pass
-
-
-NO_HANDLER_SPAN = NoHandlerSpan()
+        HANDLING.reset(self._token)
 
 
 def _outcome(disposition: Disposition) -> tuple[str, str | None]:

@@ -19,9 +19,11 @@ import attrs
 
 from ..context import trace
 from ..context.incoming import log_incoming
+from ..context.value import bind
 from ..errors import EventError
+from ..logs import handling
 from ..settings import Settings, get_settings
-from ..telemetry import NO_HANDLER_SPAN, HandlerSpan, NoHandlerSpan, consumer_span, report_consume, span
+from ..telemetry import HandlerSpan, NoHandlerSpan, consumer_span, report_consume, span
 from .broker import default_name
 from .envelope import Event
 from .handling import Disposition, Handle, HandlerTable, log_disposition, receive, settle
@@ -253,7 +255,9 @@ class BaseConsumer(Generic[H]):
         ``now`` (monotonic) gives the handler's duration to the observers, ``wall`` (the epoch
         clock) is when a dead letter died."""
         decision = settle(delivery, config, error, wall=wall)
-        log_disposition(config, delivery, decision, step.event, error)
+        event = step.event
+        with bind(event.context), handling(event.event_id, event.event_type):  # for the log line
+            log_disposition(config, delivery, decision, event, error)
         duration = None if now is None else now - step.received
         report_consume(self.settings, config, delivery, decision, step.event, error, duration)
         return decision
@@ -263,9 +267,9 @@ class BaseConsumer(Generic[H]):
     ) -> HandlerSpan | NoHandlerSpan:
         """The CONSUMER span of one handler run, child of the publisher's trace (a shared
         no-op without OpenTelemetry); the driver runs the handler inside it."""
-        if not trace.available():
-            return NO_HANDLER_SPAN
         event = step.event
+        if not trace.available():
+            return NoHandlerSpan(event)
         name, attributes = consumer_span(
             config.queue, delivery, event.event_type, event.event_id, event.attempt
         )
@@ -273,4 +277,4 @@ class BaseConsumer(Generic[H]):
         parent = None
         if context is not None and context.traceparent is not None:
             parent = {"traceparent": context.traceparent, "tracestate": context.tracestate or ""}
-        return HandlerSpan(span("CONSUMER", name, attributes, parent), config, delivery)
+        return HandlerSpan(event, span("CONSUMER", name, attributes, parent), config, delivery)
