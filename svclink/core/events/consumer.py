@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
@@ -78,6 +79,19 @@ def check_handler(handler: object, *, asynchronous: bool) -> None:
         )
 
 
+#: every consumer object alive in the process, for :func:`not_consuming`
+live_consumers: weakref.WeakSet[BaseConsumer[Any]] = weakref.WeakSet()
+
+
+def not_consuming() -> list[str]:
+    """One sentence per consumer whose run has started but that is not consuming now."""
+    return [
+        f"consumer {consumer.config.queue!r} is not consuming ({consumer.state.value})"
+        for consumer in list(live_consumers)
+        if consumer.state in (State.STARTING, State.RECONNECTING)
+    ]
+
+
 class BaseConsumer(Generic[H]):
     """A consumer's queue, bindings, retry policy and handlers: everything but the consume loop.
 
@@ -142,6 +156,7 @@ class BaseConsumer(Generic[H]):
         #: whether a run is consuming, for ``wait_ready()``: every change of :attr:`state` is reported
         self._readiness = Readiness()
         self._state = State.STOPPED
+        live_consumers.add(self)
 
     @property
     def state(self) -> State:

@@ -8,6 +8,7 @@ from typing import Generic, TypeVar
 
 from ..errors import ServiceNotDeclared
 from ..locks import ForkSafeLock
+from ..policy.breaker import State
 from ..settings import Settings, get_settings
 from .attempts import Answer, HTTPRequest
 from .calls import Guard, reset_guard
@@ -32,6 +33,19 @@ def reset_guards() -> None:
     """
     for guard in list(live_guards):
         reset_guard(guard)
+
+
+def open_breakers(now: float) -> list[str]:
+    """One sentence per service whose circuit breaker is open now (``now``: the monotonic clock)."""
+    found = {}
+    for guard in list(live_guards):
+        breaker = guard.breaker
+        if breaker is not None and breaker.state is State.OPEN:
+            found[breaker.service] = breaker.retry_in(now)
+    return [
+        f"circuit breaker of {name!r} is open: calls are refused for {wait:.1f}s more"
+        for name, wait in sorted(found.items())
+    ]
 
 
 def base_url(settings: Settings, name: str) -> str:
