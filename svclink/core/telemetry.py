@@ -116,9 +116,8 @@ def span(kind: str, name: str, attributes: Mapping[str, Any], parent: Mapping[st
     otel = trace.api()
     if otel is None:
         return NO_SPAN
-    _install()
+    tracer = _tracer()
     _context, propagate, otel_trace = otel
-    tracer = otel_trace.get_tracer(INSTRUMENTATION)
     ctx = propagate.extract(dict(parent)) if parent else None
     return tracer.start_as_current_span(
         name, context=ctx, kind=getattr(otel_trace.SpanKind, kind), attributes=dict(attributes)
@@ -307,6 +306,18 @@ def _set_error(current: Any, error: str) -> None:
 
 _installed = False
 _lock = threading.Lock()
+_tracers: list[Any] = []
+
+
+def _tracer() -> Any:
+    """svclink's tracer, got once: OpenTelemetry's global one forwards to the provider set
+    later, so a provider installed after the first call still gets every span."""
+    if not _tracers:
+        _install()
+        api = trace.api()
+        assert api is not None
+        _tracers.append(api[2].get_tracer(INSTRUMENTATION))
+    return _tracers[0]
 
 
 def _install() -> None:
