@@ -121,10 +121,10 @@ def main() -> None:
     for op in ("call", "publish"):
         base = None
         for mode in MODES:
-            values = [r[op] for r in runs[mode] if r[op] is not None]
+            values = [v for r in runs[mode] if (v := r[op]) is not None]
             if not values:
                 continue
-            median = statistics.median(float(v) for v in values) * 1e6
+            median = statistics.median(values) * 1e6
             base = median if base is None else base
             print(f"{op:<10} {mode:<8} {median:>10.1f} {median / base:>7.3f}")
 
