@@ -231,6 +231,11 @@ class BaseConsumer(Generic[H]):
         self._table.set_default(checked if self._inbox is None else self._deduplicated(checked, self._inbox))
         return handler
 
+    def wrap_handlers(self, wrapper: Callable[[H], H]) -> None:
+        """Wrap every handler registered so far: ``wrapper(handler)`` runs in its place (what a
+        framework needs around each message, such as Django's database connection hygiene)."""
+        self._table.wrap(wrapper)
+
     def _deduplicated(self, handler: H, store: InboxStore) -> H:
         return cast(H, deduplicated(handler, store, self.config.queue))
 

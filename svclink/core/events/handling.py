@@ -10,7 +10,7 @@ unit-tested without a broker.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
@@ -110,6 +110,13 @@ class HandlerTable(Generic[H]):
         if self._default is not None:
             return ("#",)
         return (*self._exact, *(p for p, _ in self._patterns))
+
+    def wrap(self, wrapper: Callable[[H], H]) -> None:
+        """Replace every handler registered so far with ``wrapper(handler)``."""
+        self._exact = {t: wrapper(h) for t, h in self._exact.items()}
+        self._patterns = [(p, wrapper(h)) for p, h in self._patterns]
+        if self._default is not None:
+            self._default = wrapper(self._default)
 
     def __bool__(self) -> bool:
         return bool(self._exact or self._patterns or self._default is not None)
