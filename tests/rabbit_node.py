@@ -93,19 +93,24 @@ class RabbitNode:
         """``kill -9`` the whole node (the Erlang VM and its helpers)."""
         if self.process is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        self._signal(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
 
     def pause(self) -> None:
         """Freeze the node (SIGSTOP): it keeps its sockets open but answers nothing."""
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
 
     def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: int) -> None:
+        """Send ``signum`` to the node's every process: the server script runs the Erlang VM
+        as the rabbitmq user in a session of its own, out of reach of the script's group."""
         assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGCONT)
+        for pid in _descendants(self.process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
     def log_tail(self, lines: int = 30) -> str:
         text = ""
@@ -113,6 +118,24 @@ class RabbitNode:
             with contextlib.suppress(OSError):
                 text += path.read_text(errors="replace")
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _descendants(root: int) -> list[int]:
+    """``root`` and every process below it, from ``/proc`` (parents before children)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = (entry / "stat").read_text()
+            parent = int(stat.rsplit(")", 1)[1].split()[1])  # the name in parentheses may hold spaces
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop(0)
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
 
 
 def make_node(

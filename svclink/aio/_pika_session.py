@@ -18,6 +18,7 @@ from ..core.events.broker import MOVE_TIMEOUT, declare_failed, move_failed, sett
 from ..core.events.existing import refused_queue
 from ..core.events.handling import Ack, Disposition, republish
 from ..core.events.message import Delivery
+from ..core.events.stopping import StopWatch
 from ..core.events.topology import Binding, ExchangeSpec, Topology, declarations
 from ..core.settings import Settings
 from ._pika import AMQP_LOST, connect, core_delivery, declare_refusal, ensure_exchange, publish, underlay_of
@@ -34,6 +35,8 @@ class PikaSession:
 
     def __init__(self, settings: Settings, name: str, topo: Topology, prefetch: int) -> None:
         self._settings, self._name, self._topo, self._prefetch = settings, name, topo, prefetch
+        #: the longest the cancel and the close wait for the broker (a stop's bound)
+        self._bound = StopWatch.of(settings).bound
         self.lost = asyncio.Event()
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._underlay: aiormq.Channel | None = None
@@ -120,12 +123,15 @@ class PikaSession:
     async def stop_consuming(self) -> None:
         if self._underlay is not None and self._tag is not None and not self.lost.is_set():
             with contextlib.suppress(*AMQP_LOST, TimeoutError):
-                await self._underlay.basic_cancel(self._tag, timeout=5)
+                await self._underlay.basic_cancel(self._tag, timeout=self._bound)
 
     async def close(self) -> None:
+        """Close the connection, waiting at most the bound for the broker's answer (aiormq then
+        closes the socket, and the broker puts the unacked messages back when it notices)."""
         if self._connection is not None:
             with contextlib.suppress(Exception):
-                await self._connection.close()
+                async with asyncio.timeout(self._bound):
+                    await self._connection.close()
 
 
 async def _declare(

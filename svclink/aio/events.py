@@ -328,7 +328,13 @@ class EventConsumer(BaseConsumer[Handler]):
                 if slots is not None:
                     slots.release()
 
-        await session.start(on_delivery)
+        starting = asyncio.ensure_future(session.start(on_delivery))
+        await _first(self._wakeup.wait(), starting)
+        if not starting.done():  # stop() while the broker had not answered: nothing consumed yet
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            return None
+        starting.result()  # raises what the start raised (Lost, EventError)
         backoff.connected()
         self.state = State.CONSUMING
         log.info("consumer %s: consuming", config.queue)

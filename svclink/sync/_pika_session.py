@@ -33,8 +33,10 @@ from ..core.events.broker import (
 from ..core.events.existing import durable, refused_exchange, refused_queue, warn_existing
 from ..core.events.handling import Ack, Disposition, republish
 from ..core.events.message import Delivery
+from ..core.events.stopping import StopWatch
 from ..core.events.topology import Binding, ExchangeSpec, Topology, declarations
 from ..core.settings import Settings
+from ._broker_waits import BrokerWaits
 from ._pika import (
     CONNECT_FAILED,
     PIKA_LOST,
@@ -76,9 +78,13 @@ class PikaSession:
     but the lock's release and acquire, no thread switch.
     """
 
-    def __init__(self, settings: Settings, name: str, topo: Topology, prefetch: int) -> None:
+    def __init__(
+        self, settings: Settings, name: str, topo: Topology, prefetch: int, stopping: threading.Event
+    ) -> None:
         self._settings = settings
         self._connection = blocking_connection(settings, name)
+        #: after stop(), no wait for the broker lasts longer than connect_timeout
+        self._waits = BrokerWaits(self._connection, stopping, StopWatch.of(settings))
         self._deliveries: deque[Received] = deque()
         self._acks = Acks(prefetch)
         self._cancelled = False
@@ -92,12 +98,13 @@ class PikaSession:
         self._closing = threading.Event()
         self._keeper: threading.Thread | None = None
         try:
-            self._channel = self._connection.channel()
-            self._declare(topo)
-            self._channel.confirm_delivery()
-            self._channel.basic_qos(prefetch_count=prefetch)
-            self._channel.add_on_cancel_callback(self._on_cancel)
-            self._tag = self._channel.basic_consume(topo.queue.name, self._on_message)
+            with self._waits.waiting():
+                self._channel = self._connection.channel()
+                self._declare(topo)
+                self._channel.confirm_delivery()
+                self._channel.basic_qos(prefetch_count=prefetch)
+                self._channel.add_on_cancel_callback(self._on_cancel)
+                self._tag = self._channel.basic_consume(topo.queue.name, self._on_message)
         except pika.exceptions.ChannelClosedByBroker as exc:
             self.close()
             raise declare_failed(declare_refusal(exc), exc.reply_text) from None
@@ -250,7 +257,8 @@ class PikaSession:
 
     def stop_consuming(self) -> None:
         try:
-            self._channel.basic_cancel(self._tag)
+            with self._waits.waiting():
+                self._channel.basic_cancel(self._tag)
         except PIKA_LOST as exc:
             raise Lost(repr(exc)) from None
 
@@ -259,9 +267,10 @@ class PikaSession:
             if not isinstance(disposition, Ack):
                 message = republish(received.delivery, disposition)
                 try:
-                    self._channel.basic_publish(
-                        "", message.routing_key, message.body, pika_properties(message.properties), True
-                    )
+                    with self._waits.waiting():  # for the confirm
+                        self._channel.basic_publish(
+                            "", message.routing_key, message.body, pika_properties(message.properties), True
+                        )
                 except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
                     self._send_acks(self._acks.take())
                     self._channel.basic_nack(received.tag, requeue=True)
@@ -288,5 +297,5 @@ class PikaSession:
         if self._connection.is_open:
             with contextlib.suppress(Exception):
                 self._send_acks(self._acks.take())  # messages handled after stop() while their acks were held
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception), self._waits.waiting():
                 self._connection.close()

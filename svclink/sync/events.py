@@ -231,7 +231,7 @@ class EventConsumer(BaseConsumer[Handler]):
         topo = topology(config)
         if is_memory(self.settings):
             return MemorySession(self.settings, self.connection_name, topo, config.prefetch)
-        return PikaSession(self.settings, self.connection_name, topo, config.prefetch)
+        return PikaSession(self.settings, self.connection_name, topo, config.prefetch, self._stop_requested)
 
     def run(self) -> None:
         """Consume until :meth:`stop`, reconnecting (with backoff) whenever the broker goes away.
