@@ -12,4 +12,6 @@ urlpatterns = [
     path("e2e/", views.e2e),
     path("users/", views.users),
     path("upload/", views.upload),
+    path("traced/", views.traced),
+    path("atraced/", views.atraced),
 ]

@@ -93,3 +93,18 @@ def upload(request: HttpRequest) -> JsonResponse:
         for name, f in request.FILES.items()
     }
     return JsonResponse({"form": request.POST.dict(), "files": files})
+
+
+def traced(request: HttpRequest) -> JsonResponse:
+    """Call ``user`` and publish ``order.paid``: the trace of the request goes on through both."""
+    body = svclink.sync.get_service("user").http_dispatch("GET", "/downstream")
+    svclink.sync.get_publisher().publish("order.paid", {"order": 1}, exchange="traced_events")
+    return JsonResponse(body)
+
+
+async def atraced(request: HttpRequest) -> JsonResponse:
+    user = await svclink.aio.get_service("user")
+    body = await user.http_dispatch("GET", "/downstream")
+    publisher = await svclink.aio.get_publisher()
+    await publisher.publish("order.paid", {"order": 1}, exchange="traced_events")
+    return JsonResponse(body)
