@@ -113,3 +113,25 @@ def test_bad_input_is_refused_before_anything_is_written(pg: str) -> None:
     with pytest.raises(svclink.InvalidEvent, match="headers must be JSON values"):
         publish_on_commit("order.created", {}, headers={"x-raw": b"bytes"}, using="pg")
     assert query(pg, "SELECT count(*) FROM svclink_outbox") == before
+
+
+def test_with_a_retention_sent_rows_are_kept_marked_then_pruned(
+    pg: str, sink: tuple[RabbitView, str, str]
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from svclink.contrib.django import DjangoOutbox
+
+    view, exchange, queue = sink
+    svclink.configure(service_name="shop", amqp_url=RABBITMQ_URL, outbox_retention=3600)
+    query(pg, "DELETE FROM svclink_outbox")
+    with transaction.atomic(using="pg"):
+        event = publish_on_commit("order.created", {"number": 30}, exchange=exchange, using="pg")
+    (got,) = eventually(lambda: drain(view, queue))
+    assert got["event_id"] == event.event_id
+    assert query(pg, "SELECT state, sent_at IS NOT NULL FROM svclink_outbox") == [("sent", True)]
+    assert relay_once().startswith("sent 0")
+    store = DjangoOutbox("pg")
+    assert store.prune_sent(datetime.now(UTC) - timedelta(hours=1)) == 0
+    assert store.prune_sent(datetime.now(UTC) + timedelta(seconds=1)) == 1
+    assert query(pg, "SELECT count(*) FROM svclink_outbox") == [(0,)]

@@ -11,6 +11,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -299,3 +300,24 @@ def drain_all(view: RabbitView, queue: str, expected: int) -> list[dict[str, Any
         got += drain(view, queue)
     time.sleep(0.2)
     return got + drain(view, queue)
+
+
+def test_with_a_retention_sent_rows_are_kept_marked_then_pruned(
+    side: Side, database: str, sink: tuple[RabbitView, str, str]
+) -> None:
+    view, exchange, queue = sink
+    svclink.configure(
+        service_name="shop", amqp_url=RABBITMQ_URL, outbox_send_after_commit=False, outbox_retention=3600
+    )
+    base = next(_bases) * 100
+    committed = write_orders(side, database, exchange, [(base, True), (base + 1, True)])
+    assert relay_once(side, database).sent == 2
+    assert [g["event_id"] for g in eventually(lambda: drain(view, queue))] == committed
+    rows = query(database, "SELECT state, sent_at IS NOT NULL FROM svclink_outbox ORDER BY id")
+    assert rows == [("sent", True), ("sent", True)]
+    assert relay_once(side, database).sent == 0  # a sent row is not sent again
+    store = SqlOutbox(pg_url(database))
+    assert store.prune_sent(datetime.now(UTC) - timedelta(hours=1)) == 0  # younger than the retention
+    assert store.prune_sent(datetime.now(UTC) + timedelta(seconds=1)) == 2
+    store.close()
+    assert query(database, "SELECT count(*) FROM svclink_outbox") == [(0,)]
