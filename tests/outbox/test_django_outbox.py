@@ -135,3 +135,21 @@ def test_with_a_retention_sent_rows_are_kept_marked_then_pruned(
     assert store.prune_sent(datetime.now(UTC) - timedelta(hours=1)) == 0
     assert store.prune_sent(datetime.now(UTC) + timedelta(seconds=1)) == 1
     assert query(pg, "SELECT count(*) FROM svclink_outbox") == [(0,)]
+
+
+def test_status_lists_a_failed_row_with_its_reason(pg: str, sink: tuple[RabbitView, str, str]) -> None:
+    exchange = sink[1]
+    svclink.configure(
+        service_name="shop", amqp_url=RABBITMQ_URL, unroutable="raise", outbox_send_after_commit=False
+    )
+    query(pg, "DELETE FROM svclink_outbox")
+    lost = publish_on_commit(
+        "invoice.created", {"number": 40}, exchange=exchange, using="pg"
+    )  # no queue bound
+    assert relay_once().startswith("sent 0, failed 1, pending 0")
+    out = io.StringIO()
+    call_command("svclink_relay", "--status", "--database", "pg", stdout=out)
+    status = out.getvalue().splitlines()
+    assert status[:3] == ["pending 0", "sent 0", "failed 1"]
+    assert f"invoice.created {lost.event_id}: " in status[3] and "unroutable" in status[3]
+    query(pg, "DELETE FROM svclink_outbox")
