@@ -68,8 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, targets_required: bool = T
     )
     parser.add_argument(
         "--relay",
-        metavar="DATABASE_URL",
-        help="also run the outbox relay of this database (SQLAlchemy URL), stopped with the consumers",
+        metavar="DATABASE",
+        help="also run the outbox relay, stopped with the consumers: of this database URL "
+        "(svclink worker) or database alias (manage.py svclink_worker)",
     )
 
 
@@ -325,12 +326,11 @@ class RelayRunner:
         self.relay.stop()
 
 
-def relay_runner(database_url: str) -> RelayRunner:
-    """The relay of ``--relay DATABASE_URL``."""
-    from ..contrib.sqlalchemy import SqlOutbox
+def relay_runner(store: Any) -> RelayRunner:
+    """The relay of ``--relay``, on an outbox ``store`` (a SQLAlchemy or Django one)."""
     from ..sync.relay import Relay
 
-    return RelayRunner(Relay(SqlOutbox(database_url)), get_settings().consumer_grace)
+    return RelayRunner(Relay(store), get_settings().consumer_grace)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -339,5 +339,7 @@ def run(args: argparse.Namespace) -> int:
     apply_options(args)
     consumers = load(args.targets)
     if args.relay and not args.declare_only:
-        consumers.append(relay_runner(args.relay))
+        from ..contrib.sqlalchemy import SqlOutbox
+
+        consumers.append(relay_runner(SqlOutbox(args.relay)))
     return run_consumers(consumers, args)

@@ -3,7 +3,10 @@ probed with them, and stops with them on SIGTERM."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +17,7 @@ from sqlalchemy.orm import Session
 import svclink
 from svclink.contrib.sqlalchemy import publish_on_commit
 
-from ..cli.test_worker import Names, lines, probe, start_worker
+from ..cli.test_worker import ROOT, TARGET, Names, lines, probe, start_worker
 from ..cli.test_worker import names as names  # the fixture: the worker test's queue and exchange
 from ..events_support import RABBITMQ_URL, eventually
 from ..outbox_support import pg_url, query, scratch_database
@@ -50,6 +53,48 @@ def test_the_worker_relays_the_outbox_beside_its_consumers(
         _, body = eventually(lambda: (r := probe(port, "/readyz"))[0] == 200 and r, timeout=10)
         assert body["consumers"]["outbox relay"] == "consuming"
         assert query(database, "SELECT count(*) FROM svclink_outbox") == [(0,)]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 0, out
+
+
+def test_the_django_worker_relays_the_projects_outbox(
+    names: Names,
+    django_pg: str,
+    tmp_path: Path,
+) -> None:
+    from django.db import transaction
+
+    from svclink.contrib.django import publish_on_commit
+
+    assert start_worker(names, "sync", "--declare-only").wait(30) == 0
+    svclink.configure(amqp_url=RABBITMQ_URL, service_name="worker-test", outbox_send_after_commit=False)
+    query(django_pg, "DELETE FROM svclink_outbox")
+    with transaction.atomic(using="pg"):
+        for n in range(3):
+            publish_on_commit("work.item", {"n": n}, exchange=names.exchange, using="pg")
+    log = tmp_path / "handled"
+    script = (
+        "from tests.django_project import setup; setup(); from django.core.management import call_command; "
+        f"call_command('svclink_worker', '{TARGET}', '--relay', 'pg')"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SVCLINK_")}
+    env.update(
+        SVCLINK_AMQP_URL=RABBITMQ_URL, WORKER_SIDE="sync", WORKER_QUEUE=names.queue,
+        WORKER_EXCHANGE=names.exchange, WORKER_LOG=str(log), SHOP_PG_DB=django_pg,
+    )  # fmt: skip
+    worker = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        eventually(lambda: sorted(n for what, n, _ in lines(log) if what == "done") == [0, 1, 2], timeout=30)
+        assert query(django_pg, "SELECT count(*) FROM svclink_outbox") == [(0,)]
     finally:
         worker.send_signal(signal.SIGTERM)
         out, _ = worker.communicate(timeout=60)
