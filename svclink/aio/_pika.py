@@ -2,7 +2,7 @@
 both ways, the raw publish, and the exceptions that mean a lost connection.
 
 Connections are plain ``aio_pika.connect`` connections that svclink reopens itself (see
-:mod:`svclink.aio.events` for why not ``connect_robust``). aio-pika opens them and
+:mod:`svclink.aio.publishing` for why not ``connect_robust``). aio-pika opens them and
 declares the topology; publishing, consuming and acking go straight to the aiormq
 channel beneath it (``get_underlay_channel()``), which aio-pika itself calls. svclink
 has its own message type, so aio-pika's ``Message`` and ``IncomingMessage`` would be a

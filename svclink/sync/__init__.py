@@ -9,9 +9,11 @@ from .._extras import require
 require("requests", "sync")
 require("pika", "sync")
 
+from ..core.events.envelope import Event  # noqa: E402
+from .consumer import EventConsumer  # noqa: E402
 from .dead import DeadEvent, DeadLetters  # noqa: E402
-from .events import Event, EventConsumer, Publisher, get_publisher  # noqa: E402
 from .http import Service, close, get_service  # noqa: E402
+from .publishing import Publisher, get_publisher  # noqa: E402
 
 __all__ = [
     "DeadEvent",

@@ -30,7 +30,7 @@ from ..core.events.outbox import (
 from ..core.events.publishing import Sending, publish_deadline
 from ..core.logs import logger
 from ..core.settings import get_settings
-from .events import Publisher, get_publisher
+from .publishing import Publisher, get_publisher
 
 log = logger("svclink.outbox")
 
