@@ -41,6 +41,9 @@ def confirmed(confirm: memory.Confirm) -> asyncio.Future[Outcome]:
 
 
 class MemoryLink:
+    #: the memory broker has no size limit: it never closes a channel on a message
+    refusal = ""
+
     def __init__(self, settings: Settings, name: str) -> None:
         self._broker = memory.get_broker(settings.amqp_url[0])
         self._connection = self._broker.connect(name)

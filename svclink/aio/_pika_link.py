@@ -20,7 +20,7 @@ import aiormq.exceptions
 
 from ..core.events.broker import CLOSED_WHILE_IDLE, IDLE
 from ..core.events.message import OutgoingMessage
-from ..core.events.outcomes import Outcome
+from ..core.events.outcomes import Outcome, channel_closed
 from ..core.settings import Settings
 from ._confirm_deadlines import Deadlines
 from ._loops import close_soon
@@ -46,6 +46,8 @@ class PikaLink:
         self._declaring = asyncio.Lock()  # 500 concurrent first publishes declare the exchange once
         self._deadlines = Deadlines()
         self._used = time.monotonic()
+        #: the broker's reason for the channel it closed on a message (Outcome.REFUSED), if it did
+        self.refusal = ""
 
     @classmethod
     async def open(cls, settings: Settings, name: str) -> PikaLink:
@@ -80,6 +82,12 @@ class PikaLink:
             return (Outcome.NACKED,)
         except TimeoutError:
             return (Outcome.TIMED_OUT,)
+        except aiormq.exceptions.ChannelClosed as exc:  # aiormq raises one class per reply code
+            code = 406 if isinstance(exc, aiormq.exceptions.ChannelPreconditionFailed) else None
+            outcome = channel_closed(code)
+            if outcome is Outcome.REFUSED:
+                self.refusal = str(exc.args[0]) if exc.args else repr(exc)
+            return (outcome,)
         except AMQP_LOST:
             return (Outcome.LOST,)
         except asyncio.CancelledError:

@@ -21,6 +21,9 @@ class PublishLink(Protocol):
     before use), so the caller may reopen and send without risking a duplicate.
     """
 
+    #: the broker's reason for the channel it closed on a message (``Outcome.REFUSED``), if it did
+    refusal: str
+
     def publish(
         self, messages: Sequence[OutgoingMessage], deadline: float
     ) -> Awaitable[Sequence[Outcome]]: ...

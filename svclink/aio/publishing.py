@@ -166,7 +166,7 @@ class Publisher(BasePublisher):
                         self._drop(link)
                     sending.failed(exc)
                     continue
-                if sending.sent(outcomes, now=time.monotonic()):
+                if sending.sent(outcomes, now=time.monotonic(), refusal=link.refusal):
                     self._drop(link)
 
     async def aclose(self) -> None:

@@ -315,6 +315,15 @@ def amqp_heartbeat(value: object) -> int:
     return count("amqp_heartbeat", value, maximum=65535)  # AMQP carries it in 16 bits
 
 
+#: RabbitMQ's default max_message_size (128 MiB), and its hard limit (512 MiB)
+DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
+_BROKER_MESSAGE_LIMIT = 512 * 1024 * 1024
+
+
+def max_message_size(value: object) -> int:
+    return count("max_message_size", value, minimum=1, maximum=_BROKER_MESSAGE_LIMIT)
+
+
 def prefetch_count(value: object) -> int:
     return count("prefetch_count", value, minimum=1, maximum=65535)  # AMQP carries it in 16 bits
 

@@ -43,6 +43,10 @@ class Settings:
     event_exchange: str = attrs.field(default="svclink.events", converter=convert.event_exchange)
     #: how long a publish waits for the broker's confirm (and for a blocked broker) before failing
     publish_timeout: float = attrs.field(default=10.0, converter=convert.publish_timeout)
+    #: the largest message body a publish sends, in bytes (RabbitMQ's default max_message_size)
+    max_message_size: int = attrs.field(
+        default=convert.DEFAULT_MAX_MESSAGE_SIZE, converter=convert.max_message_size
+    )
     #: AMQP heartbeat interval in seconds (0 turns heartbeats off)
     amqp_heartbeat: int = attrs.field(default=30, converter=convert.amqp_heartbeat)
     #: messages a consumer may hold unacknowledged at once, unless it says otherwise

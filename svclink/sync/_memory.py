@@ -23,6 +23,9 @@ from ._transport import Lost, Received
 class MemoryLink:
     """The publisher's connection to the in-process broker."""
 
+    #: the memory broker has no size limit: it never closes a channel on a message
+    refusal = ""
+
     def __init__(self, settings: Settings, name: str) -> None:
         self.pid = os.getpid()
         self._broker = memory.get_broker(settings.amqp_url[0])

@@ -28,7 +28,7 @@ from ..core.events.broker import (
 )
 from ..core.events.existing import durable, refused_exchange, warn_existing
 from ..core.events.message import OutgoingMessage
-from ..core.events.outcomes import Outcome
+from ..core.events.outcomes import Outcome, channel_closed
 from ..core.settings import Settings
 from ._pika import OneWriteConnection, connect_failure, declare_refusal, parameters, pika_properties
 from ._transport import Lost
@@ -48,6 +48,9 @@ class PikaLink:
         self._error: str = ""
         self._open_error: BaseException | str = ""  # why the connection failed to open, if it did
         self._declare_refusal = DeclareRefusal.OTHER  # why the broker closed the channel, when it did
+        self._closed_code: int | None = None  # the reply code it closed the channel with, if it did
+        #: the broker's reason for the channel it closed on a message (Outcome.REFUSED), if it did
+        self.refusal = ""
         self._declared = {""}  # exchanges known to exist (the default one always does)
         self._next_tag = 1
         self._outcomes: dict[int, Outcome] = {}
@@ -150,6 +153,8 @@ class PikaLink:
         if self._connection is None:  # _discard() is closing it: wait for the connection's own close
             return
         self._state, self._declare_refusal = "closed", declare_refusal(reason)
+        if isinstance(reason, pika.exceptions.ChannelClosedByBroker):
+            self._closed_code = reason.reply_code
         self._keep_reason(f"channel closed: {reason}")
         if self._connection.is_open:
             self._connection.close()
@@ -253,7 +258,9 @@ class PikaLink:
         wanted = set(tags)
         self._wait(lambda: self._outcomes.keys() >= wanted, deadline)
         self._used = time.monotonic()
-        lost = Outcome.LOST if self._state != "open" else Outcome.TIMED_OUT
+        lost = Outcome.TIMED_OUT if self._state == "open" else channel_closed(self._closed_code)
+        if lost is Outcome.REFUSED:
+            self.refusal = self._error
         outcomes = [self._outcomes.pop(t, lost) for t in tags]
         return outcomes + [Outcome.LOST] * (len(messages) - len(tags))
 

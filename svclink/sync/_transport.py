@@ -19,6 +19,8 @@ class PublishLink(Protocol):
     """
 
     pid: int
+    #: the broker's reason for the channel it closed on a message (``Outcome.REFUSED``), if it did
+    refusal: str
 
     def publish(self, messages: Sequence[OutgoingMessage], deadline: float) -> list[Outcome]: ...
 

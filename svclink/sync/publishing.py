@@ -149,13 +149,14 @@ class Publisher(BasePublisher):
         with self._observed(sending, time.monotonic):
             while (batch := sending.batch()) is not None:
                 try:
-                    outcomes = self._link(sending.deadline).publish(batch, sending.deadline)
+                    link = self._link(sending.deadline)
+                    outcomes = link.publish(batch, sending.deadline)
                 except (Lost, BrokerUnavailable) as exc:
                     if isinstance(exc, Lost):
                         self._drop(wait=False)
                     sending.failed(exc)
                     continue
-                if sending.sent(outcomes, now=time.monotonic()):
+                if sending.sent(outcomes, now=time.monotonic(), refusal=link.refusal):
                     self._drop(wait=False)
 
     def close(self) -> None:

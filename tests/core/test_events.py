@@ -460,6 +460,21 @@ def test_lost_messages_are_resent_once_then_reported() -> None:
     assert not resolve([Outcome.ACKED, Outcome.NACKED], attempt=1, late=False).drop
 
 
+def test_a_channel_the_broker_closed_on_a_message_is_refused_not_resent() -> None:
+    from svclink.core.events.outcomes import channel_closed, resolve
+
+    assert channel_closed(406) is Outcome.REFUSED  # PRECONDITION_FAILED: the message itself
+    assert channel_closed(None) is Outcome.LOST and channel_closed(320) is Outcome.LOST
+    step = resolve([Outcome.ACKED, Outcome.REFUSED], attempt=1, late=False)
+    assert step.drop and step.retry == () and step.final == ((0, Outcome.ACKED), (1, Outcome.REFUSED))
+    sending = Sending([_prepared()], deadline=100.0)
+    reason = "PRECONDITION_FAILED - message size 2000000 is larger than configured max size 1048576"
+    assert sending.sent([Outcome.REFUSED], now=1.0, refusal=reason)
+    assert sending.batch() is None
+    with pytest.raises(svclink.PublishNacked, match="larger than configured max size"):
+        sending.event()
+
+
 def test_reconnect_backoff_starts_over_once_consuming_again() -> None:
     backoff = handling.Backoff()
     assert [backoff.failed() for _ in range(3)] == [0.1, 0.2, 0.4]

@@ -26,6 +26,7 @@ from ..context.outgoing import (
     message_headers,
 )
 from ..context.value import RequestContext
+from ..errors import InvalidEvent
 from ..settings import Settings
 from .envelope import (
     CONTENT_TYPE,
@@ -89,6 +90,19 @@ class Delivery:
     exchange: str
     routing_key: str
     redelivered: bool = False
+
+
+def check_size(settings: Settings, size: int) -> None:
+    """A message body over the ``max_message_size`` setting is refused before it is sent.
+
+    RabbitMQ closes the channel on a message over its own ``max_message_size`` (128 MiB
+    unless configured), after the whole body has crossed the network.
+    """
+    if size > settings.max_message_size:
+        raise InvalidEvent(
+            f"the event is {size} bytes encoded, more than the max_message_size setting "
+            f"({settings.max_message_size} bytes, the broker's limit)"
+        )
 
 
 def prepare(
@@ -158,6 +172,7 @@ def prepare(
         user_headers[VERSION_HEADER] = ENVELOPE_VERSION
     if source:
         user_headers[SOURCE_HEADER] = source
+    check_size(settings, len(body))
     properties = Properties(
         headers=MappingProxyType(user_headers),
         table=encode_table(user_headers),

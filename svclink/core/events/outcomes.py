@@ -29,6 +29,25 @@ class Outcome(enum.Enum):
     TIMED_OUT = "timeout"
     #: the connection died after it was written, before its confirm: it may or may not have landed
     LOST = "lost"
+    #: the broker closed the channel on it (over its max_message_size, say): it did not land,
+    #: and sending it again would meet the same answer
+    REFUSED = "refused"
+
+
+#: the reply code of a channel the broker closes on a message it will never take (PRECONDITION_FAILED)
+_REFUSING_CODE = 406
+
+
+def channel_closed(reply_code: int | None) -> Outcome:
+    """The outcome of the messages awaiting their confirms when the broker closed the channel
+    with ``reply_code`` (None: the channel went with its connection).
+
+    The broker handles a channel's frames in order, so the messages it had not confirmed
+    when it closed the channel never landed. ``PRECONDITION_FAILED`` is an answer to the
+    message itself: sent again, it would be refused again. Anything else is a lost
+    connection, sent again on a new one.
+    """
+    return Outcome.REFUSED if reply_code == _REFUSING_CODE else Outcome.LOST
 
 
 def publish_error(outcome: Outcome, message: OutgoingMessage, detail: str = "") -> PublishError | None:
@@ -42,6 +61,10 @@ def publish_error(outcome: Outcome, message: OutgoingMessage, detail: str = "") 
         return UnroutableError(f"{what} is unroutable: no queue is bound to {where}{extra}")
     if outcome is Outcome.NACKED:
         return PublishNacked(f"the broker refused {what} on {where}{extra}")
+    if outcome is Outcome.REFUSED:
+        return PublishNacked(
+            f"the broker refused {what} on {where} and closed the channel{extra}; not sent again"
+        )
     if outcome is Outcome.TIMED_OUT:
         return PublishTimeout(
             f"no confirm for {what} on {where} in time{extra}; it may or may not have landed"
@@ -80,5 +103,5 @@ def resolve(outcomes: Sequence[Outcome], *, attempt: int, late: bool) -> Resolut
             retry.append(position)
         else:
             final.append((position, Outcome.TIMED_OUT if lost and late else outcome))
-    drop = any(o in (Outcome.LOST, Outcome.TIMED_OUT) for o in outcomes)
+    drop = any(o in (Outcome.LOST, Outcome.TIMED_OUT, Outcome.REFUSED) for o in outcomes)
     return Resolution(drop=drop, retry=tuple(retry), final=tuple(final))

@@ -140,8 +140,12 @@ class Sending:
             raise BrokerUnavailable(f"connection to the broker lost: {error}") from None
         self._attempt += 1
 
-    def sent(self, outcomes: Sequence[Outcome], *, now: float) -> bool:
-        """Record what became of the batch (one outcome each); answers whether to drop the connection."""
+    def sent(self, outcomes: Sequence[Outcome], *, now: float, refusal: str = "") -> bool:
+        """Record what became of the batch (one outcome each); answers whether to drop the connection.
+
+        ``refusal`` is the broker's reason for the channel it closed on a message
+        (:data:`~svclink.core.events.outcomes.Outcome.REFUSED`), which its error repeats.
+        """
         if outcomes.count(Outcome.ACKED) == len(outcomes):  # the usual case, without sorting anything
             self._todo = ()
             return False
@@ -152,7 +156,8 @@ class Sending:
                 self._returned.add(i)
                 self._unrouted(self._messages[i], now)
                 continue
-            self._errors[i] = publish_error(outcome, self._messages[i])
+            detail = refusal if outcome is Outcome.REFUSED else ""
+            self._errors[i] = publish_error(outcome, self._messages[i], detail)
         self._todo = tuple(self._todo[p] for p in step.retry)
         self._resending = True
         self._attempt += 1
