@@ -139,9 +139,13 @@ def _descendants(root: int) -> list[int]:
 
 
 def make_node(
-    config: Sequence[str] = (), plugins: Sequence[str] = (), files: Mapping[str, bytes] | None = None
+    config: Sequence[str] = (),
+    plugins: Sequence[str] = (),
+    files: Mapping[str, bytes] | None = None,
+    advanced: str = "",
 ) -> RabbitNode:
-    """A node (not yet started) on free ports, with ``config`` lines in its rabbitmq.conf.
+    """A node (not yet started) on free ports, with ``config`` lines in its rabbitmq.conf and
+    ``advanced`` (Erlang terms, for what rabbitmq.conf cannot set) in its advanced.config.
 
     ``files`` (certificates, say) are written into the node's own directory, which the
     rabbitmq user can read; ``{base}`` in a config line stands for that directory.
@@ -157,6 +161,7 @@ def make_node(
     lines = ["loopback_users = none", f"listeners.tcp.default = {port}", *config]
     conf.write_text("\n".join(line.replace("{base}", str(base)) for line in lines) + "\n")
     (base / "enabled_plugins").write_text(f"[{','.join(plugins)}].\n")
+    (base / "advanced.config").write_text(f"[{advanced}].\n")
     env = {
         **os.environ,
         "RABBITMQ_NODENAME": name,
@@ -165,6 +170,7 @@ def make_node(
         "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
         "RABBITMQ_LOG_BASE": str(base / "log"),
         "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq"),
+        "RABBITMQ_ADVANCED_CONFIG_FILE": str(base / "advanced.config"),
         "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
         "RABBITMQ_PID_FILE": str(base / "node.pid"),
         "RABBITMQ_FEATURE_FLAGS_FILE": str(base / "feature_flags"),
@@ -177,10 +183,13 @@ def make_node(
 
 @contextlib.contextmanager
 def private_node(
-    config: Sequence[str] = (), plugins: Sequence[str] = (), files: Mapping[str, bytes] | None = None
+    config: Sequence[str] = (),
+    plugins: Sequence[str] = (),
+    files: Mapping[str, bytes] | None = None,
+    advanced: str = "",
 ) -> Iterator[RabbitNode]:
     """A started private node, stopped and removed after the block (see :func:`make_node`)."""
-    node = make_node(config, plugins, files)
+    node = make_node(config, plugins, files, advanced)
     try:
         node.start()
         yield node

@@ -70,6 +70,7 @@ class MemorySession:
         self._broker = memory.get_broker(settings.amqp_url[0])
         self._topo, self._prefetch, self._name = topo, prefetch, name
         self.lost = asyncio.Event()
+        self.why = "connection lost"
         self._connection = self._broker.connect(name)
         self._tag = ""
 

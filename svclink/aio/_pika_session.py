@@ -38,13 +38,18 @@ class PikaSession:
         #: the longest the cancel and the close wait for the broker (a stop's bound)
         self._bound = StopWatch.of(settings).bound
         self.lost = asyncio.Event()
+        #: why it was lost, as the broker or the client said (the first reason given)
+        self.why = "connection lost"
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._underlay: aiormq.Channel | None = None
         self._tag: str | None = None
         self._acks = Acks(prefetch)
         self._acking = False  # a task is sending the acks of this pass of the loop
 
-    def _on_close(self, *_args: Any) -> None:
+    def _on_close(self, *args: Any) -> None:
+        reason = args[-1] if args else None
+        if not self.lost.is_set() and isinstance(reason, BaseException):
+            self.why = f"connection lost ({reason!r})"
         self.lost.set()
 
     async def start(self, on_delivery: OnDelivery) -> None:

@@ -35,6 +35,8 @@ class Session(Protocol):
     """One consumer connection: declared, consuming, settling messages as the core decides."""
 
     lost: asyncio.Event
+    #: why it was lost, for the log
+    why: str
 
     async def start(self, on_delivery: OnDelivery) -> None: ...
 

@@ -176,7 +176,7 @@ class EventConsumer(BaseConsumer[Handler]):
                 await self._drain(in_flight, lost, config)
         finally:
             lost.cancel()
-        return None if self._shutdown.requested else "connection lost"
+        return None if self._shutdown.requested else session.why
 
     async def _drain(
         self, in_flight: set[asyncio.Task[None]], lost: asyncio.Future[Any], config: ConsumerConfig

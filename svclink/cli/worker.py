@@ -215,7 +215,9 @@ class Worker:
 
     def _stop(self, made: int, wanted: int) -> int:
         """Call ``stop()`` on every consumer until each has had ``wanted`` calls (a second abandons)."""
-        if wanted == 1:
+        if wanted == 1 and self._failures and not self._signals:
+            log.warning("worker: a consumer failed; stopping the others")
+        elif wanted == 1:
             log.info("worker: stopping; handlers in flight have %gs to finish", self.grace)
         else:
             log.warning("worker: stopping now; unfinished messages go back to the queue")
@@ -273,8 +275,8 @@ def configure_logging(level: str) -> None:
     if not isinstance(numeric, int):
         raise SvclinkError(f"--log-level: unknown level {level!r}")
     logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("pika", "aio_pika", "aiormq"):  # their own lines repeat the consumer's, louder
-        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+    for name in ("pika", "aio_pika", "aiormq"):  # their lines repeat the consumer's, with tracebacks
+        logging.getLogger(name).setLevel(numeric if numeric <= logging.DEBUG else logging.CRITICAL)
 
 
 def run_consumers(consumers: list[Consumer], args: argparse.Namespace) -> int:

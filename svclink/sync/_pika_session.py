@@ -64,6 +64,9 @@ def blocking_connection(settings: Settings, name: str) -> pika.BlockingConnectio
     raise connect_exception(failures)
 
 
+#: why a session that gave its messages back behind an overdue handler is opened anew
+OVERDUE = "a handler ran over handler_timeout; consuming again now that it has returned"
+
 #: a handler running longer than this has the connection serviced by the keeper thread meanwhile
 QUIET = 0.2
 
@@ -88,6 +91,7 @@ class PikaSession:
         self._deliveries: deque[Received] = deque()
         self._acks = Acks(prefetch)
         self._cancelled = False
+        self._gave_back = False  # a handler ran over its limit: consuming stopped until it returns
         self._io = threading.Lock()  # whoever holds it may use the connection
         self._io.acquire()  # the consumer thread, except while a handler runs
         self._handler: tuple[int, float] | None = None  # (number, monotonic start) of the running one
@@ -156,6 +160,12 @@ class PikaSession:
         channel.close()
         return None
 
+    def _why(self, exc: BaseException) -> str:
+        """What ended the connection: the broker's reason for closing the channel, when it gave
+        one (pika reports a later use of the channel only as "Channel is closed")."""
+        reason = getattr(self._channel, "_closing_reason", None)  # set by pika when the broker closes it
+        return repr(reason) if isinstance(reason, BaseException) else repr(exc)
+
     def _on_cancel(self, _frame: Any) -> None:
         self._cancelled = True
 
@@ -174,7 +184,7 @@ class PikaSession:
         try:
             self._connection.process_data_events(time_limit=timeout)
         except PIKA_LOST as exc:
-            raise Lost(repr(exc)) from None
+            raise Lost(self._why(exc)) from None
         if self._cancelled:
             raise Lost(CANCELLED)
 
@@ -209,6 +219,8 @@ class PikaSession:
             self._io.acquire()
         if self._failure is not None or self._cancelled:
             raise Lost(self._failure or CANCELLED)
+        if self._gave_back:
+            raise Lost(OVERDUE)
         return outcome
 
     def _keep(self) -> None:
@@ -244,15 +256,29 @@ class PikaSession:
         self._overdue = None
         try:
             overdue()  # settles the message as failed, on this thread, which holds the connection
+            self._give_back()
         except Lost as exc:
             self._failure = str(exc)
         return 1.0
+
+    def _give_back(self) -> None:
+        """The handler runs on past its limit: stop consuming and return the messages in hand,
+        so that none waits unacknowledged behind it until the broker's ``consumer_timeout``
+        closes the channel. The run consumes again, on a new connection, once it returns."""
+        try:
+            self._send_acks(self._acks.take())  # the overdue message's own, held back behind those in hand
+        except PIKA_LOST as exc:
+            raise Lost(self._why(exc)) from None
+        self.stop_consuming()
+        while self._deliveries:
+            self.reject(self._deliveries.popleft())
+        self._gave_back = True
 
     def reject(self, received: Received) -> None:
         try:
             self._channel.basic_nack(received.tag, requeue=True)
         except PIKA_LOST as exc:
-            raise Lost(repr(exc)) from None
+            raise Lost(self._why(exc)) from None
         self._acks.settled(received.tag)
 
     def stop_consuming(self) -> None:
@@ -260,7 +286,7 @@ class PikaSession:
             with self._waits.waiting():
                 self._channel.basic_cancel(self._tag)
         except PIKA_LOST as exc:
-            raise Lost(repr(exc)) from None
+            raise Lost(self._why(exc)) from None
 
     def finish(self, received: Received, disposition: Disposition) -> None:
         try:
@@ -279,7 +305,7 @@ class PikaSession:
             self._acks.finished(received.tag)
             self._send_acks(self._acks.due(more_in_hand=bool(self._deliveries)))
         except PIKA_LOST as exc:
-            raise Lost(repr(exc)) from None
+            raise Lost(self._why(exc)) from None
 
     def _send_acks(self, frames: list[AckFrame]) -> None:
         for frame in frames:

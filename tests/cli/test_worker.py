@@ -254,3 +254,13 @@ def test_declare_takes_an_exchange_declared_not_durable_by_other_code_as_it_is(n
     transient = run_cli(names, "declare", TARGET, SVCLINK_TRANSIENT_EXCHANGES=names.exchange)
     assert transient.returncode == 0, transient.stdout + transient.stderr
     assert f"ok: exchange '{names.exchange}' (topic)" in transient.stdout.splitlines()
+
+
+@pytest.mark.parametrize("side", ["sync", "aio"])
+def test_a_refused_login_ends_the_worker_with_a_clear_message(names: Names, side: str) -> None:
+    result = run_cli(
+        names, "worker", TARGET, WORKER_SIDE=side, SVCLINK_AMQP_URL="amqp://guest:wrong@127.0.0.1:5672/"
+    )
+    assert result.returncode == 1
+    assert f"consumer {names.queue} failed: the broker refused the login (ACCESS_REFUSED)" in result.stderr
+    assert "Traceback" not in result.stderr
