@@ -304,3 +304,11 @@ def test_flat_data_with_the_envelopes_keys_is_still_read_flat() -> None:
     )
     back = _read(Delivery(message.body, message.properties, "x", "user.updated"))
     assert (back.format, back.data, back.event_id) == ("flat", data, "e-2")
+
+
+def test_a_foreign_body_that_only_looks_like_an_envelope_is_a_foreign_event() -> None:
+    body = {"version": 3, "event_id": "c-1", "event_type": "user.updated", "data": {"user_id": 5}}
+    event = _read(_delivery(body))  # no svclink headers, not a valid envelope: another publisher's
+    assert (event.format, event.event_id, event.data) == ("foreign", "c-1", body)
+    with pytest.raises(svclink.InvalidEvent, match="version 3 is not supported"):  # svclink's own
+        _read(_delivery(body, headers={"x-svclink-version": 3}))

@@ -102,18 +102,22 @@ def flat_json(event_id: str, event_type: str, timestamp: str, source: str | None
 def read_event(delivery: Delivery, *, strict: bool, attempt: int, wall: float) -> Event:
     """The event a consumed message carries, or :class:`InvalidEvent` saying why there is none.
 
-    Every message is read as an envelope when ``strict``; else one svclink wrote flat (its
-    format header) as flat, one svclink enveloped (its version header, or a body with every
-    envelope key) as an envelope, and any other JSON object as a foreign event. ``wall``
-    (epoch seconds) is the arrival time, the event's time when the message gives none.
+    Every message is read as an envelope when ``strict``, and so is one with svclink's version
+    header; else one svclink wrote flat (its format header) as flat, a body with every
+    envelope key as an envelope if it is a valid one, and any other JSON object as a foreign
+    event. ``wall`` (epoch seconds) is the arrival time, the event's time when the message
+    gives none.
     """
     doc = load_json(delivery.body)
     headers = delivery.properties.headers
-    flat = not strict and headers.get(FORMAT_HEADER) == FLAT
-    if not flat and (
-        strict or VERSION_HEADER in headers or (isinstance(doc, dict) and doc.keys() >= _ENVELOPE_KEYS)
-    ):
+    if strict or VERSION_HEADER in headers:
         return from_envelope(doc, attempt=attempt)
+    flat = headers.get(FORMAT_HEADER) == FLAT
+    if not flat and isinstance(doc, dict) and doc.keys() >= _ENVELOPE_KEYS:
+        try:  # an envelope whose headers were lost on the way, most likely
+            return from_envelope(doc, attempt=attempt)
+        except InvalidEvent:  # a JSON object of another publisher's that only looks like one
+            pass
     if not isinstance(doc, dict):
         kind = "null" if doc is None else _KINDS.get(type(doc), type(doc).__name__)
         raise InvalidEvent(f"message body is JSON but {kind}, not an object")
