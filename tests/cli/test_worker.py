@@ -28,6 +28,7 @@ from ..rabbit_node import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = "tests.cli.worker_consumers:consumer"
+MODULE = "tests.cli.worker_consumers"  # a module alone: every consumer it defines
 
 
 class Names:
@@ -43,7 +44,7 @@ def names() -> Iterator[Names]:
     yield n
     connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
     ch = connection.channel()
-    for suffix in ("", ".dead", ".retry.1000", ".retry.200"):
+    for suffix in [s + d for s in ("", ".sync", ".aio") for d in ("", ".dead", ".retry.1000", ".retry.200")]:
         ch.queue_delete(n.queue + suffix)
     ch.exchange_delete(n.exchange)
     connection.close()
@@ -63,7 +64,7 @@ def start_worker(
         **env,
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "svclink", "worker", TARGET, *args],
+        [sys.executable, "-m", "svclink", "worker", TARGET if side != "both" else MODULE, *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -264,3 +265,45 @@ def test_a_refused_login_ends_the_worker_with_a_clear_message(names: Names, side
     assert result.returncode == 1
     assert f"consumer {names.queue} failed: the broker refused the login (ACCESS_REFUSED)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sync_and_aio_consumers_run_side_by_side_in_one_worker(names: Names, tmp_path: Path) -> None:
+    log = tmp_path / "handled"
+    port = free_port()
+    proc = start_worker(names, "both", "--health-port", str(port), "--health-host", "127.0.0.1", log=log)
+    try:
+        eventually(lambda: probe(port, "/readyz")[0] == 200, 20, "/readyz 200")
+        queues = {names.queue + ".sync": "consuming", names.queue + ".aio": "consuming"}
+        assert probe(port, "/readyz")[1]["consumers"] == queues
+        pub = publisher()
+        pub.publish("work.item", {"n": 7}, exchange=names.exchange)
+        pub.close()
+        eventually(lambda: [w for w, _, _ in lines(log)].count("done") == 2, 10, "handled by both")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_grace_running_out_exits_1_and_the_message_goes_back(names: Names, tmp_path: Path) -> None:
+    log = tmp_path / "handled"
+    proc = start_worker(names, "aio", "--grace", "1", log=log, WORKER_SLEEP="30")
+    try:
+        eventually(lambda: _bound(names), 20, "the worker's queue bound")
+        pub = publisher()
+        pub.publish("work.item", {"n": 1}, exchange=names.exchange)
+        pub.close()
+        eventually(lambda: lines(log), 10, "the handler started")
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 1
+        assert time.monotonic() - stopped < 5  # the grace (1 s), not the handler's 30 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert lines(log) == [("start", 1, 1)]
+    eventually(lambda: count(names.queue) == 1, 5, "the message back in the queue")
+    assert count(names.queue + ".dead") == 0

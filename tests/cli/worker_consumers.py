@@ -1,8 +1,9 @@
 """Consumers that ``svclink worker`` runs in the worker tests, configured by the environment.
 
-``WORKER_SIDE`` (sync or aio), ``WORKER_QUEUE``, ``WORKER_EXCHANGE``, ``WORKER_SLEEP`` (the
-handler's seconds), ``WORKER_LOG`` (a file: one ``start <n>`` and one ``done <n>`` line per
-handled event, written as they happen), ``WORKER_MAX_ATTEMPTS``, ``WORKER_RETRY_DELAY``.
+``WORKER_SIDE`` (sync, aio, or both: a list ``both`` of one of each), ``WORKER_QUEUE``,
+``WORKER_EXCHANGE``, ``WORKER_SLEEP`` (the handler's seconds), ``WORKER_LOG`` (a file: one
+``start <n>`` and one ``done <n>`` line per handled event, written as they happen),
+``WORKER_MAX_ATTEMPTS``, ``WORKER_RETRY_DELAY``.
 An event whose data says ``fail`` fails.
 """
 
@@ -32,10 +33,10 @@ def note(what: str, event: svclink.sync.Event) -> None:
             f.write(f"{what} {event.data['n']} {event.attempt}\n")
 
 
-if SIDE == "sync":
-    consumer = svclink.sync.EventConsumer(os.environ["WORKER_QUEUE"], **ARGS)  # type: ignore[arg-type]
+def sync_consumer(queue: str) -> svclink.sync.EventConsumer:
+    made = svclink.sync.EventConsumer(queue, **ARGS)  # type: ignore[arg-type]
 
-    @consumer.on("work.#")
+    @made.on("work.#")
     def handle(event: svclink.sync.Event) -> None:
         note("start", event)
         time.sleep(SLEEP)
@@ -43,13 +44,25 @@ if SIDE == "sync":
             raise RuntimeError("asked to fail")
         note("done", event)
 
-else:
-    consumer = svclink.aio.EventConsumer(os.environ["WORKER_QUEUE"], **ARGS)  # type: ignore[arg-type]
+    return made
 
-    @consumer.on("work.#")
-    async def handle_async(event: svclink.aio.Event) -> None:
+
+def aio_consumer(queue: str) -> svclink.aio.EventConsumer:
+    made = svclink.aio.EventConsumer(queue, **ARGS)  # type: ignore[arg-type]
+
+    @made.on("work.#")
+    async def handle(event: svclink.aio.Event) -> None:
         note("start", event)
         await asyncio.sleep(SLEEP)
         if event.data.get("fail"):
             raise RuntimeError("asked to fail")
         note("done", event)
+
+    return made
+
+
+QUEUE = os.environ["WORKER_QUEUE"]
+if SIDE == "both":  # a sync and an aio consumer in one process, each on a queue of its own
+    both = [sync_consumer(QUEUE + ".sync"), aio_consumer(QUEUE + ".aio")]
+else:
+    consumer = sync_consumer(QUEUE) if SIDE == "sync" else aio_consumer(QUEUE)
