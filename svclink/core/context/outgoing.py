@@ -1,14 +1,9 @@
-"""The request context, the headers every outgoing call carries, and what an incoming one proves.
+"""The headers every outgoing call and event carries, checked and signed here once.
 
-The context (request id, caller, user, deadline, trace) lives in a contextvar, so it
-follows a request through threads' own copies, asyncio tasks and ``contextvars.copy_context``
-without being passed by hand. Header names and values are validated here, once for both
-drivers: a CR, LF or NUL never reaches the wire, and the error never echoes the value.
-
-Incoming requests, events and tasks are read here too (:func:`incoming`), once for the
-Django and ASGI middlewares, the Celery signals and the event consumers: the request id
-and trace are taken if well formed, the deadline budget is clamped, and the caller and
-user are believed only when their signed context verifies.
+Header names and values are validated here, once for both drivers: a CR, LF or NUL never
+reaches the wire, and the error never echoes the value. The caller and user travel in a
+signed context (HMAC with issued-at, audience and expiry), so the receiving side can
+believe them.
 """
 
 from __future__ import annotations

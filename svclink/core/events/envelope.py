@@ -1,9 +1,7 @@
-"""The event envelope, its encoding, and the AMQP message that carries it.
+"""The event and its JSON envelope: checked, encoded and decoded here once.
 
-An event travels as a JSON envelope (the body) plus AMQP properties and headers that copy
-its type, id, source and request context, so brokers' tools, shovels and non-Python
-consumers can see them without parsing the body. The body is the one source of truth
-when decoding; a body that is not a valid envelope raises :class:`InvalidEvent`, which a
+An event travels as a JSON envelope (the body); the body is the one source of truth when
+decoding, and a body that is not a valid envelope raises :class:`InvalidEvent`, which a
 consumer turns into an immediate dead-letter.
 """
 

@@ -1,10 +1,9 @@
-"""The event envelope, its encoding, and the AMQP message that carries it.
+"""The AMQP message that carries an event: its properties, headers and delivery.
 
-An event travels as a JSON envelope (the body) plus AMQP properties and headers that copy
-its type, id, source and request context, so brokers' tools, shovels and non-Python
-consumers can see them without parsing the body. The body is the one source of truth
-when decoding; a body that is not a valid envelope raises :class:`InvalidEvent`, which a
-consumer turns into an immediate dead-letter.
+The properties and headers copy the event's type, id, source and request context, so
+brokers' tools, shovels and non-Python consumers can see them without parsing the body.
+:func:`prepare` builds the message of a publish; :func:`incoming_context` reads a
+delivery's context back.
 """
 
 from __future__ import annotations
