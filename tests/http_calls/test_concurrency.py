@@ -10,6 +10,8 @@ import threading
 import warnings
 from typing import Any
 
+import pytest
+
 import svclink
 import svclink.aio
 import svclink.sync
@@ -108,7 +110,9 @@ def test_the_service_works_from_fresh_event_loops_and_threads(side: Side, user_s
     assert side.call("user", "GET", "/who") == {"ok": True}
 
 
-def test_an_aio_service_object_outlives_its_event_loop(user_service: TestServer) -> None:
+@pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
+def test_an_aio_service_object_outlives_its_event_loop(user_service: TestServer, transport: str) -> None:
+    use_server(user_service, aio_transport=transport)
     user_service.route("GET", "/who", Reply(200, {"ok": True}))
 
     async def get() -> svclink.aio.Service:
