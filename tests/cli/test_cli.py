@@ -216,6 +216,16 @@ def test_events_commands_refuse_the_in_process_broker() -> None:
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
+def test_events_commands_stop_at_once_on_a_refused_login() -> None:
+    """A wrong password is a configuration error: listen does not retry it forever."""
+    env = {"SVCLINK_AMQP_URL": "amqp://guest:wrong-password@127.0.0.1:5672/"}
+    for args in (["publish", "user.updated", "{}"], ["listen", "user.*"]):
+        result = svclink_cli(*args, env=env, timeout=30)
+        assert result.returncode != 0, args
+        assert "ACCESS_REFUSED" in result.stderr and "wrong-password" not in result.stderr
+        assert "Traceback" not in result.stderr and "retrying" not in result.stderr
+
+
 def test_events_commands_reject_bad_arguments_without_tracebacks() -> None:
     for args in (["publish", "user.updated", "{not json"], ["publish", "user.updated"], ["listen"]):
         result = svclink_cli(*args, env=RABBITMQ)
