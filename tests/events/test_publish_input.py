@@ -130,3 +130,11 @@ def test_other_arguments_no_client_can_send_are_refused_before_io(
 def test_a_timeout_of_a_day_is_accepted(env: EventEnv) -> None:
     env.sink(["#"])
     env.publish("user.updated", {}, timeout=86400)
+
+
+@pytest.mark.parametrize("name", ["qué", "q\ud800", "queue\u00a0x"])
+def test_a_queue_name_no_client_can_declare_is_refused_when_the_consumer_is_made(
+    side_only: EventEnv, name: str
+) -> None:
+    with pytest.raises(svclink.InvalidEvent, match="queue"):
+        side_only.module.EventConsumer(name, exchange=side_only.exchange)
