@@ -229,8 +229,11 @@ class Worker:
     # health
 
     def responsive(self) -> bool:
-        """Whether every consumer's thread is alive and the event loop (if any) answers within 2 s."""
-        if self._signals or not all(t.is_alive() for t in self._threads):
+        """Whether every consumer's thread is alive and the event loop (if any) answers within 2 s.
+
+        A worker draining after SIGTERM is still live (only not ready): an orchestrator that
+        restarted it for that would cut the grace short."""
+        if not all(t.is_alive() for t in self._threads):
             return False
         loop = self._loop
         if loop is None:

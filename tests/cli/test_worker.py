@@ -150,16 +150,23 @@ def test_a_second_sigterm_exits_at_once_and_the_message_goes_back_unhandled(
     names: Names, tmp_path: Path
 ) -> None:
     log = tmp_path / "handled"
-    proc = start_worker(names, "sync", "--grace", "30", log=log, WORKER_SLEEP="20")
+    port = free_port()
+    proc = start_worker(
+        names, "sync", "--grace", "30", "--health-port", str(port), "--health-host", "127.0.0.1",
+        log=log, WORKER_SLEEP="20",
+    )  # fmt: skip
     try:
         pub = publisher()
-        eventually(lambda: _bound(names), 20, "the worker's queue bound")
+        eventually(lambda: probe(port, "/readyz")[0] == 200, 20, "/readyz 200")
         pub.publish("work.item", {"n": 1}, exchange=names.exchange)
         pub.close()
         eventually(lambda: lines(log), 10, "the handler started")
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        assert proc.poll() is None  # draining: the handler has 20 s to go, the grace is 30
+        eventually(
+            lambda: probe(port, "/readyz") == (503, {"ready": False, "consumers": {names.queue: "draining"}})
+        )
+        assert probe(port, "/livez") == (200, {"live": True})  # draining is not dead: no restart
+        assert proc.poll() is None  # the handler has 20 s to go, the grace is 30
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(8) == 1
     finally:

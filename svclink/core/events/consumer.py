@@ -192,6 +192,8 @@ class BaseConsumer(Generic[H]):
         """
         self._shutdown.request()
         self._stop_requested.set()
+        if self.state is State.CONSUMING:  # not ready from now on, even while a handler finishes
+            self.state = State.DRAINING
         self._wake()
 
     def _stopped(self, *, failed: bool) -> None:
