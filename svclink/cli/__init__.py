@@ -75,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("event_type")
     publish.add_argument("data", type=_json, metavar="JSON")
     publish.add_argument("--exchange", help="the topic exchange (default: the settings' event exchange)")
+    publish.add_argument(
+        "--format",
+        choices=["envelope", "flat"],
+        help="the body's layout: svclink's envelope, or flat for consumers that do not use svclink "
+        "(default: the event_formats setting for the exchange, else envelope)",
+    )
 
     listen = commands.add_parser("listen", help="print events as they arrive, until Ctrl-C")
     listen.add_argument("patterns", nargs="+", metavar="PATTERN", help="routing-key patterns such as user.*")

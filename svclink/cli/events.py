@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``svclink publish`` or ``svclink listen``; returns the exit code."""
     _quiet_transport_logs()
     if args.command == "publish":
-        return publish(args.event_type, args.data, args.exchange)
+        return publish(args.event_type, args.data, args.exchange, args.format)
     return listen(args.patterns, args.exchange)
 
 
@@ -51,14 +51,17 @@ def _real_broker(settings: Settings) -> Settings:
     return settings
 
 
-def publish(event_type: str, data: Any, exchange: str | None) -> int:
-    """Publish one event with confirms; print its id on standard output."""
+def publish(event_type: str, data: Any, exchange: str | None, layout: str | None = None) -> int:
+    """Publish one event with confirms (in ``layout``: the envelope, or ``flat``); print its id on
+    standard output."""
     from ..sync import Publisher
 
     settings = _real_broker(get_settings())
     publisher = Publisher(settings, connection_name=default_name(settings, "publish"))
     try:
-        event = publisher.publish(event_type, data, exchange=exchange, unroutable="raise")  # say so, exit 1
+        event = publisher.publish(  # an unroutable event: say so, exit 1
+            event_type, data, exchange=exchange, unroutable="raise", format=layout
+        )
     finally:
         publisher.close()
     print(event.event_id)
@@ -80,6 +83,7 @@ def event_line(event: Event) -> str:
             "occurred_at": format_time(event.occurred_at),
             "source": event.source,
             "request_id": event.context.request_id if event.context else None,
+            "format": event.format,
             "data": event.data,
         },
         ensure_ascii=False,

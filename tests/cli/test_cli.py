@@ -180,7 +180,12 @@ def test_publish_then_listen_round_trip_on_rabbitmq(exchange: str, signum: int) 
         assert line["event_id"] == event_id and line["event_type"] == "cli.hello"
         assert line["source"] == "cli-test" and line["data"] == {"n": 1, "name": "ada"}
         assert line["request_id"] and line["request_id"] in published.stderr
-        assert line["occurred_at"].endswith("Z")
+        assert line["occurred_at"].endswith("Z") and line["format"] == "envelope"
+        flat = svclink_cli("publish", "cli.flat", '{"n": 2}', "--exchange", exchange, "--format", "flat",
+                           env=RABBITMQ)  # fmt: skip
+        assert flat.returncode == 0, flat.stderr
+        line = json.loads(out.next())
+        assert (line["event_id"], line["format"], line["data"]) == (flat.stdout.strip(), "flat", {"n": 2})
         proc.send_signal(signum)
         assert proc.wait(8) == 0
     finally:
