@@ -109,6 +109,26 @@ def consumer_span(
 NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
+def tracing() -> bool:
+    """Are spans recorded? Only once an OpenTelemetry SDK's tracer provider is installed:
+    with the API alone every span would be a no-op, so none is made (nor its attributes).
+    The first time an SDK's tracer or meter provider is seen, the :class:`Recorder` starts."""
+    otel = trace.api()
+    if otel is None:
+        return False
+    recording = not isinstance(otel[2].get_tracer_provider(), otel[2].ProxyTracerProvider)
+    if not _installed and (recording or _metering()):
+        _install()
+    return recording
+
+
+def _metering() -> bool:
+    """Is an SDK's meter provider installed? (the API's stand-in has no public class)"""
+    from opentelemetry import metrics
+
+    return type(metrics.get_meter_provider()).__name__ != "_ProxyMeterProvider"
+
+
 def span(kind: str, name: str, attributes: Mapping[str, Any], parent: Mapping[str, str] | None = None) -> Any:
     """A context manager that makes ``name`` the current span of ``kind`` (CLIENT, PRODUCER,
     CONSUMER) while it is open, child of ``parent`` (trace headers) if given; a no-op
@@ -306,18 +326,18 @@ def _set_error(current: Any, error: str) -> None:
 
 _installed = False
 _lock = threading.Lock()
-_tracers: list[Any] = []
+_tracer_of: dict[int, tuple[Any, Any]] = {}
 
 
 def _tracer() -> Any:
-    """svclink's tracer, got once: OpenTelemetry's global one forwards to the provider set
-    later, so a provider installed after the first call still gets every span."""
-    if not _tracers:
-        _install()
-        api = trace.api()
-        assert api is not None
-        _tracers.append(api[2].get_tracer(INSTRUMENTATION))
-    return _tracers[0]
+    """svclink's tracer from the installed provider, got once per provider."""
+    api = trace.api()
+    assert api is not None
+    provider = api[2].get_tracer_provider()
+    cached = _tracer_of.get(id(provider))
+    if cached is None or cached[0] is not provider:
+        cached = _tracer_of[id(provider)] = (provider, provider.get_tracer(INSTRUMENTATION))
+    return cached[1]
 
 
 def _install() -> None:

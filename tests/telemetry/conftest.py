@@ -1,7 +1,9 @@
-"""OpenTelemetry's SDK with in-memory exporters, installed once for the process.
+"""OpenTelemetry's SDK with in-memory exporters, for the tests that ask for ``telemetry``.
 
-OpenTelemetry allows one global tracer and meter provider per process, so they are set
-on first use and each test starts with the spans cleared and reads the metrics as deltas.
+OpenTelemetry sets its global providers once per process. The meter provider is set on
+first use and kept (the tests read metrics as deltas); the tracer provider is installed
+for each such test and taken away after it, the way OpenTelemetry's own test utilities
+reset it, so that the tests after them run without an SDK, as an application without one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.util._once import Once
 
 from ..cli.test_worker import names  # noqa: F401 - the worker tests' queue names, a fixture
 
@@ -24,14 +27,25 @@ _metrics = InMemoryMetricReader()
 _installed = False
 
 
+_tracer_provider = TracerProvider()
+_tracer_provider.add_span_processor(SimpleSpanProcessor(_spans))
+
+
+def _reset_tracing() -> None:
+    """No tracer provider, as in a new process (what opentelemetry-test-utils does)."""
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+    trace._PROXY_TRACER_PROVIDER = trace.ProxyTracerProvider()
+
+
 def _install() -> None:
     global _installed
     if not _installed:
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(_spans))
-        trace.set_tracer_provider(provider)
         metrics.set_meter_provider(MeterProvider(metric_readers=[_metrics]))
         _installed = True
+    if trace.get_tracer_provider() is not _tracer_provider:
+        _reset_tracing()
+        trace.set_tracer_provider(_tracer_provider)
 
 
 class Telemetry:
@@ -65,3 +79,4 @@ def telemetry() -> Iterator[Telemetry]:
     _spans.clear()
     yield Telemetry()
     _spans.clear()
+    _reset_tracing()

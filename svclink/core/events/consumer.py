@@ -18,13 +18,12 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import attrs
 
-from ..context import trace
 from ..context.incoming import log_incoming
 from ..context.value import bind
 from ..errors import EventError
 from ..logs import handling
 from ..settings import Settings, get_settings
-from ..telemetry import HandlerSpan, NoHandlerSpan, consumer_span, report_consume, span
+from ..telemetry import HandlerSpan, NoHandlerSpan, consumer_span, report_consume, span, tracing
 from .broker import default_name
 from .envelope import Event
 from .handling import Disposition, Handle, HandlerTable, log_disposition, receive, settle
@@ -290,7 +289,7 @@ class BaseConsumer(Generic[H]):
         """The CONSUMER span of one handler run, child of the publisher's trace (a shared
         no-op without OpenTelemetry); the driver runs the handler inside it."""
         event = step.event
-        if not trace.available():
+        if not tracing():
             return NoHandlerSpan(event)
         name, attributes = consumer_span(
             config.queue, delivery, event.event_type, event.event_id, event.attempt

@@ -29,12 +29,11 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
-from ..context import trace
 from ..errors import BrokerUnavailable, InvalidEvent, PublishError
 from ..locks import ForkSafeLock
 from ..observe import Observer, PublishInfo, notify, watching
 from ..settings import Settings, get_settings
-from ..telemetry import NO_SPAN, annotate, producer_span, span
+from ..telemetry import NO_SPAN, annotate, producer_span, span, tracing
 from .broker import default_name
 from .envelope import Event
 from .message import OutgoingMessage, prepare
@@ -235,7 +234,7 @@ class BasePublisher:
     def traced(self, event_type: str, exchange: str | None) -> Any:
         """The PRODUCER span of one publish (or batch), current while it is prepared and sent,
         so the message's trace headers name it; a shared no-op without OpenTelemetry."""
-        if not trace.available():
+        if not tracing():
             return NO_SPAN
         name, attributes = producer_span(exchange or self.settings.event_exchange, str(event_type))
         return span("PRODUCER", name, attributes)
@@ -275,7 +274,7 @@ class BasePublisher:
             headers=headers,
             layout=layout,
         )
-        if trace.available():
+        if tracing():
             annotate({"messaging.message.id": prepared[0].event_id})
         return Sending([prepared], deadline, unrouted)
 

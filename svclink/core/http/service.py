@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 import attrs
 
 from .. import durations
-from ..context import trace
 from ..context.outgoing import add_insanic_request_id, check_header, outgoing_headers, sign_headers
 from ..context.value import current
 from ..errors import InvalidRequest
@@ -30,7 +29,7 @@ from ..policy.budget import RetryBudget
 from ..policy.retry import RetryPolicy
 from ..redact import redact_url
 from ..settings import Settings
-from ..telemetry import NO_SPAN, annotate, client_span, span
+from ..telemetry import NO_SPAN, annotate, client_span, span, tracing
 from ..tls import service_plan
 from . import multipart
 from .calls import CallPlan, Guard
@@ -257,7 +256,7 @@ class BaseService:
     def traced(self, method: str, endpoint: str) -> Any:
         """The CLIENT span of one ``http_dispatch`` (current while it runs, so the trace headers
         name it and the call flow's reports land on it); a shared no-op without OpenTelemetry."""
-        if not trace.available():
+        if not tracing():
             return NO_SPAN
         name, attributes = client_span(self.name, str(method).upper(), str(endpoint), self.base_url)
         return span("CLIENT", name, attributes)
@@ -327,7 +326,7 @@ class BaseService:
         if wall is not None:
             ttl = max(settings.context_ttl, timeout)
             sign_headers(hdrs, settings, ctx, audience=self.name, wall=wall, ttl=ttl)
-        if trace.available():  # the CLIENT span (see traced) learns the URL once it is built
+        if tracing():  # the CLIENT span (see traced) learns the URL once it is built
             annotate({"url.full": redact_url(url)})
         return CallPlan(
             service=self.name,
