@@ -65,18 +65,36 @@ class RabbitNode:
         )
 
     def start(self) -> None:
-        """Start the node and wait until it accepts AMQP connections."""
-        log = open(self.base / "server.out", "ab")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen(
-            ["rabbitmq-server"], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        """Start the node and wait until it accepts AMQP connections.
+
+        Each start takes a fresh distribution port: after a stop or a kill, the old one can
+        stay taken for a while (``dist_port_already_used``); a start that fails on a port
+        still in use is tried again, up to three times.
+        """
         deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"private RabbitMQ node exited: {self.log_tail()}")
-            if _answers(self.port) and self.ctl("await_startup", timeout=15).returncode == 0:
-                return
-            time.sleep(0.3)
+        for attempt in range(3):
+            self.dist_port = free_port()
+            self.env["RABBITMQ_DIST_PORT"] = str(self.dist_port)
+            log = open(self.base / "server.out", "ab")  # noqa: SIM115 - closed with the process
+            self.process = subprocess.Popen(
+                ["rabbitmq-server"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    tail = self.log_tail()
+                    if attempt < 2 and ("already_used" in tail or "eaddrinuse" in tail):
+                        time.sleep(1.0)
+                        break
+                    raise RuntimeError(f"private RabbitMQ node exited: {tail}")
+                if _answers(self.port) and self.ctl("await_startup", timeout=15).returncode == 0:
+                    return
+                time.sleep(0.3)
+            else:
+                break
         raise RuntimeError(f"private RabbitMQ node did not start in {START_TIMEOUT}s: {self.log_tail()}")
 
     def stop(self) -> None:
