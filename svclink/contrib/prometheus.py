@@ -91,16 +91,17 @@ class PrometheusObserver(Observer):
 
 
 _lock = threading.Lock()
-_observers: dict[int, PrometheusObserver] = {}
+#: by registry (held: an id could be reused by a later registry once this one is gone)
+_observers: dict[prometheus_client.CollectorRegistry, PrometheusObserver] = {}
 
 
 def install(registry: prometheus_client.CollectorRegistry | None = None) -> PrometheusObserver:
     """Record svclink's metrics into ``registry`` (prometheus_client's default one if None), once."""
     target = prometheus_client.REGISTRY if registry is None else registry
     with _lock:
-        observer = _observers.get(id(target))
+        observer = _observers.get(target)
         if observer is None:
-            observer = _observers[id(target)] = PrometheusObserver(target)
+            observer = _observers[target] = PrometheusObserver(target)
             add_observer(observer)
         return observer
 

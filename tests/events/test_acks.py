@@ -24,7 +24,8 @@ aio_env = env_fixture([("aio", "rabbitmq")])
 
 
 class Slow(Recorder):
-    """Records like :class:`Recorder`; its first call blocks until :attr:`released` (at most ``WAIT``)."""
+    """Records like :class:`Recorder`; its first call blocks until :attr:`released` (at most ``WAIT``)
+    and notes when it returned in :attr:`returned` (a redelivery's call returns at once, unnoted)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -35,7 +36,7 @@ class Slow(Recorder):
         super().sync(event)
         if len(self.calls) == 1:
             self.released.wait(WAIT)
-        self.returned.append(time.monotonic())
+            self.returned.append(time.monotonic())
 
     async def aio(self, event: Event) -> None:
         await super().aio(event)
@@ -43,7 +44,7 @@ class Slow(Recorder):
             deadline = time.monotonic() + WAIT
             while not self.released.is_set() and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
-        self.returned.append(time.monotonic())
+            self.returned.append(time.monotonic())
 
 
 def settled_count(env: EventEnv, queue: str, expected: int) -> int:
