@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -112,14 +113,18 @@ class AiohttpTransport:
         self._session._retry_connection = False
 
     async def send(self, request: HTTPRequest) -> Answer:
-        """One attempt; a failure before a response is a :class:`NoResponse` of the right kind."""
-        slots = self._slots
+        """One attempt, all of it within ``request.timeout``; a failure before a response is a
+        :class:`NoResponse` of the right kind."""
+        slots, timeout = self._slots, request.timeout
         if slots.locked():  # every connection busy: wait for one, but not past the deadline
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
             try:
-                async with asyncio.timeout(max(0.0, request.timeout - POOL_MARGIN)):
+                async with asyncio.timeout(max(0.0, timeout - POOL_MARGIN)):
                     await slots.acquire()
             except TimeoutError:
                 raise NoResponse(TransportFailure.POOL, "no free connection in the pool") from None
+            timeout = deadline - loop.time()
         else:
             await slots.acquire()
         _connected.set(False)
@@ -138,7 +143,11 @@ class AiohttpTransport:
                 allow_redirects=False,
                 proxy=self._proxy,
                 server_hostname=self._server_hostname,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=request.connect_timeout),
+                # aiohttp's own timer bounds the whole attempt, body included (as raw aiohttp's
+                # default one does: no second timer), to the exact deadline (never rounded up)
+                timeout=aiohttp.ClientTimeout(
+                    total=timeout, sock_connect=request.connect_timeout, ceil_threshold=math.inf
+                ),
             ) as response:
                 answer_headers = _headers(response)
                 status, limit = response.status, request.max_response_size
@@ -162,6 +171,8 @@ class AiohttpTransport:
         except ssl.SSLError as exc:  # an alert read after a TLS 1.3 handshake
             refused = failure_of(exc, self._sends_client_cert)
             raise NoResponse(TransportFailure.RESET, type(exc).__name__, refused) from None
+        except TimeoutError:  # the attempt's whole time ran out (aiohttp's total timeout)
+            raise NoResponse(TransportFailure.TIMEOUT, "response too slow") from None
         finally:
             slots.release()
         return status, response.reason or "", answer_headers, body.value()

@@ -9,6 +9,7 @@ slower (``python bench/run.py --only http``).
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
@@ -139,8 +140,17 @@ class HttpxTransport:
         return busy.index(min(busy))
 
     async def send(self, request: HTTPRequest) -> Answer:
-        """One attempt, the body read chunk by chunk into a bounded :class:`Body`; a failure
-        before a whole response is a :class:`NoResponse` of the right kind."""
+        """One attempt, all of it (pool wait, connect, body) within ``request.timeout``: httpx's
+        timeouts bound each step, not their sum."""
+        try:
+            async with asyncio.timeout(request.timeout):
+                return await self._send(request)
+        except TimeoutError:
+            raise NoResponse(TransportFailure.TIMEOUT, "response too slow") from None
+
+    async def _send(self, request: HTTPRequest) -> Answer:
+        """The body read chunk by chunk into a bounded :class:`Body`; a failure before a whole
+        response is a :class:`NoResponse` of the right kind."""
         pool_wait = max(0.0, request.timeout - POOL_MARGIN)
         timeout = httpx.Timeout(request.timeout, connect=request.connect_timeout, pool=pool_wait)
         progress = _Progress()

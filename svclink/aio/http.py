@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any, Protocol
 
 from .._tls import http_context
-from ..core.errors import ConfigurationError, TransportFailure
+from ..core.errors import ConfigurationError
 from ..core.http.attempts import Answer, HTTPRequest, NoResponse
 from ..core.http.bodies import TooLarge
 from ..core.http.calls import Call, Done, Retry
@@ -28,9 +28,11 @@ class Transport(Protocol):
 
     Made on, and used only from, one event loop. ``send`` returns the whole response or
     raises :class:`NoResponse` with the kind of failure (and what a refused TLS handshake
-    was); it never follows redirects or retries (core decides those). The send loop bounds
-    each attempt as a whole. ``context`` is the service's shared TLS context (None for
-    http://), ``tls`` the name its certificate must carry.
+    was); it never follows redirects or retries (core decides those). It bounds the attempt
+    as a whole (pool wait, connect, body) by ``request.timeout``, with its library's own
+    timer where that covers the whole (one timer per attempt, as the raw library sets),
+    and raises ``NoResponse(TIMEOUT)`` past it. ``context`` is the service's shared TLS
+    context (None for http://), ``tls`` the name its certificate must carry.
     """
 
     def __init__(
@@ -170,12 +172,10 @@ class Service(BaseService):
                 await asyncio.sleep(step.wait)
 
     async def _send(self, request: HTTPRequest) -> Answer:
-        """Perform one attempt, all of it (pool wait, connect, body) under its time budget."""
-        try:
-            async with asyncio.timeout(request.timeout):
-                return await (await self._pool()).send(request)
-        except TimeoutError:
-            raise NoResponse(TransportFailure.TIMEOUT, "response too slow") from None
+        """Perform one attempt on this loop's pool (the transport bounds it as a whole)."""
+        entry = self._pools.get(asyncio.get_running_loop())
+        pool = entry[0] if entry is not None else await self._pool()
+        return await pool.send(request)
 
 
 _services: ServiceCache[Service] = ServiceCache(Service)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -116,17 +117,24 @@ def tracing() -> bool:
     otel = trace.api()
     if otel is None:
         return False
-    recording = not isinstance(otel[2].get_tracer_provider(), otel[2].ProxyTracerProvider)
+    recording = trace.provider_installed(otel[2], "_TRACER_PROVIDER", otel[2].get_tracer_provider)
     if not _installed and (recording or _metering()):
         _install()
     return recording
 
 
-def _metering() -> bool:
-    """Is an SDK's meter provider installed? (the API's stand-in has no public class)"""
-    from opentelemetry import metrics
+#: OpenTelemetry's metrics API module holding its global meter provider, once looked up
+_meters: ModuleType | None = None
 
-    return type(metrics.get_meter_provider()).__name__ != "_ProxyMeterProvider"
+
+def _metering() -> bool:
+    """Is an SDK's meter provider installed?"""
+    global _meters
+    if _meters is None:
+        from opentelemetry.metrics import _internal
+
+        _meters = _internal
+    return trace.provider_installed(_meters, "_METER_PROVIDER", _meters.get_meter_provider)
 
 
 def span(kind: str, name: str, attributes: Mapping[str, Any], parent: Mapping[str, str] | None = None) -> Any:

@@ -197,8 +197,8 @@ def sign_headers(
     ttl: float,
 ) -> None:
     """Add the signed context to ``headers`` for the request id they carry (unless one is there)."""
-    if header(headers, CONTEXT_HEADER) is not None:
-        return
+    if not settings.signing_key or not settings.service_name or header(headers, CONTEXT_HEADER) is not None:
+        return  # nothing to sign with (see signed_context), or the caller's own
     request_id = header(headers, REQUEST_ID_HEADER) or new_request_id()
     if context is None:
         context = RequestContext(request_id=request_id)

@@ -11,6 +11,7 @@ instrumentation library's own server span always wins). Without it the incoming
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -52,12 +53,34 @@ def _otel() -> tuple[ModuleType, ModuleType, ModuleType] | None:
     global _modules
     if _modules is _NOT_LOOKED_UP:
         try:
-            from opentelemetry import context, propagate, trace
+            from opentelemetry import context, metrics, propagate, trace
         except ImportError:
             _modules = None
         else:
+            # providers named by OTEL_PYTHON_{TRACER,METER}_PROVIDER are loaded on first ask,
+            # which also makes them the globals provider_installed reads
+            trace.get_tracer_provider()
+            metrics.get_meter_provider()
             _modules = (context, propagate, trace)
     return _modules
+
+
+#: a global the OpenTelemetry API does not have (any more)
+_ABSENT: Any = object()
+
+
+def provider_installed(module: ModuleType, name: str, get: Callable[[], Any]) -> bool:
+    """Has an SDK's provider been set as ``module.name`` (the API's global for it)?
+
+    The global is read directly: until a provider is set, the API's getter looks in
+    ``os.environ`` on every call, which costs more than planning an HTTP call. Should a
+    later API not have that global, the getter is asked instead. The API's stand-ins are
+    its proxy providers (``ProxyTracerProvider``, ``_ProxyMeterProvider``).
+    """
+    provider = getattr(module, name, _ABSENT)
+    if provider is _ABSENT:
+        provider = get()
+    return provider is not None and not type(provider).__name__.lstrip("_").startswith("Proxy")
 
 
 def api() -> tuple[ModuleType, ModuleType, ModuleType] | None:

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
+import attrs
+
 from ..errors import InvalidRequest
 
 # RFC 3986 pchar plus '/' and the braces of a template; '%' only as a valid escape.
@@ -27,13 +29,17 @@ _SCALARS = (str, int, float, uuid.UUID)
 MAX_URL_LENGTH = 65536
 
 
-def _text(what: str, value: object) -> str:
-    """A scalar parameter as text; an int too long to write (Python refuses over 4300 digits)
-    is :class:`InvalidRequest`, not a ValueError from ``str()``."""
+def _text(kind: str, name: str, value: object) -> str:
+    """A scalar parameter as text, sendable as UTF-8: an int too long to write (Python refuses
+    over 4300 digits) or a str with a lone surrogate is :class:`InvalidRequest` naming it
+    (``kind`` and ``name`` make the message, only when there is one to make)."""
     try:
-        return str(value)
+        text = str(value)
     except ValueError:
-        raise InvalidRequest(f"{what} is a number too large to send") from None
+        raise InvalidRequest(f"{kind} {name!r} is a number too large to send") from None
+    if type(value) is not int:  # an int's digits always are
+        _encodable(f"{kind} {name!r}", text)
+    return text
 
 
 def _check_endpoint(endpoint: object) -> str:
@@ -60,7 +66,9 @@ def _segment(name: str, value: object) -> str:
         raise InvalidRequest(
             f"path parameter {name!r} must be a str, int, float or UUID, got {type(value).__name__}"
         )
-    text = _encodable(f"path parameter {name!r}", _text(f"path parameter {name!r}", value))
+    text = _text("path parameter", name, value)
+    if type(value) is int:
+        return text  # digits and a sign: nothing to encode
     if text in ("", ".", ".."):
         raise InvalidRequest(f"path parameter {name!r} must not be empty, '.' or '..'")
     return quote(text, safe="")
@@ -75,43 +83,59 @@ def _encodable(what: str, text: str) -> str:
     return text
 
 
+@attrs.frozen
+class Template:
+    """A checked endpoint template split at its fields: ``literals[0]``, then each field's
+    value followed by the next literal (``/users/{id}/posts``: ``("/users/", "/posts")``, ``("id",)``)."""
+
+    literals: tuple[str, ...]
+    fields: tuple[str, ...]
+    names: frozenset[str]
+
+
 @functools.lru_cache(maxsize=2048)
-def _template(endpoint: str) -> tuple[str, ...]:
-    """A checked endpoint template's field names; checked once per distinct template."""
+def _template(endpoint: str) -> Template:
+    """A checked endpoint template; checked and split once per distinct template."""
     _check_endpoint(endpoint)
-    fields = tuple(_FIELD_RE.findall(endpoint))
+    pieces = _FIELD_RE.split(endpoint)  # literal, field, literal, ..., literal
+    literals, fields = tuple(pieces[0::2]), tuple(pieces[1::2])
     for field in fields:
         if not field.isidentifier():
             raise InvalidRequest("path template fields must be identifiers like {id}")
-    if "{" in _FIELD_RE.sub("", endpoint) or "}" in _FIELD_RE.sub("", endpoint):
+    if any("{" in literal or "}" in literal for literal in literals):
         raise InvalidRequest("endpoint has an unbalanced '{' or '}'")
-    return fields
+    return Template(literals, fields, frozenset(fields))
 
 
 def fill_path(endpoint: str, path_params: Mapping[str, Any] | None) -> str:
     """The endpoint with each ``{name}`` replaced by its parameter as one encoded segment."""
     if not isinstance(endpoint, str):
         raise InvalidRequest(f"endpoint must be a str, got {type(endpoint).__name__}")
-    fields = _template(endpoint)
+    template = _template(endpoint)
     if path_params is not None and not isinstance(path_params, Mapping):
         raise InvalidRequest(f"path_params must be a mapping, got {type(path_params).__name__}")
-    if not fields and not path_params:
+    if not path_params:
+        if template.fields:
+            raise InvalidRequest(f"path_params is missing {', '.join(sorted(template.names))}")
         return endpoint
-    params = dict(path_params or {})
-    missing = sorted(set(fields) - set(params))
-    if missing:
-        raise InvalidRequest(f"path_params is missing {', '.join(missing)}")
-    extra = sorted(set(params) - set(fields))
-    if extra:
+    if path_params.keys() != template.names:
+        missing = sorted(template.names - set(path_params))
+        if missing:
+            raise InvalidRequest(f"path_params is missing {', '.join(missing)}")
+        extra = sorted(map(str, set(path_params) - template.names))
         raise InvalidRequest(f"path_params has {', '.join(extra)} which the endpoint does not use")
-    return _FIELD_RE.sub(lambda m: _segment(m.group(1), params[m.group(1)]), endpoint)
+    literals = template.literals
+    parts = [literals[0]]
+    for field, literal in zip(template.fields, literals[1:], strict=True):
+        parts += (_segment(field, path_params[field]), literal)
+    return "".join(parts)
 
 
 def _query_value(name: str, value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, _SCALARS):
-        return _encodable(f"query parameter {name!r}", _text(f"query parameter {name!r}", value))
+        return _text("query parameter", name, value)
     raise InvalidRequest(
         f"query parameter {name!r} must be a str, int, float, bool, UUID or a list of them, "
         f"got {type(value).__name__}"

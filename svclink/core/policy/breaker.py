@@ -58,7 +58,7 @@ class CircuitBreaker:
 
     def allow(self, now: float) -> bool:
         """Whether a call may start now (a half-open breaker counts it as a probe)."""
-        if not self.policy.enabled:
+        if not self.policy.enabled or self.state is State.CLOSED:  # one read: no lock needed
             return True
         with self._lock:
             if self.state is State.OPEN:
@@ -79,6 +79,8 @@ class CircuitBreaker:
         return max(0.0, self.opened_at + self.policy.reset_timeout - now)
 
     def succeeded(self) -> None:
+        if self.state is State.CLOSED and not self.failures:  # nothing to clear: the usual case
+            return
         with self._lock:
             self.failures = 0
             if self.state is not State.CLOSED:
