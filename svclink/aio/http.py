@@ -14,7 +14,7 @@ from .._tls import http_context
 from ..core.errors import ConfigurationError
 from ..core.http.attempts import Answer, HTTPRequest, NoResponse
 from ..core.http.bodies import TooLarge
-from ..core.http.calls import Call, Done, Retry
+from ..core.http.calls import Call, Done
 from ..core.http.registry import ServiceCache, stubs
 from ..core.http.service import BaseService
 from ..core.settings import Settings
@@ -143,30 +143,15 @@ class Service(BaseService):
                 wall=time.time(),
             )
             call = Call.start(plan, time.monotonic(), self.guard)
+            stub = stubs.get(self.name)
             while True:
                 request = call.request(time.monotonic())
-                step: Retry | Done
-                failure: NoResponse | TooLarge | None = None
+                result: Answer | NoResponse | TooLarge
                 try:
-                    stub = stubs.get(self.name)
-                    answer = stub(request) if stub is not None else await self._send(request)
+                    result = stub(request) if stub is not None else await self._send(request)
                 except (NoResponse, TooLarge) as exc:
-                    failure = exc
-                # outside the except block: the error raised carries no chained transport exception,
-                # whose text (the URL and its query string) svclink does not control
-                if isinstance(failure, TooLarge):
-                    call.oversized(failure, time.monotonic())
-                if isinstance(failure, NoResponse):
-                    now, rand = time.monotonic(), random.random()
-                    step = call.failed(
-                        failure.kind, failure.detail, now, rand, failure.tls, reused=failure.reused
-                    )
-                else:
-                    status, reason, response_headers, body = answer
-                    step = call.received(
-                        status, reason, response_headers, body,
-                        now=time.monotonic(), wall=time.time(), rand=random.random(),
-                    )  # fmt: skip
+                    result = exc
+                step = call.outcome(result, now=time.monotonic(), wall=time.time(), rand=random.random())
                 if isinstance(step, Done):
                     return step.value
                 await asyncio.sleep(step.wait)

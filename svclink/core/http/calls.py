@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urljoin, urlsplit
 
 import attrs
@@ -38,7 +38,7 @@ from ..policy.budget import RetryBudget
 from ..policy.retry import STOP, Decision, Outcome, RetryPolicy, parse_retry_after
 from ..redact import given_secrets, redact
 from ..tls import describe
-from .attempts import HTTPRequest, counts_for_breaker
+from .attempts import Answer, HTTPRequest, NoResponse, counts_for_breaker
 from .bodies import TooLarge
 from .multipart import FileSpec
 from .responses import NotJSON, Response, decode_json, error_details, excerpt
@@ -172,12 +172,13 @@ class Call:
         self.attempts += 1
         self.attempt_started = now
         plan = self.plan
+        headers = dict(plan.headers)
         # the callee learns how long we will wait, so it can give up (and shorten its own calls) in time
-        budget = {DEADLINE_HEADER: str(max(1, math.floor(remaining * 1000)))}
+        headers[DEADLINE_HEADER] = str(max(1, math.floor(remaining * 1000)))
         return HTTPRequest(
             method=self.method,
             url=self.url,
-            headers={**plan.headers, **budget},
+            headers=headers,
             content=self.content,
             form=plan.form,
             files=plan.files,
@@ -185,6 +186,19 @@ class Call:
             timeout=remaining,
             max_response_size=plan.max_response_size,
         )
+
+    def outcome(
+        self, result: Answer | NoResponse | TooLarge, *, now: float, wall: float, rand: float
+    ) -> Retry | Done:
+        """What the attempt came to: the driver's answer, or the exception its send raised
+        (handed over outside the ``except`` block, so that the error raised from here carries
+        no chained transport exception, whose text svclink does not control)."""
+        if isinstance(result, NoResponse):
+            return self.failed(result.kind, result.detail, now, rand, result.tls, reused=result.reused)
+        if isinstance(result, TooLarge):
+            self.oversized(result, now)
+        status, reason, headers, body = result
+        return self.received(status, reason, headers, body, now=now, wall=wall, rand=rand)
 
     def failed(
         self,
@@ -248,7 +262,7 @@ class Call:
         self._observe_call(status, None, now)
         return Done(value)
 
-    def oversized(self, too_large: TooLarge, now: float) -> None:
+    def oversized(self, too_large: TooLarge, now: float) -> NoReturn:
         """The response's body was over ``max_response_size``: raise :class:`ResponseTooLarge`."""
         self._count_status(too_large.status, now)
         size = f" (it announced {too_large.declared})" if too_large.declared is not None else ""
