@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol
 
 from ..core.errors import BrokerUnavailable
@@ -24,15 +24,10 @@ from ..core.events.outbox import (
     SendNowGate,
     StoredRow,
     batch,
-    log_updates,
     relay_policy,
 )
-from ..core.events.publishing import Sending, publish_deadline
-from ..core.logs import logger
 from ..core.settings import get_settings
 from .publishing import Publisher, get_publisher
-
-log = logger("svclink.outbox")
 
 Send = Callable[[Sequence[StoredRow]], list[RowUpdate]]
 
@@ -79,9 +74,7 @@ class Relay:
         the ``publish_timeout`` setting); one update per row."""
         publisher = self.publisher or get_publisher()
         claimed = batch(rows)
-        sending = Sending.of_messages(
-            claimed.messages, publish_deadline(publisher.settings, timeout, time.monotonic())
-        )
+        sending = claimed.sending(publisher.settings, timeout, time.monotonic())
         try:
             publisher._send(sending)
         except BrokerUnavailable as exc:
@@ -99,9 +92,8 @@ class Relay:
             return updates
 
         claimed = self.store.relay_batch(
-            self.policy.batch_size, send, ids=ids, keep_sent=self.policy.retention > 0
+            self.policy.batch_size, send, ids=ids, keep_sent=self.policy.keeps_sent
         )
-        log_updates(updates)
         return pace.after(claimed, updates), updates
 
     def run_once(self) -> RelayCounts:
@@ -126,10 +118,9 @@ class Relay:
                 try:
                     wait, _ = self._batch(pace)
                 except Exception:
-                    log.exception("outbox relay: a batch failed; retrying")
-                    wait = pace.unavailable()
-                if wait and self.policy.retention > 0:
-                    self.store.prune_sent(datetime.now(UTC) - timedelta(seconds=self.policy.retention))
+                    wait = pace.crashed()
+                if wait and (before := self.policy.prune_before(datetime.now(UTC))) is not None:
+                    self.store.prune_sent(before)
                 if wait and not self._stop.is_set():
                     self.store.wait(wait)
         finally:
@@ -148,13 +139,11 @@ def send_after_commit(store: OutboxStore, ids: Sequence[int]) -> None:
     sends what this does not); skipped for a while after one failed, and when the
     ``outbox_send_after_commit`` setting is off."""
     settings = get_settings()
-    if not settings.outbox_send_after_commit or not _gate.open(time.monotonic(), settings):
+    if not _gate.open(time.monotonic(), settings):
         return
     try:
         counts = Relay(store).send_now(ids)
     except Exception as exc:
-        log.warning("outbox: send after commit failed (%s); the relay will send it", exc)
-        _gate.failed(time.monotonic(), settings)
-        return
-    if counts.pending:
-        _gate.failed(time.monotonic(), settings)
+        _gate.raised(time.monotonic(), settings, exc)
+    else:
+        _gate.sent(time.monotonic(), settings, counts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -14,6 +15,7 @@ from svclink.core.events.outbox import (
     FAILED,
     PENDING,
     SENT,
+    RelayCounts,
     RelayPace,
     RelayPolicy,
     RowUpdate,
@@ -21,6 +23,7 @@ from svclink.core.events.outbox import (
     StoredRow,
     batch,
     outbox_row,
+    row_writes,
     stored_message,
     verdict,
 )
@@ -104,6 +107,24 @@ def test_the_send_after_commit_pauses_after_a_failure_under_the_same_settings() 
     gate.failed(1.0, one)
     assert not gate.open(5.9, one) and gate.open(6.0, one)
     assert gate.open(2.0, other)
+    gate.sent(7.0, other, RelayCounts(sent=1))
+    assert gate.open(7.0, other)
+    gate.sent(7.0, other, RelayCounts(pending=1))  # no confirm in time: as a failure
+    assert not gate.open(8.0, other)
+    gate.raised(20.0, one, OSError("down"))
+    assert not gate.open(21.0, one)
+    assert not SendNowGate().open(0.0, svclink.configure(outbox_send_after_commit=False))
+
+
+def test_what_a_store_writes_for_a_batch_and_when_it_prunes() -> None:
+    updates = [RowUpdate(1, SENT), RowUpdate(2, PENDING, "no confirm"), RowUpdate(3, SENT, "unroutable")]
+    deleting, keeping = row_writes(updates, keep_sent=False), row_writes(updates, keep_sent=True)
+    assert (deleting.deleted, deleting.marked, deleting.others) == ((1, 3), (), (updates[1],))
+    assert (keeping.deleted, keeping.marked, keeping.others) == ((), (1, 3), (updates[1],))
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    assert RelayPolicy().prune_before(now) is None and not RelayPolicy().keeps_sent
+    assert RelayPolicy(retention=60).prune_before(now) == now - timedelta(seconds=60)
+    assert RelayCounts.of({SENT: 2, FAILED: 1}) == RelayCounts(sent=2, failed=1, pending=0)
 
 
 def test_a_redis_claim_found_taken() -> None:

@@ -27,14 +27,17 @@ from django.db.models import Count
 from ...core.events.envelope import Event
 from ...core.events.outbox import (
     FAILED,
+    FAILED_COLUMNS,
     PENDING,
     SENT,
     STATUS_FAILURES,
+    STORED_COLUMNS,
     FailedRow,
     RelayCounts,
     RowUpdate,
     StoredRow,
     outbox_row,
+    row_writes,
 )
 from ...core.settings import get_settings
 from ...sync.relay import Send, send_after_commit
@@ -75,9 +78,6 @@ def publish_on_commit(
     return event
 
 
-_COLUMNS = ("id", "event_id", "exchange", "routing_key", "body", "properties")
-
-
 class DjangoOutbox:
     """The outbox table of database ``using``, for the relay (``manage.py svclink_relay``)."""
 
@@ -97,20 +97,19 @@ class DjangoOutbox:
                 pending = pending.filter(pk__in=list(ids))
             if connections[self.using].features.has_select_for_update_skip_locked:
                 pending = pending.select_for_update(skip_locked=True)
-            rows = [StoredRow(*values) for values in pending.values_list(*_COLUMNS)[:limit]]
+            rows = [StoredRow(*values) for values in pending.values_list(*STORED_COLUMNS)[:limit]]
             if rows:
                 self._record(send(rows), keep_sent)
         return len(rows)
 
     def _record(self, updates: Sequence[RowUpdate], keep_sent: bool) -> None:
-        sent = [u.id for u in updates if u.state == SENT]
-        if sent and keep_sent:
-            self._rows().filter(pk__in=sent).update(state=SENT, sent_at=datetime.now(UTC))
-        elif sent:
-            self._rows().filter(pk__in=sent).delete()
-        for update in updates:
-            if update.state != SENT:
-                self._rows().filter(pk=update.id).update(state=update.state, reason=update.reason)
+        writes = row_writes(updates, keep_sent)
+        if writes.marked:
+            self._rows().filter(pk__in=writes.marked).update(state=SENT, sent_at=datetime.now(UTC))
+        if writes.deleted:
+            self._rows().filter(pk__in=writes.deleted).delete()
+        for update in writes.others:
+            self._rows().filter(pk=update.id).update(state=update.state, reason=update.reason)
 
     def wait(self, timeout: float) -> None:
         connection = connections[self.using]
@@ -124,14 +123,11 @@ class DjangoOutbox:
         self._listener.wait(timeout)
 
     def status(self) -> RelayCounts:
-        by_state = dict(self._rows().values_list("state").annotate(n=Count("id")).order_by())
-        return RelayCounts(
-            sent=by_state.get(SENT, 0), failed=by_state.get(FAILED, 0), pending=by_state.get(PENDING, 0)
-        )
+        return RelayCounts.of(dict(self._rows().values_list("state").annotate(n=Count("id")).order_by()))
 
     def failures(self, limit: int = STATUS_FAILURES) -> list[FailedRow]:
         failed = self._rows().filter(state=FAILED).order_by("id")
-        return [FailedRow(*v) for v in failed.values_list("id", "event_type", "event_id", "reason")[:limit]]
+        return [FailedRow(*v) for v in failed.values_list(*FAILED_COLUMNS)[:limit]]
 
     def prune_sent(self, before: datetime) -> int:
         deleted, _ = self._rows().filter(state=SENT, sent_at__lt=before).delete()

@@ -33,14 +33,17 @@ from sqlalchemy.sql.dml import Delete, Update
 from ...core.events.envelope import Event
 from ...core.events.outbox import (
     FAILED,
+    FAILED_COLUMNS,
     PENDING,
     SENT,
     STATUS_FAILURES,
+    STORED_COLUMNS,
     FailedRow,
     RelayCounts,
     RowUpdate,
     StoredRow,
     outbox_row,
+    row_writes,
 )
 from ...core.settings import get_settings
 from .._postgres import NOTIFY_SQL, AsyncListener, Listener, listen_url
@@ -160,7 +163,7 @@ def _after_rollback(session: Session) -> None:
 def _claim(limit: int, ids: Sequence[int] | None) -> Select[Any]:
     """Pending rows in order of creation, locked, skipping those another relay holds (PostgreSQL)."""
     c = OUTBOX.c
-    query = select(c.id, c.event_id, c.exchange, c.routing_key, c.body, c.properties)
+    query = select(*(c[name] for name in STORED_COLUMNS))
     query = query.where(c.state == PENDING).order_by(c.id).limit(limit)
     if ids is not None:
         query = query.where(c.id.in_(list(ids)))
@@ -169,15 +172,15 @@ def _claim(limit: int, ids: Sequence[int] | None) -> Select[Any]:
 
 def _record(updates: Sequence[RowUpdate], keep_sent: bool) -> list[Update | Delete]:
     c = OUTBOX.c
+    writes = row_writes(updates, keep_sent)
     statements: list[Update | Delete] = []
-    sent = [u.id for u in updates if u.state == SENT]
-    if sent and keep_sent:
-        statements.append(update(OUTBOX).where(c.id.in_(sent)).values(state=SENT, sent_at=datetime.now(UTC)))
-    elif sent:
-        statements.append(delete(OUTBOX).where(c.id.in_(sent)))
-    for u in updates:
-        if u.state != SENT:
-            statements.append(update(OUTBOX).where(c.id == u.id).values(state=u.state, reason=u.reason))
+    if writes.marked:
+        marked = c.id.in_(writes.marked)
+        statements.append(update(OUTBOX).where(marked).values(state=SENT, sent_at=datetime.now(UTC)))
+    if writes.deleted:
+        statements.append(delete(OUTBOX).where(c.id.in_(writes.deleted)))
+    for u in writes.others:
+        statements.append(update(OUTBOX).where(c.id == u.id).values(state=u.state, reason=u.reason))
     return statements
 
 
@@ -185,17 +188,12 @@ _STATUS = select(OUTBOX.c.state, func.count()).group_by(OUTBOX.c.state)
 
 
 def _counts(rows: Sequence[Any]) -> RelayCounts:
-    by_state = {state: int(n) for state, n in rows}
-    return RelayCounts(
-        sent=by_state.get(SENT, 0), failed=by_state.get(FAILED, 0), pending=by_state.get(PENDING, 0)
-    )
+    return RelayCounts.of({state: int(n) for state, n in rows})
 
 
 def _failures(limit: int) -> Select[Any]:
     c = OUTBOX.c
-    return (
-        select(c.id, c.event_type, c.event_id, c.reason).where(c.state == FAILED).order_by(c.id).limit(limit)
-    )
+    return select(*(c[name] for name in FAILED_COLUMNS)).where(c.state == FAILED).order_by(c.id).limit(limit)
 
 
 def _prune(before: datetime) -> Delete:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -25,6 +25,7 @@ from ..settings import Settings
 from .envelope import Event
 from .handling import reconnect_delay
 from .message import OutgoingMessage, Properties, prepare
+from .publishing import Sending, publish_deadline
 
 log = logger("svclink.outbox")
 
@@ -69,6 +70,10 @@ class StoredRow:
     properties: str
 
 
+#: the columns a store reads back for the relay, in :class:`StoredRow`'s order
+STORED_COLUMNS = tuple(field.name for field in attrs.fields(StoredRow))
+
+
 @attrs.frozen
 class RowUpdate:
     """What the relay writes back for one row once its publish has an outcome."""
@@ -108,15 +113,7 @@ def outbox_row(
         wall=wall, headers=headers, layout=layout,
     )  # fmt: skip
     props = message.properties
-    fields = {
-        "headers": dict(props.headers),
-        "message_id": props.message_id,
-        "type": props.type,
-        "app_id": props.app_id,
-        "correlation_id": props.correlation_id,
-        "timestamp": props.timestamp,
-        "content_type": props.content_type,
-    }
+    fields = {"headers": dict(props.headers), **props.basic()}
     for name in ("exchange", "routing_key"):
         if len(getattr(message, name)) > MAX_NAME:
             raise InvalidEvent(f"an outbox event's {name} must be at most {MAX_NAME} characters")
@@ -173,6 +170,11 @@ class Batch:
     #: rows that are not a message any more fail at once: sending them again cannot help
     invalid: tuple[RowUpdate, ...]
 
+    def sending(self, settings: Settings, timeout: float | None, now: float) -> Sending:
+        """The publish of the messages, due ``timeout`` seconds from ``now`` (None: the
+        ``publish_timeout`` setting), as ``publish`` bounds its own."""
+        return Sending.of_messages(self.messages, publish_deadline(settings, timeout, now))
+
     def outcomes(self, errors: Mapping[int, PublishError], unroutable: str) -> list[RowUpdate]:
         """The updates once the messages were sent; ``errors`` by position, as ``Sending.errors``
         has them; ``unroutable`` is the setting (see :func:`verdict`)."""
@@ -203,6 +205,24 @@ def log_updates(updates: Sequence[RowUpdate]) -> None:
             log.warning("outbox row %d %s: %s", update.id, update.state, update.reason)
 
 
+@attrs.frozen
+class RowWrites:
+    """What a store writes for one batch's updates, the same in every store: a sent row is
+    marked (kept for the ``outbox_retention``) or deleted at once; any other gets its state and
+    reason."""
+
+    marked: tuple[int, ...]
+    deleted: tuple[int, ...]
+    others: tuple[RowUpdate, ...]
+
+
+def row_writes(updates: Sequence[RowUpdate], keep_sent: bool) -> RowWrites:
+    """The writes for ``updates``; ``keep_sent`` is :attr:`RelayPolicy.keeps_sent`."""
+    sent = tuple(u.id for u in updates if u.state == SENT)
+    others = tuple(u for u in updates if u.state != SENT)
+    return RowWrites(marked=sent if keep_sent else (), deleted=() if keep_sent else sent, others=others)
+
+
 DEFAULT_BATCH_SIZE = 200
 
 
@@ -216,6 +236,16 @@ class RelayPolicy:
     poll_interval: float = 1.0
     #: seconds a sent row is kept (0: deleted once confirmed)
     retention: float = 0.0
+
+    @property
+    def keeps_sent(self) -> bool:
+        """Whether a confirmed row stays, marked sent (a retention), rather than being deleted."""
+        return self.retention > 0
+
+    def prune_before(self, now: datetime) -> datetime | None:
+        """Sent rows sent before this go when the relay is idle (``now`` is the wall clock);
+        None when no sent row is kept."""
+        return now - timedelta(seconds=self.retention) if self.keeps_sent else None
 
 
 def relay_policy(settings: Settings, batch_size: int | None = None) -> RelayPolicy:
@@ -236,6 +266,9 @@ class RelayPace:
     failures: int = 0
 
     def after(self, claimed: int, updates: Sequence[RowUpdate]) -> float:
+        """The wait after a batch that claimed ``claimed`` rows and wrote ``updates`` (each row
+        not sent is warned about)."""
+        log_updates(updates)
         if any(u.state == PENDING for u in updates):
             return self.unavailable()
         self.failures = 0
@@ -246,6 +279,12 @@ class RelayPace:
         self.failures += 1
         return reconnect_delay(self.failures)
 
+    def crashed(self) -> float:
+        """A batch raised (the database, say): logged with its traceback (call it in the
+        ``except`` block), and waited for as when nothing could be sent."""
+        log.exception("outbox relay: a batch failed; retrying")
+        return self.unavailable()
+
 
 @attrs.frozen
 class RelayCounts:
@@ -254,6 +293,13 @@ class RelayCounts:
     sent: int = 0
     failed: int = 0
     pending: int = 0
+
+    @classmethod
+    def of(cls, by_state: Mapping[str, int]) -> RelayCounts:
+        """The counts of a table from its number of rows by state (a state with none may be missing)."""
+        return cls(
+            sent=by_state.get(SENT, 0), failed=by_state.get(FAILED, 0), pending=by_state.get(PENDING, 0)
+        )
 
     def add(self, updates: Sequence[RowUpdate]) -> RelayCounts:
         return RelayCounts(
@@ -269,20 +315,33 @@ SEND_NOW_TIMEOUT = 2.0
 
 @attrs.define
 class SendNowGate:
-    """Whether to try the send right after a commit: not for ``pause`` seconds after one failed
-    under the same settings, so that while the broker is down each commit is not held up by a
-    send that will fail too (the relay sends those rows when the broker is back)."""
+    """Whether to try the send right after a commit: not when the ``outbox_send_after_commit``
+    setting is off, nor for ``pause`` seconds after one failed under the same settings, so that
+    while the broker is down each commit is not held up by a send that will fail too (the relay
+    sends those rows when the broker is back)."""
 
     pause: float = 5.0
     closed_until: float = -1.0
     closed_for: Settings | None = None
 
     def open(self, now: float, settings: Settings) -> bool:
+        if not settings.outbox_send_after_commit:
+            return False
         return settings is not self.closed_for or now >= self.closed_until
 
     def failed(self, now: float, settings: Settings) -> None:
         self.closed_until = now + self.pause
         self.closed_for = settings
+
+    def sent(self, now: float, settings: Settings, counts: RelayCounts) -> None:
+        """The send came back: a row still pending (no broker, no confirm in time) counts as a failure."""
+        if counts.pending:
+            self.failed(now, settings)
+
+    def raised(self, now: float, settings: Settings, error: Exception) -> None:
+        """The send raised: warned about, never raised further (the relay sends the rows), and a failure."""
+        log.warning("outbox: send after commit failed (%s); the relay will send it", error)
+        self.failed(now, settings)
 
 
 @attrs.frozen
@@ -294,6 +353,9 @@ class FailedRow:
     event_id: str
     reason: str
 
+
+#: the columns ``--status`` reads for a failed row, in :class:`FailedRow`'s order
+FAILED_COLUMNS = tuple(field.name for field in attrs.fields(FailedRow))
 
 #: failed rows ``--status`` lists (the counts cover them all)
 STATUS_FAILURES = 20
