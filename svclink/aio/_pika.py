@@ -132,28 +132,19 @@ class _EncodedHeaders(spec.Basic.Properties):
 def amqp_properties(properties: Properties) -> spec.Basic.Properties:
     """The wire properties, as aio-pika's ``Message(...).properties`` would make them."""
     stamp = properties.timestamp
+    fields: dict[str, Any] = {
+        "content_type": properties.content_type,
+        "delivery_mode": aio_pika.DeliveryMode.PERSISTENT.value,
+        "message_id": properties.message_id,
+        "timestamp": None if stamp is None else datetime.fromtimestamp(stamp, UTC),
+        "message_type": properties.type,
+        "app_id": properties.app_id,
+        "correlation_id": properties.correlation_id,
+    }
     if properties.table is not None:
-        return _EncodedHeaders(
-            properties.table,
-            headers=properties.headers,  # what pamqp sees is only its presence (the table is sent)
-            content_type=properties.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
-            message_id=properties.message_id,
-            timestamp=None if stamp is None else datetime.fromtimestamp(stamp, UTC),
-            message_type=properties.type,
-            app_id=properties.app_id,
-            correlation_id=properties.correlation_id,
-        )
-    return spec.Basic.Properties(
-        headers=dict(properties.headers),
-        content_type=properties.content_type,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
-        message_id=properties.message_id,
-        timestamp=None if stamp is None else datetime.fromtimestamp(stamp, UTC),
-        message_type=properties.type,
-        app_id=properties.app_id,
-        correlation_id=properties.correlation_id,
-    )
+        # what pamqp sees of the headers is only their presence (the table is sent)
+        return _EncodedHeaders(properties.table, headers=properties.headers, **fields)
+    return spec.Basic.Properties(headers=dict(properties.headers), **fields)
 
 
 async def underlay_of(channel: aio_pika.abc.AbstractChannel) -> aiormq.Channel:

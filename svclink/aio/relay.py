@@ -1,9 +1,5 @@
-"""The asyncio outbox relay: :mod:`svclink.sync.relay`, awaited.
-
-The decisions (what a row holds, what an outcome makes of it, how long to wait) are in
-:mod:`svclink.core.events.outbox`; a store (:mod:`svclink.contrib.django.outbox`,
-:mod:`svclink.contrib.sqlalchemy`) claims rows in a transaction and writes the updates in the
-same one, so a row is marked only after its confirm, and rows another relay holds are skipped.
+"""The asyncio outbox relay: :mod:`svclink.sync.relay`, awaited, with the same decisions from
+:mod:`svclink.core.events.outbox`; its store is :class:`svclink.contrib.sqlalchemy.AsyncSqlOutbox`.
 """
 
 from __future__ import annotations

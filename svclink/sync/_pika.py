@@ -94,28 +94,12 @@ class _EncodedHeaders(pika.BasicProperties):  # type: ignore[misc]  # pika is un
 
 
 def pika_properties(properties: Properties) -> pika.BasicProperties:
+    """The wire properties, persistent; the headers as svclink encoded them when it did."""
+    fields = properties.basic()
     if properties.table is not None:
-        return _EncodedHeaders(
-            properties.table,
-            message_id=properties.message_id,
-            type=properties.type,
-            app_id=properties.app_id,
-            correlation_id=properties.correlation_id,
-            timestamp=properties.timestamp,
-            content_type=properties.content_type,
-            delivery_mode=_PERSISTENT,
-        )
+        return _EncodedHeaders(properties.table, delivery_mode=_PERSISTENT, **fields)
     # pika only reads the headers (to encode them): the read-only view goes as it is, uncopied
-    return pika.BasicProperties(
-        headers=properties.headers,
-        message_id=properties.message_id,
-        type=properties.type,
-        app_id=properties.app_id,
-        correlation_id=properties.correlation_id,
-        timestamp=properties.timestamp,
-        content_type=properties.content_type,
-        delivery_mode=_PERSISTENT,
-    )
+    return pika.BasicProperties(headers=properties.headers, delivery_mode=_PERSISTENT, **fields)
 
 
 def core_properties(properties: pika.BasicProperties) -> Properties:
