@@ -31,6 +31,10 @@ class TLSNode:
     def url(self, host: str = "localhost", credentials: str = "guest:guest@") -> str:
         return f"amqps://{credentials}{host}:{self.tls_port}/"
 
+    def named(self, host: str = "localhost") -> str:
+        """The node as an error names it: its address without credentials, the vhost encoded."""
+        return f"amqps://{host}:{self.tls_port}/%2F"
+
     def connections(self, name: str) -> list[dict[str, str]]:
         """The node's connections named ``name``: the user, auth mechanism and whether over TLS."""
         columns = ["user", "auth_mechanism", "ssl", "client_properties"]
@@ -107,6 +111,20 @@ def _configure(env: EventEnv, **settings: Any) -> None:
     env.pub = env.publisher()
 
 
+def _configure_client_cert(env: EventEnv, node: TLSNode, cert: str | None = None) -> None:
+    """Configure a login by client certificate (a URL without a password, so EXTERNAL):
+    ``cert`` (key included), else the PKI's client certificate and its key."""
+    pki = node.pki
+    key = {} if cert else {"tls_client_key": pki.client_key}
+    _configure(
+        env,
+        amqp_url=node.url(credentials=""),
+        tls_ca_file=pki.ca_file,
+        tls_client_cert=cert or pki.client_cert,
+        **key,
+    )
+
+
 def _round_trip(env: EventEnv) -> None:
     """A consumer receives what the publisher sends, both over the configured connection."""
     rec = Recorder()
@@ -129,14 +147,7 @@ def test_publish_and_consume_over_amqps_with_the_ca(env: EventEnv, tls_node: TLS
 def test_a_client_certificate_logs_in_with_external_when_the_url_has_no_password(
     env: EventEnv, tls_node: TLSNode
 ) -> None:
-    pki = tls_node.pki
-    _configure(
-        env,
-        amqp_url=tls_node.url(credentials=""),
-        tls_ca_file=pki.ca_file,
-        tls_client_cert=pki.client_cert,
-        tls_client_key=pki.client_key,
-    )
+    _configure_client_cert(env, tls_node)
     _round_trip(env)
     ours = _ours(env, tls_node)
     assert ours and all(
@@ -159,50 +170,33 @@ def _refused(env: EventEnv, failure: svclink.TLSFailure, node_url: str) -> None:
 def test_a_client_certificate_the_broker_does_not_trust_is_refused(
     strict_env: EventEnv, strict_node: TLSNode
 ) -> None:
-    pki = strict_node.pki
-    _configure(
-        strict_env,
-        amqp_url=strict_node.url(credentials=""),
-        tls_ca_file=pki.ca_file,
-        tls_client_cert=pki.stranger_cert,
-    )
-    _refused(
-        strict_env, svclink.TLSFailure.CLIENT_CERT_REFUSED, f"amqps://localhost:{strict_node.tls_port}/%2F"
-    )
+    _configure_client_cert(strict_env, strict_node, strict_node.pki.stranger_cert)
+    _refused(strict_env, svclink.TLSFailure.CLIENT_CERT_REFUSED, strict_node.named())
 
 
 def test_a_broker_requiring_a_client_certificate_refuses_a_client_without_one(
     strict_env: EventEnv, strict_node: TLSNode
 ) -> None:
     _configure(strict_env, amqp_url=strict_node.url(), tls_ca_file=strict_node.pki.ca_file)
-    _refused(
-        strict_env, svclink.TLSFailure.CLIENT_CERT_MISSING, f"amqps://localhost:{strict_node.tls_port}/%2F"
-    )
+    _refused(strict_env, svclink.TLSFailure.CLIENT_CERT_MISSING, strict_node.named())
 
 
 def test_the_strict_broker_takes_the_right_client_certificate(
     strict_env: EventEnv, strict_node: TLSNode
 ) -> None:
-    pki = strict_node.pki
-    _configure(
-        strict_env,
-        amqp_url=strict_node.url(credentials=""),
-        tls_ca_file=pki.ca_file,
-        tls_client_cert=pki.client_cert,
-        tls_client_key=pki.client_key,
-    )
+    _configure_client_cert(strict_env, strict_node)
     _round_trip(strict_env)
 
 
 def test_without_the_ca_the_broker_is_untrusted(env: EventEnv, tls_node: TLSNode) -> None:
     _configure(env, amqp_url=tls_node.url())
-    _refused(env, svclink.TLSFailure.UNTRUSTED, f"amqps://localhost:{tls_node.tls_port}/%2F")
+    _refused(env, svclink.TLSFailure.UNTRUSTED, tls_node.named())
 
 
 def test_every_node_is_checked_for_its_own_name(env: EventEnv, tls_node: TLSNode) -> None:
     ca = tls_node.pki.ca_file
     _configure(env, amqp_url=[tls_node.url("127.0.0.1")], tls_ca_file=ca)
-    _refused(env, svclink.TLSFailure.HOSTNAME, f"amqps://127.0.0.1:{tls_node.tls_port}/%2F")
+    _refused(env, svclink.TLSFailure.HOSTNAME, tls_node.named("127.0.0.1"))
     # the node by IP fails its check, the next node (by name) takes the connection
     _configure(env, amqp_url=[tls_node.url("127.0.0.1"), tls_node.url("localhost")], tls_ca_file=ca)
     _round_trip(env)
