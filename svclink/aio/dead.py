@@ -15,10 +15,8 @@ import aiormq.exceptions
 from aiormq import spec
 
 from ..core.errors import EventError
-from ..core.events.broker import default_name, is_memory
-from ..core.events.dead import DeadEvent, Selection, dead_queue, read, replay_message
+from ..core.events.dead import BaseDeadLetters, DeadEvent, Selection, read, replay_message
 from ..core.events.message import Delivery
-from ..core.settings import Settings, get_settings
 from ._pika import connect, core_delivery, publish, underlay_of
 from ._transport import Lost
 
@@ -28,15 +26,8 @@ __all__ = ["DeadEvent", "DeadLetters"]
 _Visit = Callable[[aiormq.Channel, int, Delivery], Awaitable[bool]]
 
 
-class DeadLetters:
+class DeadLetters(BaseDeadLetters):
     """The dead letters of ``queue`` (a consumer's work queue, or its ``.dead`` queue)."""
-
-    def __init__(self, queue: str, *, settings: Settings | None = None) -> None:
-        self.settings = settings or get_settings()
-        if is_memory(self.settings):
-            raise EventError("dead-letter tools need RabbitMQ; on memory:// read the test broker's queues")
-        self.queue = dead_queue(queue)
-        self._name = default_name(self.settings, f"dead:{self.queue}")
 
     async def _channel(self) -> tuple[aio_pika.abc.AbstractConnection, aiormq.Channel]:
         try:

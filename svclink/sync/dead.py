@@ -17,10 +17,8 @@ import pika
 import pika.exceptions
 
 from ..core.errors import EventError
-from ..core.events.broker import default_name, is_memory
-from ..core.events.dead import DeadEvent, Selection, dead_queue, read, replay_message
+from ..core.events.dead import BaseDeadLetters, DeadEvent, Selection, read, replay_message
 from ..core.events.message import Delivery
-from ..core.settings import Settings, get_settings
 from ._pika import core_properties, pika_properties
 from ._pika_session import blocking_connection
 from ._transport import Lost
@@ -31,15 +29,8 @@ __all__ = ["DeadEvent", "DeadLetters"]
 _Visit = Callable[[Any, int, Delivery], bool]
 
 
-class DeadLetters:
+class DeadLetters(BaseDeadLetters):
     """The dead letters of ``queue`` (a consumer's work queue, or its ``.dead`` queue)."""
-
-    def __init__(self, queue: str, *, settings: Settings | None = None) -> None:
-        self.settings = settings or get_settings()
-        if is_memory(self.settings):
-            raise EventError("dead-letter tools need RabbitMQ; on memory:// read the test broker's queues")
-        self.queue = dead_queue(queue)
-        self._name = default_name(self.settings, f"dead:{self.queue}")
 
     def _channel(self) -> tuple[pika.BlockingConnection, Any]:
         try:

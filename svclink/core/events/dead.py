@@ -20,7 +20,9 @@ from typing import Any
 
 import attrs
 
-from ..errors import InvalidEvent
+from ..errors import EventError, InvalidEvent
+from ..settings import Settings, get_settings
+from .broker import default_name, is_memory
 from .envelope import EVENT_ID_HEADER, EVENT_TYPE_HEADER
 from .formats import ORIGINAL_EXCHANGE_HEADER, ORIGINAL_ROUTING_KEY_HEADER
 from .handling import (
@@ -48,6 +50,18 @@ def dead_queue(queue: str) -> str:
     """The dead-letter queue of ``queue`` (given the work queue or the ``.dead`` queue itself)."""
     check_name("queue", queue)
     return queue if queue.endswith(".dead") else f"{queue}.dead"
+
+
+class BaseDeadLetters:
+    """What both sides' ``DeadLetters`` know before any I/O: the settings, the dead-letter queue
+    and the connection's name; ``memory://`` is refused, its queues are the test broker's."""
+
+    def __init__(self, queue: str, *, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        if is_memory(self.settings):
+            raise EventError("dead-letter tools need RabbitMQ; on memory:// read the test broker's queues")
+        self.queue = dead_queue(queue)
+        self._name = default_name(self.settings, f"dead:{self.queue}")
 
 
 def _text(value: object) -> str:
