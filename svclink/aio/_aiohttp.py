@@ -20,7 +20,7 @@ import aiohttp
 from .._tls import failure_of
 from ..core.errors import TransportFailure
 from ..core.http.attempts import Answer, HTTPRequest, NoResponse, keep_connection
-from ..core.http.bodies import CHUNK, Body, declared_size
+from ..core.http.bodies import CHUNK, Body
 from ..core.http.urls import env_proxy
 from ..core.settings import Settings
 from ..core.tls import TLSPlan
@@ -154,7 +154,7 @@ class AiohttpTransport:
                 if not keep_connection(status):
                     _drop_connection(response)
                 body = Body.start(request.method, status, answer_headers, limit)
-                if limit is None or declared_size(request.method, status, answer_headers) is not None:
+                if body.whole:
                     body.add(await response.read())  # within the bound, as Body.start checked
                 else:
                     async for chunk in response.content.iter_any():

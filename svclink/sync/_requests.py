@@ -13,7 +13,7 @@ from urllib3.exceptions import HTTPError, NewConnectionError, ReadTimeoutError
 from .._tls import failure_of
 from ..core.errors import TransportFailure
 from ..core.http.attempts import Answer, HTTPRequest, NoResponse
-from ..core.http.bodies import CHUNK, Body, declared_size
+from ..core.http.bodies import CHUNK, Body
 from ..core.http.urls import env_proxy
 from ..core.settings import Settings
 from ..core.tls import TLSPlan
@@ -103,7 +103,7 @@ class RequestsTransport:
                 headers = {k.lower(): v for k, v in response.headers.items()}
                 status, limit = response.status_code, request.max_response_size
                 body = Body.start(request.method, status, headers, limit)
-                if limit is None or declared_size(request.method, status, headers) is not None:
+                if body.whole:
                     body.add(response.raw.read(decode_content=True))  # within the bound, as checked
                 else:
                     for chunk in response.iter_content(CHUNK):

@@ -24,7 +24,7 @@ from urllib3.exceptions import (
 from .._tls import failure_of
 from ..core.errors import TransportFailure
 from ..core.http.attempts import Answer, HTTPRequest, NoResponse
-from ..core.http.bodies import CHUNK, Body, declared_size
+from ..core.http.bodies import CHUNK, Body
 from ..core.http.urls import env_proxy
 from ..core.settings import Settings
 from ..core.tls import TLSPlan
@@ -86,10 +86,10 @@ class Urllib3Transport:
             )
             try:
                 found = response.headers
-                headers = {k.lower(): found[k] for k in found}  # repeated headers joined by urllib3
+                headers = {k.lower(): v for k, v in found.itermerged()}  # repeated ones joined by urllib3
                 status, limit = response.status, request.max_response_size
                 body = Body.start(request.method, status, headers, limit)
-                if limit is None or declared_size(request.method, status, headers) is not None:
+                if body.whole:
                     body.add(response.read())  # within the bound, as Body.start checked
                 else:
                     for chunk in response.stream(CHUNK):

@@ -27,7 +27,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -43,16 +42,30 @@ _LONGEST_WAIT = 3600.0
 
 
 class Attempt:
-    """One attempt under a deadline; ``expired`` is set when the reaper had to cut it off."""
+    """One attempt under a deadline, as a ``with`` block that bounds everything svclink's
+    connections do on this thread meanwhile; ``expired`` is set when the reaper had to cut
+    it off. Whatever the block returns must then be discarded: a socket shut down
+    mid-headers can look like a short, valid response."""
 
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
+    __slots__ = ("deadline", "expired", "reused", "sent", "tokens")
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
         self.expired = False
         self.tokens: list[int] = []
         #: the connection used had carried an earlier request
         self.reused = False
         #: the request was written whole
         self.sent = False
+
+    def __enter__(self) -> Attempt:
+        _local.attempt = self
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        _local.attempt = None
+        for token in self.tokens:
+            _reaper.disarm(token)
 
 
 class _Reaper:
@@ -121,22 +134,6 @@ class _Reaper:
 _reaper = _Reaper()
 os.register_at_fork(after_in_child=_reaper.forked)
 _local = threading.local()
-
-
-@contextlib.contextmanager
-def attempt_deadline(seconds: float) -> Iterator[Attempt]:
-    """Bound everything svclink's connections do on this thread for ``seconds``.
-
-    Whatever the block returns must be discarded when ``attempt.expired`` is set
-    afterwards: a socket shut down mid-headers can look like a short, valid response.
-    """
-    attempt = _local.attempt = Attempt(time.monotonic() + seconds)
-    try:
-        yield attempt
-    finally:
-        _local.attempt = None
-        for token in attempt.tokens:
-            _reaper.disarm(token)
 
 
 class _Armed:

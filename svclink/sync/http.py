@@ -21,7 +21,7 @@ from ..core.settings import Settings
 from ..core.tls import TLSPlan
 from ._requests import RequestsTransport
 from ._urllib3 import Urllib3Transport
-from .deadline import attempt_deadline
+from .deadline import Attempt
 
 
 class Transport(Protocol):
@@ -145,7 +145,7 @@ class Service(BaseService):
         transport's exception does not say: a broken connection is ``NOT_SENT`` if the request
         was not written whole, and ``reused`` if the connection had carried an earlier one.
         """
-        with attempt_deadline(request.timeout) as attempt:
+        with Attempt(request.timeout) as attempt:
             try:
                 answer = self._pool().send(request)
             except NoResponse as exc:

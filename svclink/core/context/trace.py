@@ -83,9 +83,8 @@ def provider_installed(module: ModuleType, name: str, get: Callable[[], Any]) ->
     return provider is not None and not type(provider).__name__.lstrip("_").startswith("Proxy")
 
 
-def api() -> tuple[ModuleType, ModuleType, ModuleType] | None:
-    """The OpenTelemetry API's ``context``, ``propagate`` and ``trace`` modules, or None."""
-    return _otel()
+#: the OpenTelemetry API's ``context``, ``propagate`` and ``trace`` modules, or None
+api = _otel
 
 
 def available() -> bool:

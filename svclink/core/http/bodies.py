@@ -44,30 +44,50 @@ def declared_size(method: str, status: int, headers: Mapping[str, str]) -> int |
 
 @attrs.define
 class Body:
-    """One response body as it arrives; ``limit`` None means no bound."""
+    """One response body as it arrives; ``limit`` None means no bound.
+
+    A body that comes in one chunk is kept as that chunk (no buffer, no copy); a second
+    chunk starts the buffer.
+    """
 
     status: int
     limit: int | None
+    #: the body may be read in one piece: no bound, or an announced length within it
+    whole: bool = False
     read: int = 0
-    _buffer: io.BytesIO = attrs.field(factory=io.BytesIO, repr=False)
+    _first: bytes = attrs.field(default=b"", repr=False)
+    _buffer: io.BytesIO | None = attrs.field(default=None, repr=False)
 
     @classmethod
     def start(cls, method: str, status: int, headers: Mapping[str, str], limit: int | None) -> Body:
         """A body to fill; :class:`TooLarge` at once if its announced length is over ``limit``."""
+        if limit is None:
+            return cls(status, limit, whole=True)
         declared = declared_size(method, status, headers)
-        if limit is not None and declared is not None and declared > limit:
+        if declared is not None and declared > limit:
             raise TooLarge(status, limit, declared)
-        return cls(status, limit)
+        return cls(status, limit, whole=declared is not None)
 
     def add(self, chunk: bytes) -> None:
         """Keep ``chunk``; :class:`TooLarge` (and nothing kept) if it takes the body over the bound."""
         self.read += len(chunk)
         if self.limit is not None and self.read > self.limit:
             raise TooLarge(self.status, self.limit, None)
-        self._buffer.write(chunk)
+        if self._buffer is not None:
+            self._buffer.write(chunk)
+        elif not self._first:
+            self._first = chunk
+        else:
+            self._buffer = io.BytesIO(self._first)
+            self._buffer.seek(0, io.SEEK_END)
+            self._buffer.write(chunk)
+            self._first = b""
 
     def value(self) -> bytes:
-        """The whole body (the buffer's own bytes: no copy is made)."""
+        """The whole body (the chunk or the buffer's own bytes: no copy is made)."""
+        if self._buffer is None:
+            value, self._first = self._first, b""
+            return value
         value = self._buffer.getvalue()
-        self._buffer = io.BytesIO()
+        self._buffer = None
         return value

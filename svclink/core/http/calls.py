@@ -10,7 +10,6 @@ randomness are arguments, so the whole flow is tested without sockets or sleepin
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, NoReturn
 from urllib.parse import urljoin, urlsplit
@@ -174,7 +173,7 @@ class Call:
         plan = self.plan
         headers = dict(plan.headers)
         # the callee learns how long we will wait, so it can give up (and shorten its own calls) in time
-        headers[DEADLINE_HEADER] = str(max(1, math.floor(remaining * 1000)))
+        headers[DEADLINE_HEADER] = str(int(remaining * 1000) or 1)  # whole ms, at least 1
         return HTTPRequest(
             method=self.method,
             url=self.url,

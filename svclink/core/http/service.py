@@ -284,9 +284,9 @@ class BaseService:
 
         ``wall`` is the epoch clock, for the signed caller context (none without it).
         """
-        if not isinstance(method, str) or method.upper() not in METHODS:
+        method = method.upper() if isinstance(method, str) else ""
+        if method not in METHODS:
             raise InvalidRequest(f"method must be one of {', '.join(sorted(METHODS))}")
-        method = method.upper()
         settings = self.settings
         url = build_url(self.base_url, endpoint, path_params, query_params)
         idempotency_key = _idempotency_key(idempotency_key)
@@ -300,7 +300,8 @@ class BaseService:
         hdrs = outgoing_headers(
             caller=settings.service_name, context=ctx, extra=headers, idempotency_key=idempotency_key
         )
-        _check_framing(hdrs)
+        if headers:  # the defaults never frame a body: only the caller's own can
+            _check_framing(headers)
         add_authorization(hdrs, self.netrc_authorization)
         if settings.insanic_headers:
             add_insanic_request_id(hdrs)
