@@ -23,6 +23,12 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
+def generation() -> int:
+    """How many forks lie between the first process and this one: what changes in a forked
+    child, read without a system call (``os.getpid()`` is one)."""
+    return _generation
+
+
 class ForkSafeLock:
     """A ``threading.Lock`` for ``with`` blocks, renewed in each new process."""
 

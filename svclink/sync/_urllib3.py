@@ -30,6 +30,10 @@ from ..core.settings import Settings
 from ..core.tls import TLSPlan
 from .deadline import POOL_CLASSES
 
+#: urllib3 neither retries nor follows redirects (core decides both); one shared value, as
+#: ``retries=False`` would have urllib3 build a ``Retry`` for it twice on every request
+NO_RETRIES = urllib3.Retry(total=False, redirect=False)
+
 
 def _failure(exc: HTTPError) -> TransportFailure:
     """Which kind of transport failure a urllib3 exception is."""
@@ -81,7 +85,7 @@ class Urllib3Transport:
                 headers=request.headers,
                 timeout=timeout,
                 redirect=False,
-                retries=False,
+                retries=NO_RETRIES,
                 preload_content=False,
             )
             try:

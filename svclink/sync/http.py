@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import ssl
 import time
@@ -16,7 +15,7 @@ from ..core.http.bodies import TooLarge
 from ..core.http.calls import Call, Done
 from ..core.http.registry import ServiceCache, stubs
 from ..core.http.service import BaseService
-from ..core.locks import ForkSafeLock
+from ..core.locks import ForkSafeLock, generation
 from ..core.settings import Settings
 from ..core.tls import TLSPlan
 from ._requests import RequestsTransport
@@ -58,16 +57,17 @@ class Service(BaseService):
         self._tls = http_context(settings, name, self.base_url)
         self._lock = ForkSafeLock()
         self._transport: Transport | None = None
-        self._pid = 0
+        #: the process (see :func:`~svclink.core.locks.generation`) the transport was made in
+        self._made_in = -1
 
     def _pool(self) -> Transport:
         """This process's transport: a forked child never reuses its parent's sockets."""
-        transport, pid = self._transport, os.getpid()
-        if transport is None or self._pid != pid:
+        transport, current = self._transport, generation()
+        if transport is None or self._made_in != current:
             with self._lock:
-                if self._transport is None or self._pid != pid:
+                if self._transport is None or self._made_in != current:
                     self._transport = self._transport_class(self.settings, self.base_url, self._tls, self.tls)
-                    self._pid = pid
+                    self._made_in = current
                 transport = self._transport
         return transport
 
@@ -75,7 +75,7 @@ class Service(BaseService):
         """Close this process's pooled connections; the next call opens new ones."""
         with self._lock:
             transport, self._transport = self._transport, None
-        if transport is not None and self._pid == os.getpid():
+        if transport is not None and self._made_in == generation():
             transport.close()
 
     def __enter__(self) -> Service:
