@@ -2,7 +2,8 @@
 
 ``--only sweep`` runs HTTP at growing concurrency over every transport beside the raw
 clients (aio: 1, 10, 50, 100 calls at a time; sync: 1, 8, 32 threads) and prints a table
-of throughput ratios.
+of throughput ratios; ``--only anatomy`` shows where a call over the fast transports
+spends its CPU, layer by layer.
 
 Each benchmark runs svclink and the raw library on the same work, in the same run, in
 alternating rounds, against a responder in its own process on 127.0.0.1, and prints
@@ -25,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import bench_http, bench_sweep, resources
+from bench import bench_anatomy, bench_http, bench_sweep, resources
 from bench.harness import Result, Target, report
 
-SECTIONS = ("http", "tls", "sweep", "cpu", "events", "memory")
+SECTIONS = ("http", "tls", "sweep", "anatomy", "cpu", "events", "memory")
 
 
 @contextmanager
@@ -103,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
             swept = bench_sweep.aio_sweep(url, ops, rounds) + bench_sweep.sync_sweep(url, ops, rounds)
             bench_sweep.table(swept)
             results += swept
+            bench_http.configure(url)
+        if "anatomy" in sections:
+            layers = bench_anatomy.aio_anatomy(url, ops, rounds)
+            layers += bench_anatomy.sync_anatomy(url, ops, rounds)
+            bench_anatomy.table(layers)
+            results += layers
             bench_http.configure(url)
         if "cpu" in sections:
             us = min(bench_http.cpu_per_call(ops * 20) for _ in range(3))

@@ -79,3 +79,20 @@ def test_the_sweep_table_gives_each_transport_its_own_raw_client_as_the_baseline
     assert "1.50 (1000, 1500 us)" in rows["c=50"]
     assert "-" in rows["c=10"]  # its raw client did not run: no ratio
     assert not any(line.startswith("sync") for line in lines)
+
+
+def test_the_anatomy_table_shows_what_each_layer_adds_to_the_one_before() -> None:
+    from bench.bench_anatomy import VARIANTS, table
+
+    cpu = dict(zip(VARIANTS, (0.0060, 0.0066, 0.0075, 0.0110), strict=True))
+    results = [
+        Result("aio aiohttp c=10", name, 100, seconds * 1.2, cpu_seconds=seconds)
+        for name, seconds in cpu.items()
+    ]
+    lines: list[str] = []
+    table(results, lines.append)
+    assert lines[0].startswith("aio aiohttp c=10:")
+    rows = {line.split("  ")[1].strip(): line for line in lines[1:5]}
+    assert "60.0 us" in rows["raw"] and "1.00" in rows["raw"] and "+" not in rows["raw"]
+    assert "+6.0 us" in rows["raw + svclink's headers"]
+    assert "+35.0 us" in rows["svclink call"] and rows["svclink call"].endswith("0.55")
