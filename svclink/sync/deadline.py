@@ -75,16 +75,23 @@ class _Reaper:
         self._heap: list[tuple[float, int, HTTPConnection, Attempt]] = []
         self._live: set[int] = set()
         self._ids = itertools.count()
-        self._cond = threading.Condition()
+        self._new_lock()
         self._thread: threading.Thread | None = None
+
+    def _new_lock(self) -> None:
+        """The reaper's lock, taken directly by the calling threads (a C lock: the
+        condition's own ``with`` is Python code on every attempt) and as the condition the
+        reaper waits on."""
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
 
     def forked(self) -> None:
         """In a forked child: the reaper thread did not survive, and its lock may be held."""
-        self._cond = threading.Condition()
+        self._new_lock()
         self._heap, self._live, self._thread = [], set(), None
 
     def arm(self, attempt: Attempt, conn: HTTPConnection) -> int:
-        with self._cond:
+        with self._lock:
             if self._thread is None or not self._thread.is_alive():  # first use, or it died
                 self._thread = threading.Thread(target=self._run, name="svclink-deadlines", daemon=True)
                 self._thread.start()
@@ -99,7 +106,7 @@ class _Reaper:
             return token
 
     def disarm(self, token: int) -> None:
-        with self._cond:
+        with self._lock:
             self._live.discard(token)
 
     def _run(self) -> None:
