@@ -309,7 +309,9 @@ class ServiceName:
 
 class RelayRunner:
     """The outbox relay as one of the worker's services: started, signalled, drained and probed
-    with the consumers (its batch in hand finishes within the grace)."""
+    with the consumers (its batch in hand finishes within the grace). Its state is the relay's
+    own (see :class:`~svclink.core.events.outbox.RelayPace`): ready only while its batches
+    reach the broker and the database."""
 
     asynchronous = False
 
@@ -317,17 +319,18 @@ class RelayRunner:
         self.relay = relay
         self.grace = grace
         self.config = ServiceName("outbox relay")
-        self.state = State.STOPPED
+        self._stopping = False
+
+    @property
+    def state(self) -> State:
+        state: State = self.relay.state
+        return State.DRAINING if self._stopping and state is not State.STOPPED else state
 
     def run(self) -> None:
-        self.state = State.CONSUMING
-        try:
-            self.relay.run()
-        finally:
-            self.state = State.STOPPED
+        self.relay.run()
 
     def stop(self) -> None:
-        self.state = State.DRAINING
+        self._stopping = True
         self.relay.stop()
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
-from ..core.errors import BrokerUnavailable
+from ..core.errors import BrokerUnavailable, EventError
 from ..core.events.outbox import (
     SEND_NOW_TIMEOUT,
     RelayCounts,
@@ -26,6 +26,8 @@ from ..core.events.outbox import (
     batch,
     relay_policy,
 )
+from ..core.events.publishing import publish_deadline
+from ..core.events.running import State
 from ..core.settings import get_settings
 from .publishing import Publisher, get_publisher
 
@@ -68,6 +70,13 @@ class Relay:
         self.publisher = publisher
         self.policy = policy or relay_policy(get_settings())
         self._stop = threading.Event()
+        self._pace: RelayPace | None = None  # while run() runs
+
+    @property
+    def state(self) -> State:
+        """What :meth:`run` is doing, for a readiness probe: see :class:`RelayPace`."""
+        pace = self._pace
+        return State.STOPPED if pace is None else pace.state
 
     def send(self, rows: Sequence[StoredRow], timeout: float | None = None) -> list[RowUpdate]:
         """Publish ``rows`` pipelined, waiting once for their confirms (``timeout`` seconds, None for
@@ -110,21 +119,36 @@ class Relay:
         _, updates = self._batch(RelayPace(self.policy), ids, SEND_NOW_TIMEOUT)
         return RelayCounts().add(updates)
 
+    def _reach_broker(self) -> None:
+        """Open the publisher's connection now if it has none (it is kept for the sends), so
+        that a relay with nothing to send still finds out that it cannot reach the broker."""
+        publisher = self.publisher or get_publisher()
+        publisher._link(publish_deadline(publisher.settings, None, time.monotonic()))
+
+    def _step(self, pace: RelayPace) -> float:
+        """One turn of :meth:`run`: the broker reached, a batch; the wait before the next."""
+        try:
+            self._reach_broker()
+        except EventError as exc:  # the broker down (BrokerUnavailable), or refusing the login
+            return pace.unreachable(exc)
+        try:
+            return self._batch(pace)[0]
+        except Exception:
+            return pace.crashed()
+
     def run(self) -> None:
         """Relay until :meth:`stop`: a batch at a time, waiting for a wake-up when none is pending."""
-        pace = RelayPace(self.policy)
+        pace = self._pace = RelayPace(self.policy)
         try:
             while not self._stop.is_set():
-                try:
-                    wait, _ = self._batch(pace)
-                except Exception:
-                    wait = pace.crashed()
+                wait = self._step(pace)
                 if wait and (before := self.policy.prune_before(datetime.now(UTC))) is not None:
                     self.store.prune_sent(before)
                 if wait and not self._stop.is_set():
                     self.store.wait(wait)
         finally:
             self._stop.clear()
+            self._pace = None
 
     def stop(self) -> None:
         """Ask :meth:`run` to return after the batch in hand (from any thread or a signal handler)."""

@@ -3,7 +3,8 @@
 ``WORKER_SIDE`` (sync, aio, or both: a list ``both`` of one of each), ``WORKER_QUEUE``,
 ``WORKER_EXCHANGE``, ``WORKER_SLEEP`` (the handler's seconds), ``WORKER_LOG`` (a file: one
 ``start <n>`` and one ``done <n>`` line per handled event, written as they happen),
-``WORKER_MAX_ATTEMPTS``, ``WORKER_RETRY_DELAY``.
+``WORKER_MAX_ATTEMPTS``, ``WORKER_RETRY_DELAY``, ``WORKER_AMQP_URL`` (the consumers' broker,
+when it is not the worker's: the outbox relay's tests give the relay a broker of its own).
 An event whose data says ``fail`` fails.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+
+import attrs
 
 import svclink.aio
 import svclink.sync
@@ -25,6 +28,8 @@ ARGS = dict(
     max_attempts=int(os.environ.get("WORKER_MAX_ATTEMPTS", "5")),
     retry_delays=[float(os.environ.get("WORKER_RETRY_DELAY", "1"))],
 )
+if "WORKER_AMQP_URL" in os.environ:
+    ARGS["settings"] = attrs.evolve(svclink.get_settings(), amqp_url=os.environ["WORKER_AMQP_URL"])
 
 
 def note(what: str, event: svclink.sync.Event) -> None:

@@ -27,6 +27,7 @@ from svclink.core.events.outbox import (
     stored_message,
     verdict,
 )
+from svclink.core.events.running import State
 
 
 def row_of(settings: svclink.Settings, **kwargs: object) -> StoredRow:
@@ -99,6 +100,24 @@ def test_the_relay_paces_itself() -> None:
     assert pace.after(1, [RowUpdate(1, PENDING)]) == pytest.approx(0.1)  # the broker refused: back off
     assert pace.after(1, [RowUpdate(1, PENDING)]) == pytest.approx(0.2)
     assert pace.after(0, []) == 0.5  # and start over once it works
+
+
+def test_the_relay_says_what_it_is_doing_in_the_consumers_words() -> None:
+    pace = RelayPace(RelayPolicy())
+    assert pace.state is State.STARTING  # no batch has run yet
+    pace.unreachable(svclink.EventError("the broker refused the login"))
+    assert pace.state is State.RECONNECTING
+    pace.after(0, [])  # a batch ran, nothing to send: ready
+    assert pace.state is State.CONSUMING
+    pace.after(1, [RowUpdate(1, PENDING, "no broker")])
+    assert pace.state is State.RECONNECTING
+    pace.after(1, [RowUpdate(1, SENT)])
+    assert pace.state is State.CONSUMING
+    try:
+        raise OSError("the database is unreachable")
+    except OSError:
+        pace.crashed()
+    assert pace.state is State.RECONNECTING
 
 
 def test_the_send_after_commit_pauses_after_a_failure_under_the_same_settings() -> None:

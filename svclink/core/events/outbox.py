@@ -26,6 +26,7 @@ from .envelope import Event
 from .handling import reconnect_delay
 from .message import OutgoingMessage, Properties, prepare
 from .publishing import Sending, publish_deadline
+from .running import State
 
 log = logger("svclink.outbox")
 
@@ -260,10 +261,17 @@ def relay_policy(settings: Settings, batch_size: int | None = None) -> RelayPoli
 @attrs.define
 class RelayPace:
     """The relay's next wait after each batch: none while a full batch came back all sent,
-    the poll interval when the table ran dry, a growing backoff while the broker refuses."""
+    the poll interval when the table ran dry, a growing backoff while the broker refuses.
+
+    It also says what the relay is doing, for a worker's ``/readyz`` (in the consumers'
+    words): ``starting`` until a batch has run with the broker reached, ``consuming`` while
+    batches run and send, ``reconnecting`` from a batch that failed (the broker down or
+    refusing the login, the database unreachable, rows left pending) until one works again.
+    """
 
     policy: RelayPolicy
     failures: int = 0
+    state: State = State.STARTING
 
     def after(self, claimed: int, updates: Sequence[RowUpdate]) -> float:
         """The wait after a batch that claimed ``claimed`` rows and wrote ``updates`` (each row
@@ -272,12 +280,21 @@ class RelayPace:
         if any(u.state == PENDING for u in updates):
             return self.unavailable()
         self.failures = 0
+        self.state = State.CONSUMING
         return 0.0 if claimed >= self.policy.batch_size else self.policy.poll_interval
 
     def unavailable(self) -> float:
         """Nothing could be sent (no broker, or confirms missing): wait longer each time in a row."""
         self.failures += 1
+        self.state = State.RECONNECTING
         return reconnect_delay(self.failures)
+
+    def unreachable(self, error: Exception) -> float:
+        """The publisher's connection could not be opened (the broker down, or refusing the
+        login): one warning line (a traceback would only repeat it at every retry), and
+        waited for as when nothing could be sent."""
+        log.warning("outbox relay: cannot reach the broker (%s); retrying", error)
+        return self.unavailable()
 
     def crashed(self) -> float:
         """A batch raised (the database, say): logged with its traceback (call it in the
