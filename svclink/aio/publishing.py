@@ -20,7 +20,7 @@ from typing import Any
 from ..core.errors import BrokerUnavailable
 from ..core.events.broker import Lost, is_memory, unreachable
 from ..core.events.envelope import Event
-from ..core.events.publishing import BasePublisher, PublisherCache, Sending
+from ..core.events.publishing import BasePublisher, PublisherCache, Sending, drops_connection
 from ..core.logs import logger
 from ..core.settings import Settings
 from ._loops import close_soon, close_with_loop, closes_done
@@ -162,7 +162,7 @@ class Publisher(BasePublisher):
                         link = await self._new_link(sending.deadline)
                     outcomes = await link.publish(batch, sending.deadline)
                 except (Lost, BrokerUnavailable) as exc:
-                    if link is not None:
+                    if link is not None and drops_connection(exc):
                         self._drop(link)
                     sending.failed(exc)
                     continue

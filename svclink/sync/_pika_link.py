@@ -74,15 +74,19 @@ class PikaLink:
         """Run the IOLoop until ``until()`` holds, the connection closes, or ``deadline`` passes."""
         if until() or self._state in ("closed", "failed") or time.monotonic() >= deadline:
             return until()
+        self._run(lambda: until() or self._state in ("closed", "failed"), deadline)
+        return until()
+
+    def _run(self, done: Callable[[], bool], deadline: float) -> None:
+        """Run the IOLoop until ``done()`` holds or ``deadline`` passes."""
         expired: list[bool] = []
         timer = self._ioloop.call_later(max(0.0, deadline - time.monotonic()), lambda: expired.append(True))
         try:
-            while not (until() or self._state in ("closed", "failed") or expired):
+            while not (done() or expired):
                 self._ioloop.poll()  # waits for I/O or the next timer (the deadline at the latest)
                 self._ioloop.process_timeouts()
         finally:
             self._ioloop.remove_timeout(timer)
-        return until()
 
     def _flag(self) -> tuple[list[bool], Callable[[Any], None]]:
         """A flag (a list, truthy once set) and the pika callback that sets it."""
@@ -265,10 +269,18 @@ class PikaLink:
         return outcomes + [Outcome.LOST] * (len(messages) - len(tags))
 
     def _discard(self) -> None:
+        """Close the connection, waiting up to a second for the broker's Close-Ok.
+
+        A connection is also waited for when it is closing already (the link closes it when
+        the broker closes its channel on a message): left at that, its Close may never be
+        written, and the broker keeps the dead connection open until its heartbeat runs out.
+        """
         connection, self._connection = self._connection, None
-        if connection is not None and connection.is_open:
+        if connection is None or not (connection.is_open or connection.is_closing):
+            return  # closed, or still opening: nothing to wait for
+        if connection.is_open:
             connection.close()
-            self._wait(lambda: self._state == "closed", time.monotonic() + 1.0)
+        self._run(lambda: bool(connection.is_closed), time.monotonic() + 1.0)
 
     def close(self) -> None:
         self._discard()

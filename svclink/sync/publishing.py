@@ -19,7 +19,7 @@ from typing import Any
 from ..core.errors import BrokerUnavailable
 from ..core.events.broker import Lost, is_memory
 from ..core.events.envelope import Event
-from ..core.events.publishing import BasePublisher, PublisherCache, Sending
+from ..core.events.publishing import BasePublisher, PublisherCache, Sending, drops_connection
 from ..core.locks import ForkSafeLock
 from ..core.logs import logger
 from ..core.settings import Settings
@@ -152,7 +152,7 @@ class Publisher(BasePublisher):
                     link = self._link(sending.deadline)
                     outcomes = link.publish(batch, sending.deadline)
                 except (Lost, BrokerUnavailable) as exc:
-                    if isinstance(exc, Lost):
+                    if drops_connection(exc):
                         self._drop(wait=False)
                     sending.failed(exc)
                     continue

@@ -30,8 +30,8 @@ from svclink.core.events.handling import (
     settle,
 )
 from svclink.core.events.message import Delivery, Properties, prepare
-from svclink.core.events.outcomes import Outcome, publish_error
-from svclink.core.events.publishing import Sending, publish_deadline
+from svclink.core.events.outcomes import Outcome, publish_error, resolve
+from svclink.core.events.publishing import Sending, drops_connection, publish_deadline
 from svclink.core.events.topology import Binding, ConsumerConfig, ExchangeSpec, declarations, topology
 from svclink.core.settings import Settings, build
 
@@ -586,3 +586,10 @@ def test_a_consumer_declares_its_exchange_then_its_queues_then_its_bindings() ->
         Binding("q", "ex", "b"),
     )
     assert [q.name for q in topo.retry_queues] == ["q.retry.1000", "q.retry.5000"]
+
+
+def test_a_failed_send_drops_its_connection_only_when_it_is_dead() -> None:
+    assert drops_connection(Lost("closed by the broker"))  # the next publish opens a new one
+    assert not drops_connection(svclink.BrokerUnavailable("no connection"))  # none was opened
+    assert not resolve([Outcome.NACKED], attempt=1, late=False).drop  # an answer about the message: kept
+    assert resolve([Outcome.REFUSED], attempt=1, late=False).drop  # the broker closed the channel on it

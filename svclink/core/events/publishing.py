@@ -9,7 +9,8 @@ A driver's loop is then only::
         try:
             outcomes = <send batch on this loop's / thread's connection>
         except (Lost, BrokerUnavailable) as exc:   # nothing of the batch went out
-            <drop the connection if it was Lost>
+            if drops_connection(exc):
+                <drop the connection>
             sending.failed(exc)
             continue
         if sending.sent(outcomes, now=<monotonic clock>):
@@ -34,7 +35,7 @@ from ..locks import ForkSafeLock
 from ..observe import Observer, PublishInfo, notify, watching
 from ..settings import Settings, get_settings
 from ..telemetry import NO_SPAN, annotate, producer_span, span, tracing
-from .broker import default_name
+from .broker import Lost, default_name
 from .envelope import Event
 from .message import OutgoingMessage, prepare
 from .outcomes import SEND_ATTEMPTS, Outcome, publish_error, resolve
@@ -61,6 +62,20 @@ def publish_deadline(settings: Settings, timeout: object, now: float) -> float:
     if timeout > MAX_PUBLISH_TIMEOUT:
         raise InvalidEvent(f"timeout must be at most {MAX_PUBLISH_TIMEOUT:.0f} seconds (a day)")
     return now + timeout
+
+
+def drops_connection(error: Exception) -> bool:
+    """Whether a send that failed with ``error`` before anything went out drops its connection.
+
+    A connection is replaced only when it is dead, the same on both sides: :class:`Lost`
+    (closed by the broker or the network, found so before the send) is dead, and the next
+    publish opens a new one. :class:`~svclink.BrokerUnavailable` says no connection could be
+    opened: there is none to drop, and a connection some other publish opened meanwhile is
+    not to be thrown away for it. An answer about a message never drops one either: a nack
+    or a return leaves a healthy connection, which the next publish uses; a channel the broker
+    closed on a message is dead, and :meth:`Sending.sent` says so.
+    """
+    return isinstance(error, Lost)
 
 
 def _pairs(events: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
