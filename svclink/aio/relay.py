@@ -129,7 +129,10 @@ class Relay:
         except EventError as exc:  # the broker down (BrokerUnavailable), or refusing the login
             return pace.unreachable(exc)
         try:
-            return (await self._batch(pace))[0]
+            wait = (await self._batch(pace))[0]
+            if wait and (before := self.policy.prune_before(datetime.now(UTC))) is not None:
+                await self.store.prune_sent(before)  # when idle; a failure here is the batch's
+            return wait
         except Exception:
             return pace.crashed()
 
@@ -139,8 +142,6 @@ class Relay:
         try:
             while not self._stop.is_set():
                 wait = await self._step(pace)
-                if wait and (before := self.policy.prune_before(datetime.now(UTC))) is not None:
-                    await self.store.prune_sent(before)
                 if wait and not self._stop.is_set():
                     await self.store.wait(wait)
         finally:

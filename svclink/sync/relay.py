@@ -132,7 +132,10 @@ class Relay:
         except EventError as exc:  # the broker down (BrokerUnavailable), or refusing the login
             return pace.unreachable(exc)
         try:
-            return self._batch(pace)[0]
+            wait = self._batch(pace)[0]
+            if wait and (before := self.policy.prune_before(datetime.now(UTC))) is not None:
+                self.store.prune_sent(before)  # when idle; a failure here is the batch's
+            return wait
         except Exception:
             return pace.crashed()
 
@@ -142,8 +145,6 @@ class Relay:
         try:
             while not self._stop.is_set():
                 wait = self._step(pace)
-                if wait and (before := self.policy.prune_before(datetime.now(UTC))) is not None:
-                    self.store.prune_sent(before)
                 if wait and not self._stop.is_set():
                     self.store.wait(wait)
         finally:

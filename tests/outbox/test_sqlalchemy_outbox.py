@@ -321,3 +321,61 @@ def test_with_a_retention_sent_rows_are_kept_marked_then_pruned(
     assert store.prune_sent(datetime.now(UTC) + timedelta(seconds=1)) == 2
     store.close()
     assert query(database, "SELECT count(*) FROM svclink_outbox") == [(0,)]
+
+
+@pytest.fixture
+def no_delete_role(database: str) -> Iterator[str]:
+    """A login role that may read, add and mark outbox rows but not delete them: pruning
+    fails for real (permission denied) while every batch still works."""
+    role = f"svclink_noprune_{uuid.uuid4().hex[:8]}"
+    query(database, f"CREATE ROLE {role} LOGIN")
+    query(database, f"GRANT SELECT, INSERT, UPDATE ON svclink_outbox TO {role}")
+    query(database, f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+    yield f"postgresql://{role}@127.0.0.1:5432/{database}"
+    query(database, f"DROP OWNED BY {role}")
+    query(database, f"DROP ROLE {role}")
+
+
+def test_a_relay_whose_pruning_fails_goes_on_relaying(
+    side: Side, database: str, sink: tuple[RabbitView, str, str], no_delete_role: str
+) -> None:
+    """Pruning runs when the relay is idle; a database that refuses it is one failed turn
+    (logged, retried later), not the end of the relay."""
+    view, exchange, queue = sink
+    svclink.configure(
+        service_name="shop", amqp_url=RABBITMQ_URL, outbox_send_after_commit=False, outbox_retention=1
+    )
+    base = next(_bases) * 100
+    writer = Side("sync-requests")  # the orders are written the same way for both relays
+    first = write_orders(writer, database, exchange, [(base, True)])
+    policy = svclink.sync.relay.RelayPolicy(poll_interval=0.2, retention=1.0)
+    if side.runner is None:
+        store = SqlOutbox(no_delete_role)
+        relay = svclink.sync.relay.Relay(store, policy=policy)
+        runner = concurrent.futures.ThreadPoolExecutor(1).submit(relay.run)
+        assert [g["event_id"] for g in eventually(lambda: drain(view, queue))] == first
+        time.sleep(1.5)  # idle turns: each prunes, and is refused
+        later = write_orders(writer, database, exchange, [(base + 1, True)])
+        assert [g["event_id"] for g in eventually(lambda: drain(view, queue))] == later
+        assert not runner.done()
+        relay.stop()
+        runner.result(10)
+        store.close()
+        return
+
+    async def go() -> None:
+        store = AsyncSqlOutbox(no_delete_role)
+        relay = svclink.aio.relay.Relay(store, policy=policy)
+        task = asyncio.create_task(relay.run())
+        await asyncio.to_thread(lambda: eventually(lambda: drain(view, queue)))
+        await asyncio.sleep(1.5)
+        later = await asyncio.to_thread(write_orders, writer, database, exchange, [(base + 1, True)])
+        got = await asyncio.to_thread(lambda: eventually(lambda: drain(view, queue)))
+        assert [g["event_id"] for g in got] == later
+        assert not task.done()
+        relay.stop()
+        await asyncio.wait_for(task, 10)
+        await store.aclose()
+
+    assert side.runner is not None
+    side.runner.run(go())
