@@ -125,6 +125,9 @@ class AiohttpTransport:
             except TimeoutError:
                 raise NoResponse(TransportFailure.POOL, "no free connection in the pool") from None
             timeout = deadline - loop.time()
+            if timeout <= 0:  # the loop was held up meanwhile; aiohttp reads total <= 0 as no limit
+                slots.release()
+                raise NoResponse(TransportFailure.TIMEOUT, "response too slow")
         else:
             await slots.acquire()
         _connected.set(False)

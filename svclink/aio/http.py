@@ -143,9 +143,9 @@ class Service(BaseService):
                 wall=time.time(),
             )
             call = Call.start(plan, time.monotonic(), self.guard)
-            stub = stubs.get(self.name)
             while True:
                 request = call.request(time.monotonic())
+                stub = stubs.get(self.name)
                 result: Answer | NoResponse | TooLarge
                 try:
                     result = stub(request) if stub is not None else await self._send(request)

@@ -15,6 +15,7 @@ OpenTelemetry's own no-op tracer and meter answer.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import threading
 from collections.abc import Mapping
 from types import ModuleType
@@ -131,9 +132,10 @@ def _metering() -> bool:
     """Is an SDK's meter provider installed?"""
     global _meters
     if _meters is None:
-        from opentelemetry.metrics import _internal
-
-        _meters = _internal
+        try:
+            _meters = importlib.import_module("opentelemetry.metrics._internal")
+        except ImportError:  # a later API without that module: its public getter is asked
+            _meters = importlib.import_module("opentelemetry.metrics")
     return trace.provider_installed(_meters, "_METER_PROVIDER", _meters.get_meter_provider)
 
 

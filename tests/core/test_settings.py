@@ -109,6 +109,8 @@ def test_service_host_trailing_slash_is_dropped() -> None:
         "http://",
         "http://user/?q=1",
         "http://user/#frag",
+        "http://user?",  # an empty query: a call's path would go after the '?'
+        "http://user/#",
         "http://me:secret@user/",
         "http://user:99999",
         "http://user:port",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -51,6 +52,28 @@ def test_dot_and_empty_path_params_are_refused(value: str) -> None:
 def test_path_params_must_be_scalars(value: object) -> None:
     with pytest.raises(svclink.InvalidRequest, match="path parameter 'id'"):
         fill_path("/users/{id}", {"id": value})
+
+
+def test_any_mapping_fills_the_template() -> None:
+    """Only the Mapping protocol is relied on: a mapping whose keys() is a plain list works too."""
+
+    class Params(Mapping[str, Any]):
+        def __init__(self, **values: Any) -> None:
+            self._values = values
+
+        def __getitem__(self, key: str) -> Any:
+            return self._values[key]
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(self._values)
+
+        def __len__(self) -> int:
+            return len(self._values)
+
+        def keys(self) -> Any:  # type: ignore[override]
+            return list(self._values)
+
+    assert fill_path("/users/{id}/items/{item}", Params(id=5, item="a b")) == "/users/5/items/a%20b"
 
 
 def test_missing_and_extra_path_params_are_named() -> None:

@@ -314,3 +314,39 @@ def test_pool_exhaustion_fails_at_the_deadline_and_is_not_held_against_the_servi
     assert 0.4 <= elapsed < 1.2, elapsed
     assert server.calls("GET", "/fast") == []
     assert side.call("user", "GET", "/fast") == {"ok": True}  # breaker still closed
+
+
+@pytest.mark.parametrize("side", ["aio-httpx", "aio-aiohttp"], indirect=True)
+def test_a_call_whose_wait_for_a_connection_outlasted_its_deadline_still_ends_at_it(
+    side: Side, server: TestServer
+) -> None:
+    """A call that got its pooled connection only after its deadline (the event loop was held
+    up meanwhile, by blocking code in another task) fails at once with ServiceTimeout instead
+    of waiting for a response with no time limit. (Sync threads cannot be held up this way.)"""
+    server.route("GET", "/held", Reply(200, {"ok": True}, delay=0.5))
+    server.route("GET", "/slow", Reply(200, {"ok": True}, delay=6))
+    svclink.configure(
+        service_connections=["user"],
+        service_hosts={"user": server.url},
+        pool_maxsize=1,
+        retry=RetryPolicy(total=0),
+    )
+
+    async def scenario() -> float:
+        user = await svclink.aio.get_service("user")
+
+        async def hold_then_block() -> None:
+            await user.http_dispatch("GET", "/held")
+            time.sleep(1.5)  # blocking code: the loop runs nothing else meanwhile
+
+        holder = asyncio.ensure_future(hold_then_block())
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(svclink.ServiceTimeout):
+            await user.http_dispatch("GET", "/slow", response_timeout=1.0)
+        elapsed = time.monotonic() - started
+        await holder
+        return elapsed
+
+    assert side.runner is not None
+    assert side.runner.run(scenario()) < 3.0

@@ -10,6 +10,8 @@ instrumentation library's own server span always wins). Without it the incoming
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 from collections.abc import Callable
 from types import ModuleType
@@ -53,14 +55,10 @@ def _otel() -> tuple[ModuleType, ModuleType, ModuleType] | None:
     global _modules
     if _modules is _NOT_LOOKED_UP:
         try:
-            from opentelemetry import context, metrics, propagate, trace
+            from opentelemetry import context, propagate, trace
         except ImportError:
             _modules = None
         else:
-            # providers named by OTEL_PYTHON_{TRACER,METER}_PROVIDER are loaded on first ask,
-            # which also makes them the globals provider_installed reads
-            trace.get_tracer_provider()
-            metrics.get_meter_provider()
             _modules = (context, propagate, trace)
     return _modules
 
@@ -69,16 +67,31 @@ def _otel() -> tuple[ModuleType, ModuleType, ModuleType] | None:
 _ABSENT: Any = object()
 
 
+#: the environment variable naming the provider each API global is loaded from
+_PROVIDER_VARIABLES = {
+    "_TRACER_PROVIDER": "OTEL_PYTHON_TRACER_PROVIDER",
+    "_METER_PROVIDER": "OTEL_PYTHON_METER_PROVIDER",
+}
+
+
+@functools.cache
+def _named(name: str) -> bool:
+    """Does the environment name a provider for the API global ``name``? Read once."""
+    return _PROVIDER_VARIABLES.get(name, "") in os.environ
+
+
 def provider_installed(module: ModuleType, name: str, get: Callable[[], Any]) -> bool:
     """Has an SDK's provider been set as ``module.name`` (the API's global for it)?
 
-    The global is read directly: until a provider is set, the API's getter looks in
-    ``os.environ`` on every call, which costs more than planning an HTTP call. Should a
-    later API not have that global, the getter is asked instead. The API's stand-ins are
-    its proxy providers (``ProxyTracerProvider``, ``_ProxyMeterProvider``).
+    The global is read directly: until a provider is set, the API's getter does more than
+    that on every call (two look-ups in ``os.environ``, a call chain), which costs more
+    than planning an HTTP call. The getter is asked only when the environment named a
+    provider when svclink first looked (the getter loads that one and sets the global), or
+    should a later API not have that global. The API's stand-ins are its proxy providers
+    (``ProxyTracerProvider``, ``_ProxyMeterProvider``).
     """
     provider = getattr(module, name, _ABSENT)
-    if provider is _ABSENT:
+    if provider is _ABSENT or (provider is None and _named(name)):
         provider = get()
     return provider is not None and not type(provider).__name__.lstrip("_").startswith("Proxy")
 

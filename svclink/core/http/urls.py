@@ -118,7 +118,7 @@ def fill_path(endpoint: str, path_params: Mapping[str, Any] | None) -> str:
         if template.fields:
             raise InvalidRequest(f"path_params is missing {', '.join(sorted(template.names))}")
         return endpoint
-    if path_params.keys() != template.names:
+    if set(path_params) != template.names:
         missing = sorted(template.names - set(path_params))
         if missing:
             raise InvalidRequest(f"path_params is missing {', '.join(missing)}")
