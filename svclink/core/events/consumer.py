@@ -26,7 +26,7 @@ from ..settings import Settings, get_settings
 from ..telemetry import HandlerSpan, NoHandlerSpan, consumer_span, report_consume, span, tracing
 from .broker import default_name
 from .envelope import Event
-from .handling import Disposition, Handle, HandlerTable, log_disposition, receive, settle
+from .handling import Disposition, Handle, HandlerTable, log_disposition, quiet, receive, settle
 from .inbox import InboxStore, deduplicated, store_for
 from .message import Delivery
 from .readiness import Readiness
@@ -277,8 +277,9 @@ class BaseConsumer(Generic[H]):
         clock) is when a dead letter died."""
         decision = settle(delivery, config, error, wall=wall)
         event = step.event
-        with bind(event.context), handling(event.event_id, event.event_type):  # for the log line
-            log_disposition(config, delivery, decision, event, error)
+        if not quiet(decision):  # the log line's context, bound only when there is a line
+            with bind(event.context), handling(event.event_id, event.event_type):
+                log_disposition(config, delivery, decision, event, error)
         duration = None if now is None else now - step.received
         report_consume(self.settings, config, delivery, decision, step.event, error, duration)
         return decision

@@ -310,6 +310,12 @@ def describe_message(delivery: Delivery, event: Event | None) -> str:
     return f"message with routing key {key!r} and " + (f"id {message_id}" if message_id else "no id")
 
 
+def quiet(disposition: Disposition) -> bool:
+    """Did the message simply succeed? Then it gets no log line (see :func:`log_disposition`):
+    the common case, so a consumer skips building the line's context for it too."""
+    return isinstance(disposition, Ack) and disposition.handled
+
+
 def log_disposition(
     config: ConsumerConfig,
     delivery: Delivery,
@@ -318,13 +324,14 @@ def log_disposition(
     error: BaseException | None = None,
 ) -> None:
     """One log line per message that did not simply succeed, the same on both sides."""
+    if quiet(disposition):
+        return
     what = describe_message(delivery, event)
     if isinstance(disposition, Ack):
-        if not disposition.handled:
-            log.warning(
-                "consumer %s: no handler for event type %r (%s); acked",
-                config.queue, disposition.event_type, what,
-            )  # fmt: skip
+        log.warning(
+            "consumer %s: no handler for event type %r (%s); acked",
+            config.queue, disposition.event_type, what,
+        )  # fmt: skip
     elif isinstance(disposition, Delay):
         log.warning(
             "consumer %s: handler failed for %s (attempt %d); retrying in %.3gs",
