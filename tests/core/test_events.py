@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -18,7 +19,7 @@ import svclink
 from svclink.core.context.value import bind
 from svclink.core.events import handling, topics
 from svclink.core.events.broker import Lost
-from svclink.core.events.envelope import Event, decode, format_time
+from svclink.core.events.envelope import Event, decode, format_time, with_context
 from svclink.core.events.handling import (
     Ack,
     DeadLetter,
@@ -593,3 +594,16 @@ def test_a_failed_send_drops_its_connection_only_when_it_is_dead() -> None:
     assert not drops_connection(svclink.BrokerUnavailable("no connection"))  # none was opened
     assert not resolve([Outcome.NACKED], attempt=1, late=False).drop  # an answer about the message: kept
     assert resolve([Outcome.REFUSED], attempt=1, late=False).drop  # the broker closed the channel on it
+
+
+def test_an_events_context_is_replaced_as_evolve_would_replace_it() -> None:
+    """with_context spells attrs.evolve out for speed: every other field must come through."""
+    base = Event(event_type="user.created", data={"id": 1}, event_id="e1", occurred_at=WHEN)
+    context = svclink.RequestContext(request_id="r1")
+    for field in attrs.fields(Event):
+        if field.name == "context":
+            continue
+        marker = object()  # a value no default has: a field left out would lose it
+        event = attrs.evolve(base, **{field.name: marker})
+        assert getattr(with_context(event, context), field.name) is marker, field.name
+    assert with_context(base, context) == attrs.evolve(base, context=context)

@@ -123,6 +123,25 @@ class Event:
     routed: bool = attrs.field(default=True, eq=False)
 
 
+def with_context(event: Event, context: RequestContext | None) -> Event:
+    """``event`` with ``context`` in place of its own: ``attrs.evolve(event, context=context)``
+    spelled out, because a consumer does it for every message, and evolve, which looks the
+    class's fields up on each call, cost 2 us of the 15 us that reading a message takes
+    (a test holds this to evolve for every field)."""
+    return Event(
+        event_type=event.event_type,
+        data=event.data,
+        event_id=event.event_id,
+        occurred_at=event.occurred_at,
+        source=event.source,
+        context=context,
+        version=event.version,
+        format=event.format,
+        attempt=event.attempt,
+        routed=event.routed,
+    )
+
+
 def format_time(moment: datetime) -> str:
     """``moment`` as UTC ISO 8601 with a ``Z`` (microsecond precision)."""
     return format_utc(utc(moment))

@@ -21,7 +21,7 @@ from ..errors import InvalidEvent
 from ..logs import configured_secrets, logger
 from ..redact import redact
 from ..settings import Settings
-from .envelope import Event
+from .envelope import Event, with_context
 from .formats import (
     ORIGINAL_EXCHANGE_HEADER,
     ORIGINAL_ROUTING_KEY_HEADER,
@@ -216,7 +216,7 @@ def receive(
     handler = table.find(event.event_type)
     if handler is None:
         return Ack(handled=False, event_type=event.event_type)
-    return Handle(attrs.evolve(event, context=read.context), handler, read, now)
+    return Handle(with_context(event, read.context), handler, read, now)
 
 
 def settle(
