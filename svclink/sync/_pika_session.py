@@ -247,9 +247,10 @@ class PikaSession:
 
     def _until_overdue(self) -> float:
         """Seconds (at most one) until the running handler is overdue; calls ``overdue`` once it is."""
-        if self._overdue is None:
+        pending = self._overdue  # read once: the handler's thread clears it when the handler returns
+        if pending is None:
             return 1.0
-        when, overdue = self._overdue
+        when, overdue = pending
         left = when - time.monotonic()
         if left > 0:
             return min(1.0, left)
