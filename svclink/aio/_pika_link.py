@@ -1,7 +1,7 @@
 """The aio publisher's connection to RabbitMQ: one aio-pika connection and confirm channel per event loop.
 
 Publishing goes straight to the aiormq channel beneath aio-pika's (see :mod:`._pika`);
-each confirm waits under :class:`~svclink.aio._confirm_deadlines.Deadlines`, with no loop
+each confirm waits under :class:`~svclink.aio._deadlines.Deadlines`, with no loop
 timer per publish.
 """
 
@@ -22,7 +22,7 @@ from ..core.events.broker import CLOSED_WHILE_IDLE, IDLE
 from ..core.events.message import OutgoingMessage
 from ..core.events.outcomes import Outcome, channel_closed
 from ..core.settings import Settings
-from ._confirm_deadlines import Deadlines
+from ._deadlines import Deadlines
 from ._loops import close_soon
 from ._pika import AMQP_LOST, connect, ensure_exchange, publish, underlay_of
 from ._transport import Lost

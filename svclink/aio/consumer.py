@@ -20,10 +20,11 @@ from ..core.events.envelope import Event
 from ..core.events.handling import Backoff, Disposition, Handle
 from ..core.events.message import Delivery
 from ..core.events.readiness import check_wait
-from ..core.events.running import Deadlines, Phase, State, explain_lost, handler_timeout_error
+from ..core.events.running import Phase, State, explain_lost, handler_timeout_error
 from ..core.events.topology import ConsumerConfig, topology
 from ..core.logs import logger
 from ..core.telemetry import HandlerSpan, NoHandlerSpan
+from ._deadlines import Deadlines
 from ._memory import MemorySession
 from ._pika_session import PikaSession
 from ._transport import Session
@@ -124,7 +125,7 @@ class EventConsumer(BaseConsumer[Handler]):
         in_flight: set[asyncio.Task[None]] = set()
         slots = None if self.concurrency is None else asyncio.Semaphore(self.concurrency)
         queued: set[Any] = set()  # deliveries waiting for a slot, by token
-        deadlines = _HandlerDeadlines(self.handler_timeout)
+        deadlines = Deadlines()  # one loop timer for the handlers' time limits
         stopping = False
 
         async def on_delivery(delivery: Delivery, token: Any) -> None:
@@ -207,13 +208,11 @@ class EventConsumer(BaseConsumer[Handler]):
             finally:
                 woken.cancel()
 
-    async def _process(
-        self, config: ConsumerConfig, delivery: Delivery, deadlines: _HandlerDeadlines
-    ) -> Disposition:
+    async def _process(self, config: ConsumerConfig, delivery: Delivery, deadlines: Deadlines) -> Disposition:
         step = self._receive(config, delivery, now=time.monotonic(), wall=time.time())
         if not isinstance(step, Handle):
             return step
-        error = await _call(step, deadlines, self.traced(config, delivery, step))
+        error = await _call(step, deadlines, self.handler_timeout, self.traced(config, delivery, step))
         return self._settle(config, delivery, step, error, time.monotonic(), wall=time.time())
 
 
@@ -228,72 +227,26 @@ async def _first(*waits: Awaitable[Any]) -> None:
                 future.cancel()
 
 
-class _HandlerDeadlines:
-    """``handler_timeout`` for the handlers of one session, with one timer for them all.
-
-    Each handler runs in an ``asyncio.timeout(None)``, which sets no timer of its own; the
-    one timer here is set for the oldest handler's deadline, and expires the timeouts that
-    core's :class:`~svclink.core.events.running.Deadlines` says are overdue, exactly as
-    their own timers would have (``expired()`` is true, the handler's task is cancelled and
-    the timeout raises ``TimeoutError``). An asyncio timer per message, set and cancelled
-    around every handler, was the largest cost the time limit added to consuming.
-    """
-
-    def __init__(self, limit: float) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._deadlines: Deadlines[asyncio.Timeout] = Deadlines(limit)
-        self._timer: asyncio.TimerHandle | None = None
-
-    @property
-    def limit(self) -> float:
-        return self._deadlines.limit
-
-    def start(self, timeout: asyncio.Timeout) -> None:
-        """A handler entered ``timeout``; it expires ``limit`` seconds from now."""
-        self._deadlines.start(timeout, self._loop.time())
-        if self._timer is None:
-            self._set()
-
-    def end(self, timeout: asyncio.Timeout) -> None:
-        """The handler returned (while ``timeout`` is still entered)."""
-        self._deadlines.end(timeout)
-
-    def _set(self) -> None:
-        due = self._deadlines.next_due()
-        self._timer = None if due is None else self._loop.call_at(due, self._expire)
-
-    def _expire(self) -> None:
-        now = self._loop.time()
-        for timeout in self._deadlines.overdue(now):
-            timeout.reschedule(now)  # a time already past: it cancels its task at once
-        self._set()
-
-
 async def _call(
-    step: Handle[Handler], deadlines: _HandlerDeadlines, span: HandlerSpan | NoHandlerSpan
+    step: Handle[Handler], deadlines: Deadlines, limit: float, span: HandlerSpan | NoHandlerSpan
 ) -> BaseException | None:
     """Run a handler in its span, with the publisher's request context bound, for at most
-    ``deadlines.limit`` seconds; its exception (or :class:`~svclink.HandlerTimeout`) is the
-    outcome (and the span's)."""
+    ``limit`` seconds (one loop timer for all the session's handlers: ``deadlines``); its
+    exception (or :class:`~svclink.HandlerTimeout`) is the outcome (and the span's)."""
     with span:
-        error = await _run(step, deadlines)
+        error = await _run(step, deadlines, limit)
         if error is not None:
             span.failed(error)
     return error
 
 
-async def _run(step: Handle[Handler], deadlines: _HandlerDeadlines) -> BaseException | None:
-    deadline = asyncio.timeout(None)  # expired by ``deadlines`` once the handler runs over the limit
+async def _run(step: Handle[Handler], deadlines: Deadlines, limit: float) -> BaseException | None:
+    deadline = deadlines.wait(time.monotonic() + limit)
     try:
-        with bind(step.event.context):
-            async with deadline:
-                deadlines.start(deadline)
-                try:
-                    await step.handler(step.event)
-                finally:
-                    deadlines.end(deadline)
+        with bind(step.event.context), deadline:
+            await step.handler(step.event)
     except TimeoutError as exc:
-        return handler_timeout_error(deadlines.limit) if deadline.expired() else exc
+        return handler_timeout_error(limit) if deadline.expired else exc
     except Exception as exc:
         return exc
     return None

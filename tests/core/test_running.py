@@ -6,7 +6,6 @@ import pytest
 
 import svclink
 from svclink.core.events.running import (
-    Deadlines,
     Phase,
     Shutdown,
     State,
@@ -35,23 +34,6 @@ def test_a_second_stop_abandons_at_once() -> None:
     assert shutdown.phase(1.0) is Phase.DRAINING
     shutdown.request()
     assert shutdown.phase(1.1) is Phase.ABANDONED
-
-
-def test_deadlines_say_which_handlers_ran_over_the_limit_and_when_to_look_next() -> None:
-    deadlines: Deadlines[str] = Deadlines(limit=10.0)
-    assert deadlines.next_due() is None and deadlines.overdue(1000.0) == []
-    deadlines.start("a", 100.0)
-    deadlines.start("b", 101.0)
-    deadlines.start("c", 102.0)
-    assert deadlines.next_due() == 110.0  # the oldest's
-    deadlines.end("a")  # returned in time
-    assert deadlines.next_due() == 111.0
-    assert deadlines.overdue(110.9) == []
-    assert deadlines.overdue(111.5) == ["b"]  # forgotten once reported
-    assert deadlines.overdue(111.5) == [] and deadlines.next_due() == 112.0
-    deadlines.end("b")  # an overdue one's own end changes nothing
-    deadlines.start("d", 112.5)
-    assert deadlines.overdue(130.0) == ["c", "d"] and deadlines.next_due() is None
 
 
 def test_prefetch_is_at_least_the_concurrency() -> None:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from svclink.aio._confirm_deadlines import Deadlines
+from svclink.aio._deadlines import Deadlines
 
 
 async def _wait(deadlines: Deadlines, deadline: float, duration: float) -> tuple[str, float]:
@@ -137,3 +137,47 @@ def test_a_wait_outside_a_task_is_refused() -> None:
         assert len(errors) == 1 and "inside a task" in str(errors[0])
 
     asyncio.run(main())
+
+
+def test_handlers_under_one_limit_expire_oldest_first_and_only_those_still_running() -> None:
+    """A consumer's handlers share one ``Deadlines``, each under the same limit from its own
+    start: one that returns in time never expires, the others expire in the order they
+    started, each at its own start plus the limit, and a handler's own ``TimeoutError`` is
+    not the limit's."""
+    expired_in_order: list[str] = []
+
+    async def handler(deadlines: Deadlines, name: str, duration: float) -> tuple[bool, float]:
+        started = time.monotonic()
+        wait = deadlines.wait(started + 0.2)
+        try:
+            with wait:
+                await asyncio.sleep(duration)
+        except TimeoutError:
+            expired_in_order.append(name)
+        return wait.expired, time.monotonic() - started
+
+    async def own_timeout(deadlines: Deadlines) -> tuple[bool, bool]:
+        wait = deadlines.wait(time.monotonic() + 5)
+        try:
+            with wait:
+                raise TimeoutError("the handler's own")
+        except TimeoutError as exc:
+            return wait.expired, "own" in str(exc)
+
+    async def main() -> tuple[list[tuple[bool, float]], tuple[bool, bool], Deadlines]:
+        deadlines = Deadlines()
+        tasks = []
+        for name, duration in (("a", 0.05), ("b", 5.0), ("c", 5.0)):
+            tasks.append(asyncio.create_task(handler(deadlines, name, duration)))
+            await asyncio.sleep(0.02)
+        results = list(await asyncio.gather(*tasks))
+        own = await own_timeout(deadlines)
+        await asyncio.sleep(0)
+        return results, own, deadlines
+
+    results, own, deadlines = asyncio.run(main())
+    assert [expired for expired, _ in results] == [False, True, True]  # "a" returned in time
+    assert expired_in_order == ["b", "c"]  # oldest first
+    assert all(0.19 <= took < 0.35 for _, took in results[1:]), results  # each at its own limit
+    assert own == (False, True)  # the handler's own TimeoutError, passed through as it was
+    assert not deadlines._waiting  # every wait left, in time or not

@@ -18,7 +18,7 @@ import enum
 import math
 import threading
 from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import attrs
 
@@ -136,50 +136,6 @@ class State(enum.Enum):
 def overdue(started: float, limit: float, now: float) -> bool:
     """Whether a handler that started at ``started`` has run over ``limit`` seconds at ``now``."""
     return now - started >= limit
-
-
-K = TypeVar("K")
-
-
-@attrs.define
-class Deadlines(Generic[K]):
-    """The handlers in flight under one ``limit``, oldest first: which have run over it at a
-    given moment, and when to look next.
-
-    It lets a driver keep one timer for all its handlers instead of one per handler (an
-    asyncio timer per message cost the aio consumer 2 to 3 us of its own ~20 us per
-    message): the timer is set for the oldest handler's deadline, and when it fires the
-    driver ends those :meth:`overdue` says and sets it again for :meth:`next_due`. Handlers
-    start in the order of the clock the driver passes, so the oldest is the first one left.
-    """
-
-    limit: float
-    #: key -> monotonic start, in start order
-    _started: dict[K, float] = attrs.field(factory=dict, init=False)
-
-    def start(self, key: K, now: float) -> None:
-        self._started[key] = now
-
-    def end(self, key: K) -> None:
-        """The handler returned (or was ended as overdue): no deadline of its own any more."""
-        self._started.pop(key, None)
-
-    def next_due(self) -> float | None:
-        """When the oldest handler in flight runs over the limit; None with none in flight."""
-        for started in self._started.values():
-            return started + self.limit
-        return None
-
-    def overdue(self, now: float) -> list[K]:
-        """The handlers over the limit at ``now``, oldest first, forgotten from here on."""
-        late = []
-        for key, started in self._started.items():
-            if not overdue(started, self.limit, now):
-                break
-            late.append(key)
-        for key in late:
-            del self._started[key]
-        return late
 
 
 def explain_lost(reason: str) -> str:

@@ -1,6 +1,7 @@
 """Many deadlines on one event-loop timer.
 
-Every publish waits for its confirm under a deadline. ``asyncio.timeout(seconds)`` makes
+Every publish waits for its confirm under a deadline, and every handler of a consumer runs
+under ``handler_timeout``. ``asyncio.timeout(seconds)`` makes
 one loop timer per wait, scheduled and then cancelled; with 50 publishes in flight that
 timer work cost more than the rest of svclink's publishing (``bench/run.py``: 283 us a
 publish against 247 us without it). Here one timer, set for the earliest deadline,
@@ -57,6 +58,11 @@ class Wait:
         # this wait's own cancellation is taken back whatever ended the block, as asyncio.timeout does
         if self._expired and self._task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError:
             raise TimeoutError from exc
+
+    @property
+    def expired(self) -> bool:
+        """The deadline passed while the task waited in the block (as ``Timeout.expired()``)."""
+        return self._expired
 
     def _expire(self) -> None:
         self._expired = True
